@@ -1,0 +1,47 @@
+//! `locus-ingest`: reads its configuration, starts the roles it is given and runs until
+//! SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use locus_ingest::{Application, Cli, Command, auth};
+use locus_wire::{DeviceId, TenantId};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(t)) => {
+            let tenant = TenantId::parse(t.tenant).context("invalid --tenant")?;
+            let device = DeviceId::parse(t.device).context("invalid --device")?;
+            let token = auth::mint(
+                &t.jwt_secret,
+                &t.issuer,
+                &t.audience,
+                &tenant,
+                &device,
+                t.role,
+                t.ttl_secs,
+            )
+            .context("could not sign the token")?;
+            println!("{token}");
+            Ok(())
+        }
+        Some(Command::Serve(config)) => serve(*config).await,
+        None => {
+            let config = locus_ingest::config_from_args(std::iter::empty::<String>())
+                .unwrap_or_else(|e| e.exit());
+            serve(config).await
+        }
+    }
+}
+
+async fn serve(config: locus_ingest::Config) -> anyhow::Result<()> {
+    locus_telemetry::init_tracing();
+    let _ = locus_telemetry::metrics_handle();
+    let shutdown = locus_telemetry::shutdown_on_signal();
+    let app = Application::build(config)
+        .await
+        .context("ingest could not start (are PostgreSQL, Redis and Kafka up? `./locus services` starts them)")?;
+    app.run_until_stopped(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! The whole HTTP surface of ingest in one place.
+
+mod health;
+mod locations_post;
+mod sessions_get;
+mod sessions_list;
+mod sessions_start;
+mod sessions_stop;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::events;
+use crate::startup::AppState;
+
+/// Every route and layer of the ingest API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/sessions",
+            post(sessions_start::handler).get(sessions_list::handler),
+        )
+        .route("/v1/sessions/{id}", get(sessions_get::handler))
+        .route("/v1/sessions/{id}/stop", post(sessions_stop::handler))
+        .route("/v1/sessions/{id}/locations", post(locations_post::handler))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+        // Layers run outside-in from the bottom: trace the request, then time it. Body
+        // size is enforced by the handlers after decompression, so axum's default
+        // limit is off.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Counts and times every request by route template (bounded label set).
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    events::http_request(route, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,58 @@
+//! POST /v1/sessions: a device starts a tracking session.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use locus_wire::api::StartSessionRequest;
+use locus_wire::record::SessionEventKind;
+
+use crate::auth::Caller;
+use crate::body;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Starts a session for the calling device; 201 with the session, 409 if it has one.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device = %caller.subject))]
+pub async fn handler(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_device()?;
+    let bytes = body::json_bytes(&headers, request, state.config.max_body_bytes, true).await?;
+    let req: StartSessionRequest = if bytes.is_empty() {
+        StartSessionRequest::default()
+    } else {
+        body::parse(&bytes)?
+    };
+    let secs = req
+        .max_duration_secs
+        .unwrap_or(state.config.session_default_duration_secs);
+    if secs == 0 || secs > state.config.session_max_duration_secs {
+        return Err(ApiError::BadRequest {
+            code: "invalid_max_duration",
+            message: format!(
+                "max_duration_secs must be between 1 and {}",
+                state.config.session_max_duration_secs
+            ),
+        });
+    }
+    let outcome = state
+        .store
+        .start(&caller.tenant, &caller.subject, chrono::Duration::seconds(secs as i64))
+        .await?;
+    if let Some(expired) = &outcome.expired {
+        state.publish_session_event(SessionEventKind::Stopped, expired).await;
+    }
+    let session = outcome.session;
+    state.publish_session_event(SessionEventKind::Started, &session).await;
+    tracing::info!(session = %session.id, "Session started.");
+    let location = format!("/v1/sessions/{}", session.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(session.view()),
+    ))
+}

@@ -1,0 +1,338 @@
+//! Queries on sessions. Status changes are single conditional UPDATEs, so two racing
+//! callers (a stop and the expiry sweeper, say) cannot both win.
+
+use chrono::{DateTime, Duration, Utc};
+use locus_wire::api::{Position, SessionStatus, SessionView, StopReason};
+use locus_wire::{DeviceId, SessionId, TenantId};
+use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+use uuid::Uuid;
+
+/// What can go wrong with a session operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No session with that id in the caller's tenant.
+    #[error("session not found")]
+    NotFound,
+    /// The session is stopped (or has just expired) and takes nothing more.
+    #[error("session is stopped ({})", .0.as_str())]
+    Stopped(StopReason),
+    /// The device already has an active session.
+    #[error("device already has an active session {0}")]
+    AlreadyActive(SessionId),
+    /// PostgreSQL failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A session row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// The session's id.
+    pub id: SessionId,
+    /// The tenant that owns it.
+    pub tenant_id: TenantId,
+    /// The device that records it.
+    pub device_id: DeviceId,
+    /// Active or stopped.
+    pub status: SessionStatus,
+    /// Why it stopped.
+    pub stop_reason: Option<StopReason>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it stops by itself.
+    pub expires_at: DateTime<Utc>,
+    /// When it stopped.
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Fixes forwarded so far.
+    pub fix_count: i64,
+    /// Time of the latest fix forwarded.
+    pub last_fix_at: Option<DateTime<Utc>>,
+    /// Position of the latest fix forwarded.
+    pub last_position: Option<Position>,
+}
+
+impl FromRow<'_, PgRow> for Session {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let decode = |col: &str, e: locus_wire::IdError| sqlx::Error::ColumnDecode {
+            index: col.into(),
+            source: Box::new(e),
+        };
+        let status: String = row.try_get("status")?;
+        let stop_reason: Option<String> = row.try_get("stop_reason")?;
+        let lat: Option<f64> = row.try_get("last_lat")?;
+        let lon: Option<f64> = row.try_get("last_lon")?;
+        Ok(Self {
+            id: SessionId(row.try_get::<Uuid, _>("id")?),
+            tenant_id: TenantId::parse(row.try_get::<String, _>("tenant_id")?)
+                .map_err(|e| decode("tenant_id", e))?,
+            device_id: DeviceId::parse(row.try_get::<String, _>("device_id")?)
+                .map_err(|e| decode("device_id", e))?,
+            status: if status == "active" {
+                SessionStatus::Active
+            } else {
+                SessionStatus::Stopped
+            },
+            stop_reason: stop_reason.as_deref().and_then(StopReason::parse),
+            started_at: row.try_get("started_at")?,
+            expires_at: row.try_get("expires_at")?,
+            stopped_at: row.try_get("stopped_at")?,
+            fix_count: row.try_get("fix_count")?,
+            last_fix_at: row.try_get("last_fix_at")?,
+            last_position: lat.zip(lon).map(|(lat, lon)| Position { lat, lon }),
+        })
+    }
+}
+
+impl Session {
+    /// The API's view of this session.
+    pub fn view(&self) -> SessionView {
+        SessionView {
+            session_id: self.id,
+            tenant_id: self.tenant_id.clone(),
+            device_id: self.device_id.clone(),
+            status: self.status,
+            stop_reason: self.stop_reason,
+            started_at: self.started_at,
+            expires_at: self.expires_at,
+            stopped_at: self.stopped_at,
+            fix_count: self.fix_count,
+            last_fix_at: self.last_fix_at,
+            last_position: self.last_position,
+        }
+    }
+}
+
+/// Result of starting a session.
+#[derive(Debug)]
+pub struct StartOutcome {
+    /// The new session.
+    pub session: Session,
+    /// The device's previous session, if it was still marked active but past its expiry
+    /// and was expired to make room (its stop event is the caller's to publish).
+    pub expired: Option<Session>,
+}
+
+/// Fixes forwarded for one session since the last update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionProgress {
+    /// The session.
+    pub session_id: SessionId,
+    /// How many fixes.
+    pub fixes: i64,
+    /// The latest of them by recorded time.
+    pub last_fix_at: DateTime<Utc>,
+    /// Its position.
+    pub last_position: Position,
+}
+
+const COLUMNS: &str = "id, tenant_id, device_id, status, stop_reason, started_at, expires_at, \
+                       stopped_at, fix_count, last_fix_at, last_lat, last_lon";
+
+/// Access to the session tables.
+#[derive(Debug, Clone)]
+pub struct SessionStore {
+    pool: PgPool,
+}
+
+impl SessionStore {
+    /// A store over `pool` (migrated with [`crate::migrate`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for readiness checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Starts a session for `device`, creating the tenant and device rows on first sight
+    /// (tokens are signed by the operator, so a valid token vouches for both).
+    pub async fn start(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+        max_duration: Duration,
+    ) -> Result<StartOutcome, SessionError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO devices (tenant_id, id) VALUES ($1, $2) \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET last_seen_at = now()",
+        )
+        .bind(tenant.as_str())
+        .bind(device.as_str())
+        .execute(&mut *tx)
+        .await?;
+        // An active session past its expiry that the sweeper has not reached yet must not
+        // block a new one.
+        let expired: Option<Session> = sqlx::query_as(&format!(
+            "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
+             WHERE tenant_id = $1 AND device_id = $2 AND status = 'active' AND expires_at <= now() \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(tenant.as_str())
+        .bind(device.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let active: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE tenant_id = $1 AND device_id = $2 AND status = 'active'",
+        )
+        .bind(tenant.as_str())
+        .bind(device.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = active {
+            return Err(SessionError::AlreadyActive(SessionId(id)));
+        }
+        let inserted = sqlx::query_as(&format!(
+            "INSERT INTO sessions (id, tenant_id, device_id, status, started_at, expires_at) \
+             VALUES ($1, $2, $3, 'active', now(), now() + $4 * interval '1 millisecond') \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(SessionId::new().0)
+        .bind(tenant.as_str())
+        .bind(device.as_str())
+        .bind(max_duration.num_milliseconds() as f64)
+        .fetch_one(&mut *tx)
+        .await;
+        let session = match inserted {
+            Ok(s) => s,
+            // Two concurrent starts for one device: the unique index lets one through.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                drop(tx);
+                let id = sqlx::query_scalar(
+                    "SELECT id FROM sessions WHERE tenant_id = $1 AND device_id = $2 AND status = 'active'",
+                )
+                .bind(tenant.as_str())
+                .bind(device.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                return Err(SessionError::AlreadyActive(SessionId(id)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        Ok(StartOutcome { session, expired })
+    }
+
+    /// The session `id` of `tenant`.
+    pub async fn get(&self, tenant: &TenantId, id: SessionId) -> Result<Session, SessionError> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM sessions WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id.0)
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(SessionError::NotFound)
+    }
+
+    /// The newest sessions of `tenant`, at most `limit`.
+    pub async fn list(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Session>, SessionError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM sessions WHERE tenant_id = $1 ORDER BY started_at DESC LIMIT $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stops an active session. Stopping a stopped session is [`SessionError::Stopped`].
+    pub async fn stop(
+        &self,
+        tenant: &TenantId,
+        id: SessionId,
+        reason: StopReason,
+    ) -> Result<Session, SessionError> {
+        let stopped: Option<Session> = sqlx::query_as(&format!(
+            "UPDATE sessions SET status = 'stopped', stop_reason = $3, \
+             stopped_at = CASE WHEN $3 = 'expired' THEN expires_at ELSE now() END \
+             WHERE id = $1 AND tenant_id = $2 AND status = 'active' RETURNING {COLUMNS}"
+        ))
+        .bind(id.0)
+        .bind(tenant.as_str())
+        .bind(reason.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        match stopped {
+            Some(s) => Ok(s),
+            None => {
+                let s = self.get(tenant, id).await?;
+                Err(SessionError::Stopped(
+                    s.stop_reason.unwrap_or(StopReason::Requested),
+                ))
+            }
+        }
+    }
+
+    /// The session if it takes fixes now. A session past its expiry is expired on the spot;
+    /// the second value is then `Some` and its stop event is the caller's to publish.
+    pub async fn open_for_fixes(
+        &self,
+        tenant: &TenantId,
+        id: SessionId,
+    ) -> Result<Session, (SessionError, Option<Session>)> {
+        let s = self.get(tenant, id).await.map_err(|e| (e, None))?;
+        if s.status == SessionStatus::Stopped {
+            let reason = s.stop_reason.unwrap_or(StopReason::Requested);
+            return Err((SessionError::Stopped(reason), None));
+        }
+        if s.expires_at <= Utc::now() {
+            return match self.stop(tenant, id, StopReason::Expired).await {
+                Ok(expired) => Err((SessionError::Stopped(StopReason::Expired), Some(expired))),
+                Err(e) => Err((e, None)),
+            };
+        }
+        Ok(s)
+    }
+
+    /// Expires up to `limit` active sessions past their expiry and returns them.
+    pub async fn expire_due(&self, limit: i64) -> Result<Vec<Session>, SessionError> {
+        Ok(sqlx::query_as(&format!(
+            "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
+             WHERE id IN (SELECT id FROM sessions WHERE status = 'active' AND expires_at <= now() \
+                          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Adds forwarded fixes to their sessions' counts in one statement.
+    pub async fn record_progress(&self, progress: &[SessionProgress]) -> Result<(), SessionError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = progress.iter().map(|p| p.session_id.0).collect();
+        let counts: Vec<i64> = progress.iter().map(|p| p.fixes).collect();
+        let times: Vec<DateTime<Utc>> = progress.iter().map(|p| p.last_fix_at).collect();
+        let lats: Vec<f64> = progress.iter().map(|p| p.last_position.lat).collect();
+        let lons: Vec<f64> = progress.iter().map(|p| p.last_position.lon).collect();
+        // A batch delivered late (reclaimed after a crash) must not move the last position
+        // backwards in time, hence the comparison on last_fix_at.
+        sqlx::query(
+            "UPDATE sessions s SET fix_count = s.fix_count + u.n, \
+               last_lat = CASE WHEN s.last_fix_at IS NULL OR u.at >= s.last_fix_at THEN u.lat ELSE s.last_lat END, \
+               last_lon = CASE WHEN s.last_fix_at IS NULL OR u.at >= s.last_fix_at THEN u.lon ELSE s.last_lon END, \
+               last_fix_at = GREATEST(s.last_fix_at, u.at) \
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::float8[]) \
+               AS u(id, n, at, lat, lon) \
+             WHERE s.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&counts)
+        .bind(&times)
+        .bind(&lats)
+        .bind(&lons)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Test helpers against the real local services (PostgreSQL, Redis, a Kafka compatible
+//! broker). Nothing here mocks a service: when one is missing, the helper panics with
+//! what to start, so a test run without services fails loudly instead of passing quietly.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use uuid::Uuid;
+
+/// Secret used to sign test tokens.
+pub const JWT_SECRET: &str = "locus-test-secret";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Redis URL of the test services (`LOCUS_REDIS_URL`).
+pub fn redis_url() -> String {
+    env_or("LOCUS_REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+/// Kafka bootstrap servers of the test broker (`LOCUS_KAFKA_BROKERS`).
+pub fn kafka_brokers() -> String {
+    env_or("LOCUS_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+/// A name unique to one test, for Redis prefixes, topic prefixes and consumer groups.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", Uuid::new_v4().simple())
+}
+
+/// Creates a fresh, empty PostgreSQL database for one test and returns its URL.
+///
+/// The admin connection comes from `LOCUS_TEST_DATABASE_ADMIN_URL`
+/// (default `postgres://postgres@127.0.0.1:5432/postgres`).
+pub async fn fresh_database() -> String {
+    let admin = env_or(
+        "LOCUS_TEST_DATABASE_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let name = unique("locus_test_");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin} ({e}); run `./locus services` first")
+        });
+    sqlx::Executor::execute(&mut conn, format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// Panics unless Redis answers PING.
+pub async fn require_redis() -> redis::aio::ConnectionManager {
+    let url = redis_url();
+    let client = redis::Client::open(url.as_str()).expect("valid Redis URL");
+    let mut conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis is not reachable at {url} ({e}); run `./locus services` first")
+        });
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} does not answer PING ({e})"));
+    conn
+}
+
+/// Mints an HS256 token like `locus-ingest token` does.
+pub fn token(secret: &str, tenant: &str, subject: &str, role: &str, ttl_secs: i64) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "locus",
+        "aud": "locus",
+        "sub": subject,
+        "tenant": tenant,
+        "role": role,
+        "iat": now,
+        "exp": now + ttl_secs,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode token")
+}
+
+/// A device token signed with [`JWT_SECRET`], valid for an hour.
+pub fn device_token(tenant: &str, device: &str) -> String {
+    token(JWT_SECRET, tenant, device, "device", 3600)
+}
+
+/// One record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
+    /// Key, as UTF-8.
+    pub key: String,
+    /// Headers, as UTF-8.
+    pub headers: HashMap<String, String>,
+    /// Value parsed as JSON.
+    pub value: serde_json::Value,
+}
+
+/// Consumer settings that suit the local broker (short session timeout: Tansu holds a
+/// JoinGroup for half of it).
+pub fn consumer_config(group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    c
+}
+
+/// Reads `topic` from the beginning with a fresh consumer group until `expected` records
+/// arrived or `timeout` passed, and returns what it read (maybe fewer: the caller asserts).
+pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<KafkaRecord> {
+    let consumer: StreamConsumer = consumer_config(&unique("locus-test-reader-"))
+        .create()
+        .expect("create Kafka consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => panic!("Kafka read from {topic} failed: {e}"),
+            Ok(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(KafkaRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    headers,
+                    value: serde_json::from_slice(m.payload().unwrap_or_default())
+                        .expect("record value is JSON"),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

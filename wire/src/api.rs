@@ -1,0 +1,383 @@
+//! Bodies of the ingest HTTP API (`/v1`), and the validation that turns a posted fix into a [`Fix`].
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{DeviceId, SessionId, TenantId};
+
+/// Body of `POST /v1/sessions`. Every field is optional; an empty body is fine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StartSessionRequest {
+    /// Seconds after which the session stops by itself with reason `expired`.
+    /// Capped by the server's maximum; the server default applies when absent.
+    #[serde(default)]
+    pub max_duration_secs: Option<u64>,
+}
+
+/// Whether a session still takes fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Takes fixes.
+    Active,
+    /// Stopped by the device or expired; batches get 409.
+    Stopped,
+}
+
+/// Why a session stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `POST /v1/sessions/{id}/stop`.
+    Requested,
+    /// The session ran past its maximum duration.
+    Expired,
+}
+
+impl StopReason {
+    /// The stable string stored in PostgreSQL and sent on Kafka.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parses the stored string.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "requested" => Some(Self::Requested),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A position without the rest of a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// Latitude in degrees (WGS 84).
+    pub lat: f64,
+    /// Longitude in degrees (WGS 84).
+    pub lon: f64,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session's id.
+    pub session_id: SessionId,
+    /// The tenant that owns it.
+    pub tenant_id: TenantId,
+    /// The device that records it.
+    pub device_id: DeviceId,
+    /// Active or stopped.
+    pub status: SessionStatus,
+    /// Why it stopped, once stopped.
+    pub stop_reason: Option<StopReason>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it stops by itself.
+    pub expires_at: DateTime<Utc>,
+    /// When it stopped, once stopped.
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Fixes forwarded to Kafka so far (updated in batches, a second or so behind).
+    pub fix_count: i64,
+    /// Time of the latest fix forwarded.
+    pub last_fix_at: Option<DateTime<Utc>>,
+    /// Position of the latest fix forwarded.
+    pub last_position: Option<Position>,
+}
+
+/// Body of `POST /v1/sessions/{id}/locations`.
+///
+/// Fixes are kept raw so that one malformed fix is rejected alone, with its index,
+/// instead of failing the whole batch.
+#[derive(Debug, Deserialize)]
+pub struct LocationBatch<'a> {
+    /// Client batch id: a retried batch with the same id is recognised and not stored twice.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+    /// The fixes, oldest first.
+    #[serde(borrow, alias = "locations")]
+    pub fixes: Vec<&'a RawValue>,
+}
+
+/// One fix as a device posts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FixInput {
+    /// Latitude in degrees, -90 to 90.
+    pub lat: f64,
+    /// Longitude in degrees, -180 to 180.
+    pub lon: f64,
+    /// When the device took the fix (RFC 3339).
+    pub recorded_at: DateTime<Utc>,
+    /// Horizontal accuracy in metres.
+    #[serde(default)]
+    pub accuracy: Option<f64>,
+    /// Altitude in metres above the WGS 84 ellipsoid.
+    #[serde(default)]
+    pub altitude: Option<f64>,
+    /// Speed in metres per second.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// Heading in degrees clockwise from true north, 0 to 360.
+    #[serde(default)]
+    pub heading: Option<f64>,
+    /// Battery level in percent, 0 to 100.
+    #[serde(default)]
+    pub battery: Option<f64>,
+}
+
+/// A validated fix: every value is finite and in range. Only [`Fix::validate`] makes one
+/// from device input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fix {
+    /// Position of the fix in the batch as posted (rejected fixes included).
+    pub index: u32,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// When the device took the fix.
+    pub recorded_at: DateTime<Utc>,
+    /// Horizontal accuracy in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Altitude in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub altitude: Option<f64>,
+    /// Speed in metres per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    /// Heading in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f64>,
+    /// Battery level in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
+}
+
+/// How far a fix's timestamp may stray from the server's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct FixLimits {
+    /// A fix may be at most this far in the future (device clocks drift).
+    pub max_future: Duration,
+    /// A fix may be at most this old (devices buffer while offline).
+    pub max_age: Duration,
+}
+
+impl Default for FixLimits {
+    fn default() -> Self {
+        Self {
+            max_future: Duration::minutes(5),
+            max_age: Duration::days(7),
+        }
+    }
+}
+
+/// Why one fix of a batch was rejected. The code is stable; clients may match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The fix is not a JSON object with the required fields of the right types.
+    InvalidFix,
+    /// Latitude is not finite or outside -90..=90.
+    LatitudeOutOfRange,
+    /// Longitude is not finite or outside -180..=180.
+    LongitudeOutOfRange,
+    /// `recorded_at` is further in the future than the server allows.
+    TimestampInFuture,
+    /// `recorded_at` is older than the server allows.
+    TimestampTooOld,
+    /// An optional field (accuracy, altitude, speed, heading, battery) is not finite or out of range.
+    FieldOutOfRange,
+}
+
+/// A rejected fix in a batch answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedFix {
+    /// Index of the fix in the posted batch, from 0.
+    pub index: u32,
+    /// Machine-readable reason.
+    pub reason: RejectReason,
+    /// What was wrong, for a human.
+    pub message: String,
+}
+
+impl Fix {
+    /// Checks one posted fix against the server clock `now` and the limits.
+    pub fn validate(
+        index: u32,
+        input: FixInput,
+        now: DateTime<Utc>,
+        limits: &FixLimits,
+    ) -> Result<Fix, RejectedFix> {
+        let reject = |reason, message: String| RejectedFix {
+            index,
+            reason,
+            message,
+        };
+        if !(input.lat.is_finite() && (-90.0..=90.0).contains(&input.lat)) {
+            return Err(reject(
+                RejectReason::LatitudeOutOfRange,
+                format!("lat {} is outside -90..=90", input.lat),
+            ));
+        }
+        if !(input.lon.is_finite() && (-180.0..=180.0).contains(&input.lon)) {
+            return Err(reject(
+                RejectReason::LongitudeOutOfRange,
+                format!("lon {} is outside -180..=180", input.lon),
+            ));
+        }
+        if input.recorded_at > now + limits.max_future {
+            return Err(reject(
+                RejectReason::TimestampInFuture,
+                format!(
+                    "recorded_at {} is more than {} s ahead of the server clock",
+                    input.recorded_at.to_rfc3339(),
+                    limits.max_future.num_seconds()
+                ),
+            ));
+        }
+        if input.recorded_at < now - limits.max_age {
+            return Err(reject(
+                RejectReason::TimestampTooOld,
+                format!(
+                    "recorded_at {} is more than {} s in the past",
+                    input.recorded_at.to_rfc3339(),
+                    limits.max_age.num_seconds()
+                ),
+            ));
+        }
+        let optional = [
+            ("accuracy", input.accuracy, 0.0, f64::MAX),
+            ("altitude", input.altitude, -20_000.0, 100_000.0),
+            ("speed", input.speed, 0.0, f64::MAX),
+            ("heading", input.heading, 0.0, 360.0),
+            ("battery", input.battery, 0.0, 100.0),
+        ];
+        for (name, value, min, max) in optional {
+            if let Some(v) = value
+                && !(v.is_finite() && (min..=max).contains(&v))
+            {
+                return Err(reject(
+                    RejectReason::FieldOutOfRange,
+                    format!("{name} {v} is outside {min}..={max}"),
+                ));
+            }
+        }
+        Ok(Fix {
+            index,
+            lat: input.lat,
+            lon: input.lon,
+            recorded_at: input.recorded_at,
+            accuracy: input.accuracy,
+            altitude: input.altitude,
+            speed: input.speed,
+            heading: input.heading,
+            battery: input.battery,
+        })
+    }
+
+    /// Parses and validates one raw fix of a batch.
+    pub fn parse(
+        index: u32,
+        raw: &RawValue,
+        now: DateTime<Utc>,
+        limits: &FixLimits,
+    ) -> Result<Fix, RejectedFix> {
+        let input: FixInput = serde_json::from_str(raw.get()).map_err(|e| RejectedFix {
+            index,
+            reason: RejectReason::InvalidFix,
+            message: format!("fix is not valid: {e}"),
+        })?;
+        Self::validate(index, input, now, limits)
+    }
+}
+
+/// Answer to a batch: 202 when at least one fix was accepted, 422 when none was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// The batch id the client sent, or the one the server gave the batch.
+    pub batch_id: String,
+    /// Fixes stored for forwarding.
+    pub accepted: u32,
+    /// Fixes refused, each with its index and reason.
+    pub rejected: Vec<RejectedFix>,
+    /// True when this batch id was already stored: nothing was stored again.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code, stable.
+    pub error: String,
+    /// What was wrong and how to fix it, for a human.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input(lat: f64, lon: f64) -> FixInput {
+        FixInput {
+            lat,
+            lon,
+            recorded_at: Utc::now(),
+            accuracy: None,
+            altitude: None,
+            speed: None,
+            heading: None,
+            battery: None,
+        }
+    }
+
+    #[test]
+    fn a_fix_outside_the_globe_is_rejected_with_its_reason() {
+        let now = Utc::now();
+        let l = FixLimits::default();
+        let e = Fix::validate(3, input(91.0, 0.0), now, &l).unwrap_err();
+        assert_eq!((e.index, e.reason), (3, RejectReason::LatitudeOutOfRange));
+        let e = Fix::validate(0, input(0.0, f64::NAN), now, &l).unwrap_err();
+        assert_eq!(e.reason, RejectReason::LongitudeOutOfRange);
+    }
+
+    #[test]
+    fn timestamps_beyond_the_allowed_skew_are_rejected() {
+        let now = Utc::now();
+        let l = FixLimits::default();
+        let mut f = input(1.0, 1.0);
+        f.recorded_at = now + Duration::minutes(6);
+        assert_eq!(
+            Fix::validate(0, f.clone(), now, &l).unwrap_err().reason,
+            RejectReason::TimestampInFuture
+        );
+        f.recorded_at = now - Duration::days(8);
+        assert_eq!(
+            Fix::validate(0, f, now, &l).unwrap_err().reason,
+            RejectReason::TimestampTooOld
+        );
+    }
+
+    #[test]
+    fn a_fix_with_a_missing_field_is_invalid_alone() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"lat": 1.0}"#).unwrap();
+        let e = Fix::parse(7, &raw, Utc::now(), &FixLimits::default()).unwrap_err();
+        assert_eq!((e.index, e.reason), (7, RejectReason::InvalidFix));
+        assert!(e.message.contains("lon"), "{}", e.message);
+    }
+
+    proptest! {
+        #[test]
+        fn validation_accepts_exactly_the_coordinates_on_the_globe(lat in -200.0f64..200.0, lon in -400.0f64..400.0) {
+            let ok = Fix::validate(0, input(lat, lon), Utc::now(), &FixLimits::default()).is_ok();
+            prop_assert_eq!(ok, (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Entries of the Redis streams that sit between the HTTP edge and Kafka.
+//!
+//! Session events travel through the same stream shard as the session's fixes, so the
+//! forwarder writes `started`, then the fixes, then `stopped` in the order ingest saw them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::Fix;
+use crate::record::SessionEvent;
+use crate::{DeviceId, SessionId, TenantId};
+
+/// Field of a stream entry that holds the JSON-encoded [`BufferEntry`].
+pub const ENTRY_FIELD: &str = "e";
+
+/// One Redis stream entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BufferEntry {
+    /// The accepted fixes of one HTTP batch.
+    Fixes(BufferedBatch),
+    /// A session started or stopped.
+    SessionEvent(SessionEvent),
+}
+
+impl BufferEntry {
+    /// The session this entry belongs to (it decides the stream shard).
+    pub fn session_id(&self) -> SessionId {
+        match self {
+            Self::Fixes(b) => b.session_id,
+            Self::SessionEvent(e) => e.session_id,
+        }
+    }
+}
+
+/// The accepted fixes of one HTTP batch, as ingest stored them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BufferedBatch {
+    /// Tenant that owns the session.
+    pub tenant_id: TenantId,
+    /// The session.
+    pub session_id: SessionId,
+    /// The device that posted the batch.
+    pub device_id: DeviceId,
+    /// Client (or server-given) batch id.
+    pub batch_id: String,
+    /// When ingest accepted the batch.
+    pub received_at: DateTime<Utc>,
+    /// The accepted fixes, in posted order.
+    pub fixes: Vec<Fix>,
+}
+
+/// Shard of a session: a session's entries always land in the same stream, in order.
+pub fn shard_of(session: SessionId, shards: u32) -> u32 {
+    // The low bits of a v7 UUID are random, so they spread sessions evenly.
+    let bytes = session.0.as_bytes();
+    let low = u64::from_be_bytes(bytes[8..16].try_into().expect("16-byte uuid"));
+    (low % u64::from(shards.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_always_maps_to_the_same_shard_in_range() {
+        for _ in 0..1000 {
+            let s = SessionId::new();
+            let shard = shard_of(s, 4);
+            assert!(shard < 4);
+            assert_eq!(shard, shard_of(s, 4));
+        }
+    }
+}

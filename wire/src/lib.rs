@@ -1,0 +1,14 @@
+//! Formats that cross Locus process boundaries.
+//!
+//! Everything a device, a partner or another Locus process parses lives here, so that a
+//! change to a contract is a change to one crate: the HTTP bodies of the ingest API
+//! ([`api`]), the entries buffered in Redis streams ([`buffer`]), the records written to
+//! Kafka ([`record`]) and the signed webhook deliveries of the stream bridge ([`webhook`]).
+
+pub mod api;
+pub mod buffer;
+pub mod ids;
+pub mod record;
+pub mod webhook;
+
+pub use ids::{DeviceId, IdError, SessionId, TenantId};
