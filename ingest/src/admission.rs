@@ -44,11 +44,20 @@ impl Admission {
     }
 
     /// Admits `fixes` fixes from `device` of `tenant`, or says when to come back.
-    pub fn admit(&self, tenant: &TenantId, device: &DeviceId, fixes: usize) -> Result<(), ApiError> {
+    pub fn admit(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+        fixes: usize,
+    ) -> Result<(), ApiError> {
         let Some(n) = NonZeroU32::new(u32::try_from(fixes).unwrap_or(u32::MAX)) else {
             return Ok(());
         };
-        self.check("device", self.device.check_key_n(&(tenant.clone(), device.clone()), n))?;
+        self.check(
+            "device",
+            self.device
+                .check_key_n(&(tenant.clone(), device.clone()), n),
+        )?;
         self.check("tenant", self.tenant.check_key_n(tenant, n))
     }
 
@@ -73,7 +82,9 @@ impl Admission {
             }
             Err(_) => Err(ApiError::TooLarge {
                 code: "batch_over_burst",
-                message: format!("the batch has more fixes than the {scope} burst allows; send smaller batches"),
+                message: format!(
+                    "the batch has more fixes than the {scope} burst allows; send smaller batches"
+                ),
             }),
         }
     }

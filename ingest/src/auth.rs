@@ -95,8 +95,8 @@ impl Authenticator {
     /// The caller a bearer token stands for.
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 ApiError::Unauthorized(match e.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired".into(),
                     ErrorKind::InvalidSignature => "the token's signature is not valid".into(),
@@ -106,12 +106,13 @@ impl Authenticator {
                     ErrorKind::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
                     _ => format!("the token is not valid ({e})"),
                 })
-            },
-        )?;
-        let tenant = TenantId::parse(data.claims.tenant)
-            .map_err(|e| ApiError::Unauthorized(format!("the token's tenant claim is invalid: {e}")))?;
-        let subject = DeviceId::parse(data.claims.sub)
-            .map_err(|e| ApiError::Unauthorized(format!("the token's sub claim is invalid: {e}")))?;
+            })?;
+        let tenant = TenantId::parse(data.claims.tenant).map_err(|e| {
+            ApiError::Unauthorized(format!("the token's tenant claim is invalid: {e}"))
+        })?;
+        let subject = DeviceId::parse(data.claims.sub).map_err(|e| {
+            ApiError::Unauthorized(format!("the token's sub claim is invalid: {e}"))
+        })?;
         Ok(Caller {
             tenant,
             subject,
@@ -151,14 +152,16 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("the request has no Authorization header".into()))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("the request has no Authorization header".into())
+        })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
             })?;

@@ -18,10 +18,18 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -81,7 +89,11 @@ pub async fn json_bytes(
 /// Parses JSON, mapping syntax errors to `malformed_json` and shape errors to `invalid_body`.
 pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        let code = if e.is_data() { "invalid_body" } else { "malformed_json" };
+        let code = if e.is_data() {
+            "invalid_body"
+        } else {
+            "malformed_json"
+        };
         ApiError::BadRequest {
             code,
             message: format!("the body is not what this endpoint takes: {e}"),

@@ -98,7 +98,12 @@ pub struct Buffer {
 
 impl Buffer {
     /// A buffer over `conn`.
-    pub fn new(conn: ConnectionManager, keys: Keys, max_entries: u64, dedupe_window_secs: u64) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        max_entries: u64,
+        dedupe_window_secs: u64,
+    ) -> Self {
         Self {
             conn,
             keys,
@@ -152,7 +157,9 @@ impl Buffer {
 
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), BufferError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 }

@@ -20,7 +20,12 @@ pub enum Role {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Roles this process runs, comma-separated.
-    #[arg(long, env = "LOCUS_INGEST_ROLES", value_delimiter = ',', default_value = "api,forwarder")]
+    #[arg(
+        long,
+        env = "LOCUS_INGEST_ROLES",
+        value_delimiter = ',',
+        default_value = "api,forwarder"
+    )]
     pub roles: Vec<Role>,
 
     /// Address the HTTP API (and /healthz, /readyz, /metrics) listens on. Port 0 picks a free port.
@@ -28,7 +33,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// PostgreSQL URL of the session metadata.
-    #[arg(long, env = "LOCUS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/locus")]
+    #[arg(
+        long,
+        env = "LOCUS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/locus"
+    )]
     pub database_url: String,
 
     /// Maximum PostgreSQL connections of this process.
@@ -40,7 +49,11 @@ pub struct Config {
     pub database_migrate: bool,
 
     /// Redis URL of the buffer.
-    #[arg(long, env = "LOCUS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "LOCUS_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
 
     /// Prefix of every Redis key Locus writes (several deployments can share a Redis).
@@ -98,11 +111,19 @@ pub struct Config {
     pub jwt_audience: String,
 
     /// Session duration when the device asks for none (the seed system's 10 minutes).
-    #[arg(long, env = "LOCUS_SESSION_DEFAULT_DURATION_SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "LOCUS_SESSION_DEFAULT_DURATION_SECS",
+        default_value_t = 600
+    )]
     pub session_default_duration_secs: u64,
 
     /// Longest session a device may ask for.
-    #[arg(long, env = "LOCUS_SESSION_MAX_DURATION_SECS", default_value_t = 86_400)]
+    #[arg(
+        long,
+        env = "LOCUS_SESSION_MAX_DURATION_SECS",
+        default_value_t = 86_400
+    )]
     pub session_max_duration_secs: u64,
 
     /// How often the sweeper stops expired sessions.
@@ -134,7 +155,11 @@ pub struct Config {
     pub rate_device_burst: u32,
 
     /// Sustained fixes per second one tenant may post (all its devices together).
-    #[arg(long, env = "LOCUS_RATE_TENANT_FIXES_PER_SEC", default_value_t = 50_000)]
+    #[arg(
+        long,
+        env = "LOCUS_RATE_TENANT_FIXES_PER_SEC",
+        default_value_t = 50_000
+    )]
     pub rate_tenant_fixes_per_sec: u32,
 
     /// Fixes a tenant may post in a burst.

@@ -109,7 +109,9 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 body(
                     "unauthorized",
-                    format!("{m}; send `Authorization: Bearer <token>` with a valid, unexpired token"),
+                    format!(
+                        "{m}; send `Authorization: Bearer <token>` with a valid, unexpired token"
+                    ),
                 ),
             ),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, body("forbidden", m)),
@@ -136,13 +138,17 @@ impl IntoResponse for ApiError {
             Self::SessionAlreadyActive(id) => {
                 let mut v = body(
                     "session_already_active",
-                    format!("this device already has an active session {id}; stop it or keep posting to it"),
+                    format!(
+                        "this device already has an active session {id}; stop it or keep posting to it"
+                    ),
                 );
                 v["session_id"] = json!(id);
                 (StatusCode::CONFLICT, v)
             }
             Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, body(code, message)),
-            Self::TooLarge { code, message } => (StatusCode::PAYLOAD_TOO_LARGE, body(code, message)),
+            Self::TooLarge { code, message } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, body(code, message))
+            }
             Self::UnsupportedMediaType(m) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 body("unsupported_media_type", m),
@@ -150,8 +156,9 @@ impl IntoResponse for ApiError {
             Self::AllRejected(batch) => {
                 let mut v = serde_json::to_value(&batch).expect("BatchResponse serializes");
                 v["error"] = json!("all_fixes_rejected");
-                v["message"] =
-                    json!("every fix of the batch was rejected (see `rejected`); nothing was stored");
+                v["message"] = json!(
+                    "every fix of the batch was rejected (see `rejected`); nothing was stored"
+                );
                 (StatusCode::UNPROCESSABLE_ENTITY, v)
             }
             Self::RateLimited {
@@ -163,7 +170,9 @@ impl IntoResponse for ApiError {
                     StatusCode::TOO_MANY_REQUESTS,
                     body(
                         "rate_limited",
-                        format!("the {scope} is over its rate of fixes; retry the same batch after {retry_after_secs} s"),
+                        format!(
+                            "the {scope} is over its rate of fixes; retry the same batch after {retry_after_secs} s"
+                        ),
                     ),
                 )
             }

@@ -8,7 +8,8 @@ use metrics::{counter, gauge, histogram};
 /// An HTTP request finished.
 pub fn http_request(route: String, status: u16, elapsed: Duration) {
     let status = status.to_string();
-    counter!("locus_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    counter!("locus_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
     histogram!("locus_http_request_duration_seconds", "route" => route.clone())
         .record(elapsed.as_secs_f64());
 }
@@ -68,7 +69,10 @@ pub fn entries_acked(n: usize) {
 /// Entries claimed from a consumer that stopped acknowledging them.
 pub fn entries_claimed(n: usize) {
     if n > 0 {
-        tracing::info!(entries = n, "Claimed entries left pending by another forwarder.");
+        tracing::info!(
+            entries = n,
+            "Claimed entries left pending by another forwarder."
+        );
     }
     counter!("locus_forwarder_entries_claimed_total").increment(n as u64);
 }

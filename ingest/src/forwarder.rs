@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use locus_session::{SessionProgress, SessionStore};
+use locus_wire::SessionId;
 use locus_wire::api::Position;
 use locus_wire::buffer::{BufferEntry, ENTRY_FIELD};
 use locus_wire::record::LocationRecord;
-use locus_wire::SessionId;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -125,7 +125,10 @@ impl Forwarder {
             if draining {
                 let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + grace);
                 if Instant::now() >= deadline {
-                    tracing::warn!(shard, "Shutdown grace period over; entries left stay in Redis for the next start.");
+                    tracing::warn!(
+                        shard,
+                        "Shutdown grace period over; entries left stay in Redis for the next start."
+                    );
                     break;
                 }
             }
@@ -222,7 +225,11 @@ impl Forwarder {
     }
 
     async fn report_depth(&self, conn: &mut ConnectionManager, shard: u32, stream: &str) {
-        if let Ok(len) = redis::cmd("XLEN").arg(stream).query_async::<u64>(conn).await {
+        if let Ok(len) = redis::cmd("XLEN")
+            .arg(stream)
+            .query_async::<u64>(conn)
+            .await
+        {
             events::buffer_depth(shard, len);
         }
     }
@@ -337,7 +344,10 @@ impl Forwarder {
                 let key = event.session_id.to_string();
                 let headers = kafka::headers("session_event", &event.tenant_id, event.session_id);
                 let payload = serde_json::to_vec(event).map_err(ForwardError::Encoding)?;
-                Ok(vec![self.send(&self.events_topic, &key, &payload, headers).await?])
+                Ok(vec![
+                    self.send(&self.events_topic, &key, &payload, headers)
+                        .await?,
+                ])
             }
         }
     }
@@ -380,7 +390,10 @@ impl Forwarder {
     }
 }
 
-fn add_progress(progress: &mut HashMap<SessionId, SessionProgress>, batch: &locus_wire::buffer::BufferedBatch) {
+fn add_progress(
+    progress: &mut HashMap<SessionId, SessionProgress>,
+    batch: &locus_wire::buffer::BufferedBatch,
+) {
     let Some(last) = batch.fixes.iter().max_by_key(|f| f.recorded_at) else {
         return;
     };
@@ -388,12 +401,18 @@ fn add_progress(progress: &mut HashMap<SessionId, SessionProgress>, batch: &locu
         session_id: batch.session_id,
         fixes: 0,
         last_fix_at: last.recorded_at,
-        last_position: Position { lat: last.lat, lon: last.lon },
+        last_position: Position {
+            lat: last.lat,
+            lon: last.lon,
+        },
     });
     p.fixes += batch.fixes.len() as i64;
     if last.recorded_at >= p.last_fix_at {
         p.last_fix_at = last.recorded_at;
-        p.last_position = Position { lat: last.lat, lon: last.lon };
+        p.last_position = Position {
+            lat: last.lat,
+            lon: last.lon,
+        };
     }
 }
 

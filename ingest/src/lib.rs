@@ -18,7 +18,11 @@ pub use startup::{Application, StartupError};
 
 /// The command line of `locus-ingest`.
 #[derive(Debug, clap::Parser)]
-#[command(name = "locus-ingest", version, about = "Locus ingest: HTTP API, Redis buffer and Kafka forwarder")]
+#[command(
+    name = "locus-ingest",
+    version,
+    about = "Locus ingest: HTTP API, Redis buffer and Kafka forwarder"
+)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]

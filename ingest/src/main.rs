@@ -37,7 +37,6 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: locus_ingest::Config) -> anyhow::Result<()> {
     locus_telemetry::init_tracing();
-    let _ = locus_telemetry::metrics_handle();
     let shutdown = locus_telemetry::shutdown_on_signal();
     let app = Application::build(config)
         .await

@@ -108,6 +108,8 @@ impl Application {
     /// the listener (when the API role runs). Fails fast with what is missing.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let config = Arc::new(config);
+        // Install the recorder before anything counts, or early metrics go nowhere.
+        let _ = locus_telemetry::metrics_handle();
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -230,7 +232,9 @@ async fn sweep_expired(state: AppState, shutdown: CancellationToken) {
             Ok(expired) => {
                 for session in &expired {
                     tracing::info!(session = %session.id, tenant = %session.tenant_id, "Session expired.");
-                    state.publish_session_event(SessionEventKind::Stopped, session).await;
+                    state
+                        .publish_session_event(SessionEventKind::Stopped, session)
+                        .await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "Expiry sweep failed; will retry."),

@@ -126,13 +126,23 @@ pub fn consumer_config(group: &str) -> ClientConfig {
 /// Reads `topic` from the beginning with a fresh consumer group until `expected` records
 /// arrived or `timeout` passed, and returns what it read (maybe fewer: the caller asserts).
 pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<KafkaRecord> {
+    read_topic_until(topic, timeout, |records| records.len() >= expected).await
+}
+
+/// Reads `topic` from the beginning with a fresh consumer group until `done` says so for
+/// the records read so far, or `timeout` passed; returns what it read.
+pub async fn read_topic_until(
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[KafkaRecord]) -> bool,
+) -> Vec<KafkaRecord> {
     let consumer: StreamConsumer = consumer_config(&unique("locus-test-reader-"))
         .create()
         .expect("create Kafka consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < expected {
+    while !done(&out) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;

@@ -20,7 +20,9 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(1);
     let pg = async {
-        match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(state.store.pool())).await {
+        match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(state.store.pool()))
+            .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_owned()),
@@ -67,7 +69,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        axum::Json(json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": detail })),
+        axum::Json(
+            json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": detail }),
+        ),
     )
 }
 

@@ -32,7 +32,11 @@ fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<String, Ap
     });
     match given {
         None => Ok(uuid::Uuid::new_v4().to_string()),
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => Ok(id),
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(id)
+        }
         Some(_) => Err(ApiError::BadRequest {
             code: "invalid_batch_id",
             message: "batch_id must be 1 to 128 printable ASCII characters without spaces".into(),
@@ -90,7 +94,9 @@ pub async fn handler(
         Ok(s) => s,
         Err((e, expired_now)) => {
             if let Some(expired) = expired_now {
-                state.publish_session_event(SessionEventKind::Stopped, &expired).await;
+                state
+                    .publish_session_event(SessionEventKind::Stopped, &expired)
+                    .await;
             }
             return Err(e.into());
         }
@@ -155,7 +161,9 @@ pub async fn handler(
             events::buffer_unavailable(&e);
             Err(ApiError::Unavailable {
                 code: "buffer_unavailable",
-                message: "the batch could not be stored; nothing was kept: retry the same batch later".into(),
+                message:
+                    "the batch could not be stored; nothing was kept: retry the same batch later"
+                        .into(),
                 retry_after_secs: 2,
             })
         }

@@ -41,13 +41,21 @@ pub async fn handler(
     }
     let outcome = state
         .store
-        .start(&caller.tenant, &caller.subject, chrono::Duration::seconds(secs as i64))
+        .start(
+            &caller.tenant,
+            &caller.subject,
+            chrono::Duration::seconds(secs as i64),
+        )
         .await?;
     if let Some(expired) = &outcome.expired {
-        state.publish_session_event(SessionEventKind::Stopped, expired).await;
+        state
+            .publish_session_event(SessionEventKind::Stopped, expired)
+            .await;
     }
     let session = outcome.session;
-    state.publish_session_event(SessionEventKind::Started, &session).await;
+    state
+        .publish_session_event(SessionEventKind::Started, &session)
+        .await;
     tracing::info!(session = %session.id, "Session started.");
     let location = format!("/v1/sessions/{}", session.id);
     Ok((

@@ -1,0 +1,244 @@
+//! Fixes that got a 202 reach Kafka, fix for fix, in order, exactly as promised.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use locus_testkit as kit;
+use serde_json::Value;
+
+use crate::helpers::{Scope, batch, spawn_app, spawn_in};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers() {
+    let (app, scope) = spawn_app().await;
+    let token = kit::device_token("acme", "phone-1");
+    let session = app.start_session(&token).await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+
+    for b in 0..3 {
+        let r = app
+            .post_fixes(&token, &id, &batch(&format!("b{b}"), 40))
+            .await;
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["accepted"], 40);
+        assert_eq!(body["rejected"], serde_json::json!([]));
+    }
+    let stop = app
+        .client
+        .post(app.url(&format!("/v1/sessions/{id}/stop")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status(), 200);
+
+    let records = kit::read_topic(&scope.locations_topic(), 120, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 120, "every accepted fix is on Kafka");
+    let order: Vec<(String, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.value["batch_id"].as_str().unwrap().to_owned(),
+                r.value["batch_index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (0..3)
+        .flat_map(|b| (0..40).map(move |i| (format!("b{b}"), i)))
+        .collect();
+    assert_eq!(order, expected, "one session's fixes keep their order");
+    let partitions: HashSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions.len(), 1, "one session maps to one partition");
+    for r in &records {
+        assert_eq!(r.key, id);
+        assert_eq!(r.headers["locus-tenant-id"], "acme");
+        assert_eq!(r.headers["locus-session-id"], id);
+        assert_eq!(r.headers["locus-schema-version"], "1");
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.value["schema_version"], 1);
+        assert_eq!(r.value["device_id"], "phone-1");
+    }
+    let ids: HashSet<&str> = records
+        .iter()
+        .map(|r| r.value["record_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 120, "record ids are unique");
+
+    let events = kit::read_topic(&scope.events_topic(), 2, Duration::from_secs(20)).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.value["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["started", "stopped"]);
+    assert_eq!(events[1].value["reason"], "requested");
+
+    // Counts reach PostgreSQL in batches, shortly after Kafka confirmed them.
+    let count = kit::eventually(Duration::from_secs(10), || async {
+        let s: Value = app
+            .client
+            .get(app.url(&format!("/v1/sessions/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (s["fix_count"] == 120).then_some(s)
+    })
+    .await
+    .expect("fix_count reaches 120");
+    assert_eq!(count["status"], "stopped");
+    assert!(count["last_position"]["lat"].as_f64().unwrap() > 52.52);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_batch_is_answered_again_but_stored_once() {
+    let (app, scope) = spawn_app().await;
+    let token = kit::device_token("acme", "phone-2");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = batch("same-batch", 10);
+    let first: Value = app
+        .post_fixes(&token, &id, &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = app.post_fixes(&token, &id, &body).await;
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["accepted"], first["accepted"]);
+
+    // A marker batch after the duplicate: once it is on Kafka, so would the duplicate be.
+    app.post_fixes(&token, &id, &batch("marker", 1)).await;
+    let records = kit::read_topic(&scope.locations_topic(), 12, Duration::from_secs(15)).await;
+    assert_eq!(records.len(), 11, "10 fixes once, plus the marker");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, "api,forwarder", &[]).await;
+    let token = kit::device_token("acme", "phone-3");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for b in 0..20 {
+        assert_eq!(
+            app.post_fixes(&token, &id, &batch(&format!("g{b}"), 25))
+                .await
+                .status(),
+            202
+        );
+    }
+    app.stop().await;
+    let left = crate::helpers::buffered_entries(&scope, 4).await;
+    assert!(
+        left.is_empty(),
+        "the buffer is drained on shutdown: {} entries left",
+        left.len()
+    );
+    let records = kit::read_topic(&scope.locations_topic(), 500, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 500);
+}
+
+fn spawn_forwarder(scope: &Scope) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_locus-ingest"))
+        .arg("serve")
+        .args(scope.args("forwarder"))
+        .args(["--forwarder-consumer", "forwarder-under-test"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn locus-ingest")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_restarted() {
+    let scope = Scope::new().await;
+    // The API runs in the test; the forwarder is the real binary in its own process, so
+    // it can be SIGKILLed mid-flight.
+    let api = spawn_in(&scope, "api", &[]).await;
+    let mut forwarder = spawn_forwarder(&scope);
+
+    let devices = 4;
+    let batches = 30;
+    let mut load = Vec::new();
+    for d in 0..devices {
+        let token = kit::device_token("acme", &format!("kill-{d}"));
+        let id = api.start_session(&token).await["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let client = api.client.clone();
+        let url = api.url(&format!("/v1/sessions/{id}/locations"));
+        load.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for b in 0..batches {
+                let batch_id = format!("d{d}-b{b}");
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&batch(&batch_id, 20))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 202 {
+                    accepted.push((id.clone(), batch_id));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            accepted
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    forwarder.kill().expect("SIGKILL the forwarder");
+    forwarder.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut forwarder = spawn_forwarder(&scope);
+
+    let mut expected = HashSet::new();
+    for task in load {
+        for (session, batch_id) in task.await.unwrap() {
+            for i in 0..20 {
+                let sid = locus_wire::SessionId::parse(&session).unwrap();
+                expected.insert(locus_wire::record::record_id(sid, &batch_id, i).to_string());
+            }
+        }
+    }
+    assert_eq!(
+        expected.len(),
+        devices * batches * 20,
+        "every batch got its 202"
+    );
+
+    let mut seen: HashSet<String> = HashSet::new();
+    kit::read_topic_until(
+        &scope.locations_topic(),
+        Duration::from_secs(60),
+        |records| {
+            if let Some(r) = records.last() {
+                seen.insert(r.value["record_id"].as_str().unwrap().to_owned());
+            }
+            seen.len() >= expected.len()
+        },
+    )
+    .await;
+    let missing = expected.difference(&seen).count();
+    assert_eq!(missing, 0, "{missing} accepted fixes never reached Kafka");
+    forwarder.kill().unwrap();
+    forwarder.wait().unwrap();
+    api.stop().await;
+}

@@ -1,0 +1,192 @@
+//! `spawn_app`: the real application with its own database, Redis prefix and topics.
+
+use std::time::Duration;
+
+use locus_ingest::{Application, Config, config_from_args};
+use locus_testkit as kit;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub address: String,
+
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Settings shared by every app of one test (so an API-only app and a forwarder-only app
+/// can work on the same data).
+#[derive(Clone)]
+pub struct Scope {
+    pub database_url: String,
+    pub redis_prefix: String,
+    pub topic_prefix: String,
+}
+
+impl Scope {
+    pub async fn new() -> Self {
+        kit::require_redis().await;
+        Self {
+            database_url: kit::fresh_database().await,
+            redis_prefix: kit::unique("locus-test-"),
+            topic_prefix: format!("{}.", kit::unique("t")),
+        }
+    }
+
+    pub fn args(&self, roles: &str) -> Vec<String> {
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--roles",
+            roles,
+            "--database-url",
+            &self.database_url,
+            "--redis-prefix",
+            &self.redis_prefix,
+            "--kafka-topic-prefix",
+            &self.topic_prefix,
+            "--kafka-brokers",
+            &kit::kafka_brokers(),
+            "--redis-url",
+            &kit::redis_url(),
+            "--kafka-partitions",
+            "3",
+            "--jwt-secret",
+            kit::JWT_SECRET,
+            "--forwarder-claim-idle-ms",
+            "2000",
+            "--session-sweep-interval-ms",
+            "200",
+            "--shutdown-grace-secs",
+            "5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    pub fn locations_topic(&self) -> String {
+        format!("{}locations", self.topic_prefix)
+    }
+
+    pub fn events_topic(&self) -> String {
+        format!("{}session-events", self.topic_prefix)
+    }
+}
+
+pub async fn spawn_app() -> (TestApp, Scope) {
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, "api,forwarder", &[]).await;
+    (app, scope)
+}
+
+pub async fn spawn_in(scope: &Scope, roles: &str, extra: &[&str]) -> TestApp {
+    let mut args = scope.args(roles);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = config_from_args(args).expect("valid test config");
+    let app = Application::build(config).await.expect(
+        "the application starts (are PostgreSQL, Redis and the broker up? `./locus services`)",
+    );
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+
+        client: reqwest::Client::new(),
+        shutdown,
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Graceful stop: like SIGTERM.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("shutdown finishes")
+                .expect("app task");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn start_session(&self, token: &str) -> Value {
+        let r = self
+            .client
+            .post(self.url("/v1/sessions"))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            201,
+            "start session: {}",
+            r.text().await.unwrap()
+        );
+        r.json().await.unwrap()
+    }
+
+    pub async fn post_fixes(&self, token: &str, session: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/sessions/{session}/locations")))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A batch of `n` valid fixes walking north-east, stamped a few seconds apart up to now.
+pub fn batch(batch_id: &str, n: usize) -> Value {
+    let now = chrono::Utc::now();
+    let fixes: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "lat": 52.52 + i as f64 * 0.0001,
+                "lon": 13.40 + i as f64 * 0.0001,
+                "recorded_at": (now - chrono::Duration::seconds((n - i) as i64)).to_rfc3339(),
+                "accuracy": 5.0,
+                "speed": 1.4,
+                "heading": 45.0,
+                "battery": 80.0
+            })
+        })
+        .collect();
+    json!({ "batch_id": batch_id, "fixes": fixes })
+}
+
+/// All entries of every shard stream of `scope`, decoded.
+pub async fn buffered_entries(scope: &Scope, shards: u32) -> Vec<Value> {
+    let mut conn = kit::require_redis().await;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, shards);
+    let mut out = Vec::new();
+    for shard in 0..shards {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(keys.stream(shard))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for id in reply.ids {
+            let raw: String = id.get(locus_wire::buffer::ENTRY_FIELD).unwrap();
+            out.push(serde_json::from_str(&raw).unwrap());
+        }
+    }
+    out
+}

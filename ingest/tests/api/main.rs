@@ -1,0 +1,8 @@
+//! Black-box tests of ingest: the real application on a free port, against the real
+//! PostgreSQL, Redis and Kafka compatible broker. One binary, one module per area.
+
+mod bad_input;
+mod forwarding;
+mod helpers;
+mod sessions;
+mod tenancy;

@@ -1,0 +1,137 @@
+//! Session lifecycle: start, one active session per device, stop, expiry.
+
+use std::time::Duration;
+
+use locus_testkit as kit;
+use serde_json::{Value, json};
+
+use crate::helpers::{batch, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_has_at_most_one_active_session() {
+    let (app, _scope) = spawn_app().await;
+    let token = kit::device_token("acme", "solo");
+    let first = app.start_session(&token).await;
+    assert_eq!(first["status"], "active");
+    assert_eq!(first["fix_count"], 0);
+    let second = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 409);
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"], "session_already_active");
+    assert_eq!(body["session_id"], first["session_id"]);
+
+    let id = first["session_id"].as_str().unwrap();
+    let stop = |path: String| {
+        let c = app.client.clone();
+        let t = token.clone();
+        async move { c.post(path).bearer_auth(t).send().await.unwrap() }
+    };
+    assert_eq!(
+        stop(app.url(&format!("/v1/sessions/{id}/stop")))
+            .await
+            .status(),
+        200
+    );
+    let again = stop(app.url(&format!("/v1/sessions/{id}/stop"))).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "session_stopped"
+    );
+
+    let posted = app.post_fixes(&token, id, &batch("late", 1)).await;
+    assert_eq!(posted.status(), 409);
+    assert_eq!(
+        posted.json::<Value>().await.unwrap()["error"],
+        "session_stopped"
+    );
+
+    let list: Value = app
+        .client
+        .get(app.url("/v1/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
+    // After a stop, a new session may start.
+    app.start_session(&token).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_past_its_maximum_duration_expires_and_refuses_batches_with_409() {
+    let (app, scope) = spawn_app().await;
+    let token = kit::device_token("acme", "short-lived");
+    let r = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .bearer_auth(&token)
+        .json(&json!({ "max_duration_secs": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let posted = app.post_fixes(&token, &id, &batch("too-late", 2)).await;
+    assert_eq!(posted.status(), 409);
+    let body: Value = posted.json().await.unwrap();
+    assert_eq!(body["error"], "session_expired");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("start a new session")
+    );
+
+    let s: Value = app
+        .client
+        .get(app.url(&format!("/v1/sessions/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "stopped");
+    assert_eq!(s["stop_reason"], "expired");
+
+    let events = kit::read_topic(&scope.events_topic(), 2, Duration::from_secs(20)).await;
+    assert_eq!(events.len(), 2, "started and stopped, once each");
+    assert_eq!(events[1].value["kind"], "stopped");
+    assert_eq!(events[1].value["reason"], "expired");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer() {
+    let (app, _scope) = spawn_app().await;
+    let h = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"], "ok");
+    assert_eq!(body["checks"]["redis"], "ok");
+    assert_eq!(body["checks"]["kafka"], "ok");
+    let m = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), 200);
+    let text = m.text().await.unwrap();
+    assert!(text.contains("locus_http_requests_total"), "{text}");
+    app.stop().await;
+}

@@ -1,0 +1,50 @@
+# shellcheck shell=bash
+# Locus: environment of the local stack.
+#
+# Sourced by ./locus (and usable by hand: `source scripts/env.sh`). Every variable gets its
+# default only when it is not already set, so anything exported before running ./locus wins,
+# e.g. `LOCUS_KAFKA_PORT=19092 ./locus up`.
+
+# --- Ports of the local services that ./locus installs/starts (all on 127.0.0.1) ----------
+: "${LOCUS_PG_PORT:=5432}"
+: "${LOCUS_REDIS_PORT:=6379}"
+: "${LOCUS_KAFKA_PORT:=9092}"                    # Tansu (Kafka compatible broker)
+
+# --- Service connections -------------------------------------------------------------------
+: "${LOCUS_DATABASE_URL:=postgres://postgres@127.0.0.1:${LOCUS_PG_PORT}/locus}"
+: "${LOCUS_REDIS_URL:=redis://127.0.0.1:${LOCUS_REDIS_PORT}}"
+: "${LOCUS_KAFKA_BROKERS:=127.0.0.1:${LOCUS_KAFKA_PORT}}"
+: "${LOCUS_KAFKA_TOPIC_PREFIX:=locus.}"
+# Tansu holds a JoinGroup for session.timeout/2, so keep the consumer session short.
+: "${LOCUS_KAFKA_SESSION_TIMEOUT_MS:=6000}"
+: "${LOCUS_KAFKA_HEARTBEAT_INTERVAL_MS:=500}"
+
+# --- Auth (HS256 shared secret; local use only) --------------------------------------------
+: "${LOCUS_JWT_SECRET:=locus-local-dev-secret-change-me}"
+
+# --- Listen addresses of the Locus processes -----------------------------------------------
+: "${LOCUS_INGEST_LISTEN:=127.0.0.1:8080}"
+: "${LOCUS_BRIDGE_LISTEN:=127.0.0.1:8081}"
+: "${LOCUS_RECEIVER_LISTEN:=127.0.0.1:9300}"     # demo partner: `locus-bench receiver`
+
+# --- Demo partner sinks (webhooks to the demo receiver) ------------------------------------
+: "${LOCUS_DEMO_WEBHOOK_SECRET:=demo-webhook-secret}"
+if [ -z "${LOCUS_BRIDGE_SINKS:-}" ]; then
+  _locus_sink="$(printf '{"url":"http://%s/webhook","secret":"%s"}' \
+    "$LOCUS_RECEIVER_LISTEN" "$LOCUS_DEMO_WEBHOOK_SECRET")"
+  LOCUS_BRIDGE_SINKS="$(printf '{"acme":%s,"globex":%s}' "$_locus_sink" "$_locus_sink")"
+  unset _locus_sink
+fi
+# The demo receiver listens on loopback; sinks on private/loopback addresses are refused
+# unless the operator allows them. Local stack only.
+: "${LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS:=true}"
+
+# --- Tests (`./locus test`): the admin connection used to create throwaway databases -------
+: "${LOCUS_TEST_DATABASE_ADMIN_URL:=postgres://postgres@127.0.0.1:${LOCUS_PG_PORT}/postgres}"
+
+export LOCUS_PG_PORT LOCUS_REDIS_PORT LOCUS_KAFKA_PORT \
+  LOCUS_DATABASE_URL LOCUS_REDIS_URL LOCUS_KAFKA_BROKERS LOCUS_KAFKA_TOPIC_PREFIX \
+  LOCUS_KAFKA_SESSION_TIMEOUT_MS LOCUS_KAFKA_HEARTBEAT_INTERVAL_MS LOCUS_JWT_SECRET \
+  LOCUS_INGEST_LISTEN LOCUS_BRIDGE_LISTEN LOCUS_RECEIVER_LISTEN \
+  LOCUS_DEMO_WEBHOOK_SECRET LOCUS_BRIDGE_SINKS LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS \
+  LOCUS_TEST_DATABASE_ADMIN_URL
