@@ -124,8 +124,14 @@ mod tests {
     fn tenant_ids_accept_slugs_and_refuse_everything_else() {
         assert!(TenantId::parse("acme-01").is_ok());
         assert!(matches!(TenantId::parse(""), Err(IdError::Length { .. })));
-        assert!(matches!(TenantId::parse("a b"), Err(IdError::Charset { .. })));
-        assert!(matches!(TenantId::parse("x".repeat(65)), Err(IdError::Length { .. })));
+        assert!(matches!(
+            TenantId::parse("a b"),
+            Err(IdError::Charset { .. })
+        ));
+        assert!(matches!(
+            TenantId::parse("x".repeat(65)),
+            Err(IdError::Length { .. })
+        ));
     }
 
     #[test]

@@ -146,3 +146,79 @@ mod tests {
         assert_ne!(record_id(s, "b1", 0), record_id(s, "b2", 0));
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use crate::api::Fix;
+    use crate::buffer::BufferedBatch;
+    use chrono::Utc;
+    use serde_json::Value;
+
+    fn schema(text: &str) -> Value {
+        serde_json::from_str(text).expect("schema is JSON")
+    }
+
+    fn assert_matches(schema: &Value, value: &Value) {
+        let obj = value.as_object().unwrap();
+        for field in schema["required"].as_array().unwrap() {
+            let field = field.as_str().unwrap();
+            assert!(obj.contains_key(field), "required field {field} is missing");
+        }
+        let props = schema["properties"].as_object().unwrap();
+        for key in obj.keys() {
+            assert!(props.contains_key(key), "field {key} is not in the schema");
+        }
+        assert_eq!(
+            value["schema_version"],
+            schema["properties"]["schema_version"]["const"]
+        );
+    }
+
+    #[test]
+    fn a_location_record_has_exactly_the_fields_its_json_schema_names() {
+        let batch = BufferedBatch {
+            tenant_id: TenantId::parse("acme").unwrap(),
+            session_id: SessionId::new(),
+            device_id: DeviceId::parse("p").unwrap(),
+            batch_id: "b".into(),
+            received_at: Utc::now(),
+            fixes: vec![],
+        };
+        let fix = Fix {
+            index: 0,
+            lat: 1.0,
+            lon: 2.0,
+            recorded_at: Utc::now(),
+            accuracy: Some(1.0),
+            altitude: Some(1.0),
+            speed: Some(1.0),
+            heading: Some(1.0),
+            battery: Some(1.0),
+        };
+        let value = serde_json::to_value(LocationRecord::from_fix(&batch, &fix)).unwrap();
+        assert_matches(
+            &schema(include_str!("../../schemas/location-record.v1.json")),
+            &value,
+        );
+    }
+
+    #[test]
+    fn a_session_event_has_exactly_the_fields_its_json_schema_names() {
+        let event = SessionEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: Uuid::now_v7(),
+            kind: SessionEventKind::Stopped,
+            tenant_id: TenantId::parse("acme").unwrap(),
+            session_id: SessionId::new(),
+            device_id: DeviceId::parse("p").unwrap(),
+            at: Utc::now(),
+            reason: Some(StopReason::Expired),
+        };
+        let value = serde_json::to_value(event).unwrap();
+        assert_matches(
+            &schema(include_str!("../../schemas/session-event.v1.json")),
+            &value,
+        );
+    }
+}

@@ -157,6 +157,7 @@ fn spawn_forwarder(scope: &Scope) -> Child {
         .arg("serve")
         .args(scope.args("forwarder"))
         .args(["--forwarder-consumer", "forwarder-under-test"])
+        .args(["--redis-url", &kit::redis_url()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -48,8 +48,6 @@ impl Scope {
             &self.topic_prefix,
             "--kafka-brokers",
             &kit::kafka_brokers(),
-            "--redis-url",
-            &kit::redis_url(),
             "--kafka-partitions",
             "3",
             "--jwt-secret",
@@ -83,6 +81,9 @@ pub async fn spawn_app() -> (TestApp, Scope) {
 
 pub async fn spawn_in(scope: &Scope, roles: &str, extra: &[&str]) -> TestApp {
     let mut args = scope.args(roles);
+    if !extra.contains(&"--redis-url") {
+        args.extend(["--redis-url".to_owned(), kit::redis_url()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = config_from_args(args).expect("valid test config");
     let app = Application::build(config).await.expect(

@@ -4,5 +4,6 @@
 mod bad_input;
 mod forwarding;
 mod helpers;
+mod outage;
 mod sessions;
 mod tenancy;

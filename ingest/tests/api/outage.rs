@@ -1,0 +1,141 @@
+//! When Redis cannot take a batch, the device hears 503 with Retry-After: never a 202 for
+//! data that was not stored.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use locus_testkit as kit;
+use serde_json::Value;
+
+use crate::helpers::{Scope, batch, spawn_in};
+
+/// A throwaway Redis server of our own, so the test can take it down.
+struct PrivateRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (./locus services installs it)");
+        Self { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    kit::eventually(Duration::from_secs(5), || {
+        let url = url.clone();
+        async move {
+            let client = redis::Client::open(url).ok()?;
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await
+    .expect("private redis-server starts");
+
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, "api", &["--redis-url", &redis.url()]).await;
+    let token = kit::device_token("acme", "phone-1");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.post_fixes(&token, &id, &batch("before", 2))
+            .await
+            .status(),
+        202
+    );
+
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.post_fixes(&token, &id, &batch("during", 2)),
+    )
+    .await
+    .expect("the answer comes promptly even with Redis gone");
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "buffer_unavailable");
+
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        body["checks"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreachable")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_buffer_bound_ingest_answers_503_buffer_full() {
+    let scope = Scope::new().await;
+    // No forwarder: nothing drains the buffer, as when Kafka is down.
+    let app = spawn_in(
+        &scope,
+        "api",
+        &["--buffer-max-entries", "3", "--redis-shards", "1"],
+    )
+    .await;
+    let token = kit::device_token("acme", "phone-1");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The start event is entry 1; two batches fill the shard to its bound of 3.
+    for b in 0..2 {
+        assert_eq!(
+            app.post_fixes(&token, &id, &batch(&format!("b{b}"), 2))
+                .await
+                .status(),
+            202
+        );
+    }
+    let r = app.post_fixes(&token, &id, &batch("over", 2)).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "buffer_full");
+    app.stop().await;
+}
