@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use locus_ingest::{Application, Config, config_from_args};
+use locus_ingest::{Application, config_from_args};
 use locus_testkit as kit;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
