@@ -1,0 +1,175 @@
+//! Counts a run's location records on Kafka by reading them, never by trusting watermarks.
+//!
+//! Tansu's memory storage reports wrong watermarks, so "caught up" is decided only by
+//! distinct `record_id`s actually read. The consumer starts before the load, because joining
+//! a group on the local broker takes seconds and that wait should overlap the load.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use locus_wire::SessionId;
+use locus_wire::record::LocationRecord;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Where to read and which records belong to the run.
+#[derive(Debug, Clone)]
+pub struct KafkaCountConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The location topic, prefix included (`locus.locations`).
+    pub topic: String,
+    /// Only records whose device id starts with this are kept (the run's devices), so
+    /// memory stays bounded by the run however much else the topic holds.
+    pub device_prefix: String,
+}
+
+/// What the consumer has read so far.
+#[derive(Debug, Default)]
+struct Seen {
+    by_session: HashMap<SessionId, HashSet<Uuid>>,
+    messages: u64,
+    unparsed: u64,
+    last_error: Option<String>,
+}
+
+/// Progress of the consumer, for messages when the count falls short.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaProgress {
+    /// Messages read from the topic, any run.
+    pub messages: u64,
+    /// Messages whose value was not a `LocationRecord`.
+    pub unparsed: u64,
+    /// The latest consumer error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A background consumer that counts distinct location records per session.
+#[derive(Debug)]
+pub struct KafkaCounter {
+    seen: Arc<Mutex<Seen>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Consumer settings the local broker needs: Tansu holds a JoinGroup for half the session
+/// timeout, so librdkafka's 45 s default would stall the first read for over 20 s. Nothing
+/// is committed: every run uses a fresh group and reads from the start.
+fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        // A subscribed topic that does not exist yet is looked up again at this interval
+        // (default five minutes), so a first run on an empty broker still finds it.
+        .set("topic.metadata.refresh.interval.ms", "2000");
+    c
+}
+
+impl KafkaCounter {
+    /// Subscribes with a fresh consumer group and starts counting in the background.
+    pub fn start(config: KafkaCountConfig) -> anyhow::Result<Self> {
+        let group = format!("locus-bench-{}", Uuid::new_v4().simple());
+        let consumer: StreamConsumer = consumer_config(&config.brokers, &group)
+            .create()
+            .with_context(|| format!("cannot create a Kafka consumer for {}", config.brokers))?;
+        consumer
+            .subscribe(&[&config.topic])
+            .with_context(|| format!("cannot subscribe to {}", config.topic))?;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(consume(
+            consumer,
+            config.device_prefix,
+            Arc::clone(&seen),
+            stop.clone(),
+        ));
+        Ok(Self { seen, stop, task })
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Distinct records read so far whose session is one of `sessions`.
+    pub fn distinct_for(&self, sessions: &[SessionId]) -> u64 {
+        let seen = self.seen();
+        sessions
+            .iter()
+            .filter_map(|s| seen.by_session.get(s))
+            .map(|ids| ids.len() as u64)
+            .sum()
+    }
+
+    /// How far the consumer got.
+    pub fn progress(&self) -> KafkaProgress {
+        let seen = self.seen();
+        KafkaProgress {
+            messages: seen.messages,
+            unparsed: seen.unparsed,
+            last_error: seen.last_error.clone(),
+        }
+    }
+
+    /// Stops the consumer and waits for it to leave its group.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        // The task only ends by cancellation; a join error means it panicked, and the
+        // counts it left are still what was read.
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "Kafka counter task failed.");
+        }
+    }
+}
+
+async fn consume(
+    consumer: StreamConsumer,
+    device_prefix: String,
+    seen: Arc<Mutex<Seen>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            // Cancellation wins over a ready message: the caller has its figures already.
+            biased;
+            () = stop.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        match message {
+            Ok(m) => {
+                let parsed = m.payload().map(serde_json::from_slice::<LocationRecord>);
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.messages += 1;
+                match parsed {
+                    Some(Ok(r)) if r.device_id.as_str().starts_with(&device_prefix) => {
+                        seen.by_session
+                            .entry(r.session_id)
+                            .or_default()
+                            .insert(r.record_id);
+                    }
+                    Some(Ok(_)) => {}
+                    _ => seen.unparsed += 1,
+                }
+            }
+            Err(e) => {
+                // Not fatal: an unknown topic (nothing produced yet) or a broker hiccup
+                // clears up by itself; the caller's deadline bounds the wait.
+                tracing::debug!(error = %e, "Kafka consumer error.");
+                seen.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Dropping the consumer closes it and leaves the group; `stop` awaits this task so that
+    // happens before the process exits instead of leaving a member for the broker to expire.
+    drop(consumer);
+}
