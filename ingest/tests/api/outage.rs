@@ -139,3 +139,60 @@ async fn past_the_buffer_bound_ingest_answers_503_buffer_full() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "buffer_full");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored() {
+    let scope = Scope::new().await;
+    let app = spawn_in(
+        &scope,
+        "api",
+        &[
+            "--rate-device-fixes-per-sec",
+            "1",
+            "--rate-device-burst",
+            "10",
+        ],
+    )
+    .await;
+    let token = kit::device_token("acme", "chatty");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.post_fixes(&token, &id, &batch("first", 10))
+            .await
+            .status(),
+        202
+    );
+    let r = app.post_fixes(&token, &id, &batch("second", 5)).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&wait), "retry after {wait} s");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
+    // Another device of the tenant has its own budget.
+    let other = kit::device_token("acme", "quiet");
+    let other_id = app.start_session(&other).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.post_fixes(&other, &other_id, &batch("b", 10))
+            .await
+            .status(),
+        202
+    );
+    let stored = crate::helpers::buffered_entries(&scope, 4).await;
+    let batches: Vec<&str> = stored
+        .iter()
+        .filter(|e| e["type"] == "fixes")
+        .map(|e| e["batch_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(batches.len(), 2);
+    assert!(!batches.contains(&"second"));
+    app.stop().await;
+}
