@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::Utc;
+use hdrhistogram::Histogram;
 use locus_wire::SessionId;
 use locus_wire::record::LocationRecord;
 use rdkafka::ClientConfig;
@@ -17,6 +19,8 @@ use rdkafka::message::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::report::{LatencyMs, latency_histogram};
 
 /// Where to read and which records belong to the run.
 #[derive(Debug, Clone)]
@@ -31,12 +35,29 @@ pub struct KafkaCountConfig {
 }
 
 /// What the consumer has read so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     by_session: HashMap<SessionId, HashSet<Uuid>>,
+    /// Distinct records of the run, all sessions.
+    distinct: u64,
+    /// From ingest's `received_at` to the consumer reading the record, first copies only.
+    e2e_us: Histogram<u64>,
     messages: u64,
     unparsed: u64,
     last_error: Option<String>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            by_session: HashMap::new(),
+            distinct: 0,
+            e2e_us: latency_histogram(),
+            messages: 0,
+            unparsed: 0,
+            last_error: None,
+        }
+    }
 }
 
 /// Progress of the consumer, for messages when the count falls short.
@@ -110,6 +131,16 @@ impl KafkaCounter {
             .sum()
     }
 
+    /// Distinct records of the run read so far, whatever their session.
+    pub fn distinct(&self) -> u64 {
+        self.seen().distinct
+    }
+
+    /// Latency from ingest's `received_at` to the record being read, first copies only.
+    pub fn e2e(&self) -> LatencyMs {
+        LatencyMs::from_micros(&self.seen().e2e_us)
+    }
+
     /// How far the consumer got.
     pub fn progress(&self) -> KafkaProgress {
         let seen = self.seen();
@@ -151,10 +182,21 @@ async fn consume(
                 seen.messages += 1;
                 match parsed {
                     Some(Ok(r)) if r.device_id.as_str().starts_with(&device_prefix) => {
-                        seen.by_session
+                        let first = seen
+                            .by_session
                             .entry(r.session_id)
                             .or_default()
                             .insert(r.record_id);
+                        if first {
+                            // 202 -> readable on Kafka, on this host's clock (ingest runs
+                            // on the same machine, so the clocks agree).
+                            let us = (Utc::now() - r.received_at)
+                                .num_microseconds()
+                                .unwrap_or(0);
+                            seen.distinct += 1;
+                            seen.e2e_us
+                                .saturating_record(u64::try_from(us).unwrap_or(0));
+                        }
                     }
                     Some(Ok(_)) => {}
                     _ => seen.unparsed += 1,

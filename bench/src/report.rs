@@ -24,6 +24,9 @@ pub struct LatencyMs {
     pub p50: f64,
     /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
+    #[serde(default)]
+    pub p999: f64,
     /// Largest sample.
     pub max: f64,
 }
@@ -39,6 +42,7 @@ impl LatencyMs {
             count: h.len(),
             p50: ms(h.value_at_quantile(0.50)),
             p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
         }
     }
@@ -199,6 +203,7 @@ mod tests {
                 count: 80,
                 p50: 1.23,
                 p99: 4.8,
+                p999: 5.0,
                 max: 9.1,
             },
             throughput_fixes_per_sec: 3950.4,
@@ -207,6 +212,7 @@ mod tests {
                 count: 4000,
                 p50: 35.0,
                 p99: 120.0,
+                p999: 130.0,
                 max: 140.2,
             },
             waited_secs: 0.5,

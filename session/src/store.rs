@@ -271,25 +271,27 @@ impl SessionStore {
         }
     }
 
-    /// The session if it takes fixes now. A session past its expiry is expired on the spot;
-    /// the second value is then `Some` and its stop event is the caller's to publish.
-    pub async fn open_for_fixes(
+    /// `session` (as just read) if it takes fixes now. A session past its expiry is
+    /// expired on the spot; the second value is then `Some` and its stop event is the
+    /// caller's to publish.
+    pub async fn ensure_open(
         &self,
-        tenant: &TenantId,
-        id: SessionId,
+        session: Session,
     ) -> Result<Session, (SessionError, Option<Session>)> {
-        let s = self.get(tenant, id).await.map_err(|e| (e, None))?;
-        if s.status == SessionStatus::Stopped {
-            let reason = s.stop_reason.unwrap_or(StopReason::Requested);
+        if session.status == SessionStatus::Stopped {
+            let reason = session.stop_reason.unwrap_or(StopReason::Requested);
             return Err((SessionError::Stopped(reason), None));
         }
-        if s.expires_at <= Utc::now() {
-            return match self.stop(tenant, id, StopReason::Expired).await {
+        if session.expires_at <= Utc::now() {
+            return match self
+                .stop(&session.tenant_id, session.id, StopReason::Expired)
+                .await
+            {
                 Ok(expired) => Err((SessionError::Stopped(StopReason::Expired), Some(expired))),
                 Err(e) => Err((e, None)),
             };
         }
-        Ok(s)
+        Ok(session)
     }
 
     /// Expires up to `limit` active sessions past their expiry and returns them.

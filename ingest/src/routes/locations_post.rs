@@ -90,7 +90,7 @@ pub async fn handler(
         .admit(&caller.tenant, &caller.subject, batch.fixes.len())?;
 
     let session = visible_session(&state, &caller, &id).await?;
-    let session = match state.store.open_for_fixes(&caller.tenant, session.id).await {
+    let session = match state.store.ensure_open(session).await {
         Ok(s) => s,
         Err((e, expired_now)) => {
             if let Some(expired) = expired_now {
