@@ -5,9 +5,13 @@
 //! run the same code in-process.
 
 pub mod auth;
+pub mod ceiling;
 pub mod demo;
 pub mod kafka_count;
 pub mod load;
+pub mod perf;
+pub mod perf_report;
+pub mod procstat;
 pub mod receiver;
 pub mod report;
 pub mod track;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use locus_bench::demo::{DemoArgs, run_demo};
+use locus_bench::perf::{RunArgs, SweepArgs};
 use locus_bench::receiver::{self, ReceiverArgs};
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +22,10 @@ enum Command {
     Receiver(ReceiverArgs),
     /// Drive a short load through ingest, Kafka and the webhook, and print the figures.
     Demo(DemoArgs),
+    /// The benchmark: ceilings and the Locus pipeline on the same data; writes reports.
+    Run(RunArgs),
+    /// Open loop at rising rates until p99 or errors blow up; finds the knee; draws a chart.
+    Sweep(SweepArgs),
 }
 
 #[tokio::main]
@@ -33,6 +38,8 @@ async fn main() -> ExitCode {
             receiver::run(&args, shutdown.cancelled_owned()).await
         }
         Command::Demo(args) => demo(&args).await,
+        Command::Run(args) => bench_run(&args).await,
+        Command::Sweep(args) => bench_sweep(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,6 +58,24 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         print!("{}", figures.render_text());
     }
     anyhow::ensure!(figures.ok(), "demo FAILED: {}", figures.problems.join("; "));
+    Ok(())
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+async fn bench_run(args: &RunArgs) -> anyhow::Result<()> {
+    let report = locus_bench::perf::run(args, command_line()).await?;
+    print!("{}", locus_bench::perf_report::run_markdown(&report));
+    eprintln!("Reports written to {}.", args.out.display());
+    Ok(())
+}
+
+async fn bench_sweep(args: &SweepArgs) -> anyhow::Result<()> {
+    let report = locus_bench::perf::sweep(args, command_line()).await?;
+    print!("{}", locus_bench::perf_report::sweep_markdown(&report));
+    eprintln!("Reports and sweep.png written to {}.", args.run.out.display());
     Ok(())
 }
 
