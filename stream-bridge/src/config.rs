@@ -1,0 +1,342 @@
+//! Typed configuration of the stream bridge, from flags or `LOCUS_*` environment variables.
+//! Every knob has a documented default; the sink table is parsed here and checked in
+//! [`crate::webhook::config`] before anything connects.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use std::ffi::{OsStr, OsString};
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, Command, CommandFactory, FromArgMatches, Parser};
+
+use crate::error::BridgeError;
+use crate::webhook::config::{SinkSpecs, Sinks};
+use crate::webhook::retry::RetryPolicy;
+
+/// Everything the stream bridge reads at start.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "locus-stream-bridge",
+    about = "Consumes Locus location records from Kafka and delivers them to partner webhooks."
+)]
+pub struct Config {
+    /// Address /healthz, /readyz and /metrics listen on. Port 0 picks a free port.
+    #[arg(long, env = "LOCUS_BRIDGE_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "LOCUS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Prefix of every topic name: the bridge reads `<prefix>locations` and writes
+    /// `<prefix>dead-letter`.
+    #[arg(long, env = "LOCUS_KAFKA_TOPIC_PREFIX", default_value = "locus.")]
+    pub kafka_topic_prefix: String,
+
+    /// Consumer group of the bridge. Replicas sharing it split the partitions; offsets are
+    /// committed under it, so a restart resumes after the last delivered record.
+    #[arg(
+        long,
+        env = "LOCUS_BRIDGE_GROUP",
+        default_value = "locus-stream-bridge"
+    )]
+    pub group: String,
+
+    /// Consumer session timeout. The local broker (Tansu) holds a JoinGroup for half of it,
+    /// so local runs use 6000.
+    #[arg(long, env = "LOCUS_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
+    pub session_timeout_ms: u64,
+
+    /// Consumer heartbeat interval (local runs use 500).
+    #[arg(
+        long,
+        env = "LOCUS_KAFKA_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 3_000
+    )]
+    pub heartbeat_interval_ms: u64,
+
+    /// Webhook sinks per tenant, as a JSON object:
+    /// `{"<tenant>": {"url": "https://...", "secret": "..."}}`. Wins over the file per tenant.
+    #[arg(long, env = "LOCUS_BRIDGE_SINKS", hide_env_values = true, value_parser = SinkSpecsParser)]
+    pub sinks: Option<SinkSpecs>,
+
+    /// Path of a JSON file with the same shape as `LOCUS_BRIDGE_SINKS`.
+    #[arg(long, env = "LOCUS_BRIDGE_SINKS_FILE")]
+    pub sinks_file: Option<PathBuf>,
+
+    /// Allow sink URLs on loopback, private or link-local addresses (and `localhost`).
+    /// Off in production: a tenant admin could otherwise point a sink at internal services.
+    #[arg(long, env = "LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_sinks: bool,
+
+    /// Most records consumed into one batch.
+    #[arg(long, env = "LOCUS_BRIDGE_BATCH_MAX_RECORDS", default_value_t = 500)]
+    pub batch_max_records: usize,
+
+    /// How long a batch waits for more records after its first one.
+    #[arg(long, env = "LOCUS_BRIDGE_BATCH_LINGER_MS", default_value_t = 100)]
+    pub batch_linger_ms: u64,
+
+    /// Most webhook deliveries (one per tenant in a batch) in flight at once.
+    #[arg(
+        long,
+        env = "LOCUS_BRIDGE_MAX_CONCURRENT_DELIVERIES",
+        default_value_t = 16
+    )]
+    pub max_concurrent_deliveries: usize,
+
+    /// HTTP attempts per delivery before its records go to the dead-letter topic.
+    #[arg(long, env = "LOCUS_BRIDGE_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+
+    /// Backoff before the second attempt; it doubles on each retry (with jitter).
+    #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_INITIAL_MS", default_value_t = 200)]
+    pub backoff_initial_ms: u64,
+
+    /// Longest backoff between two attempts; also caps a webhook's Retry-After.
+    #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_MAX_MS", default_value_t = 10_000)]
+    pub backoff_max_ms: u64,
+
+    /// Timeout of one webhook HTTP request, connect to last body byte.
+    #[arg(
+        long,
+        env = "LOCUS_BRIDGE_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+
+    /// How long shutdown waits for the in-flight batch before giving up on it (its records
+    /// are then delivered again after the restart).
+    #[arg(long, env = "LOCUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// The documented defaults, without reading the environment or the command line, so
+    /// the defaults are written once (in the attributes above).
+    pub fn defaults() -> Self {
+        Self::from_args_only(["locus-stream-bridge"]).expect("every field has a default")
+    }
+
+    /// Parses a command line, ignoring the environment (for tests and tools that build a
+    /// configuration by hand).
+    pub fn from_args_only<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        // Unsetting every `env` keeps a variable set on the machine from leaking in.
+        let matches = Self::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)
+    }
+
+    /// A configuration for tests against the local broker: no environment is read, the
+    /// listener takes a free port, Kafka timeouts suit Tansu, batches linger and backoffs
+    /// are short, and private sinks are allowed (the test receivers listen on 127.0.0.1).
+    /// Add sinks with [`Config::with_sink`].
+    pub fn for_tests(kafka_brokers: &str, kafka_topic_prefix: &str, group: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka_brokers: kafka_brokers.to_owned(),
+            kafka_topic_prefix: kafka_topic_prefix.to_owned(),
+            group: group.to_owned(),
+            session_timeout_ms: 6_000,
+            heartbeat_interval_ms: 500,
+            allow_private_sinks: true,
+            batch_linger_ms: 50,
+            backoff_initial_ms: 20,
+            backoff_max_ms: 500,
+            request_timeout_ms: 5_000,
+            shutdown_grace_secs: 10,
+            ..Self::defaults()
+        }
+    }
+
+    /// This configuration with one more inline sink (replacing the tenant's previous one).
+    pub fn with_sink(mut self, tenant: &str, url: &str, secret: &str) -> Self {
+        self.sinks
+            .get_or_insert_with(SinkSpecs::default)
+            .insert(tenant, url, secret);
+        self
+    }
+
+    /// The topic of location records.
+    pub fn locations_topic(&self) -> String {
+        format!("{}locations", self.kafka_topic_prefix)
+    }
+
+    /// The dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}dead-letter", self.kafka_topic_prefix)
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The retry rules of webhook deliveries.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(self.backoff_initial_ms),
+            max: Duration::from_millis(self.backoff_max_ms),
+            max_attempts: self.max_attempts.max(1),
+        }
+    }
+
+    /// The sink table: the file's entries, overridden per tenant by the inline ones, each
+    /// checked (tenant id, URL, private addresses unless allowed).
+    pub fn load_sinks(&self) -> Result<Sinks, BridgeError> {
+        let mut merged = match &self.sinks_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| BridgeError::SinksFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                SinkSpecs::parse_json(&text).map_err(|e| BridgeError::SinksFileFormat {
+                    path: path.clone(),
+                    message: e,
+                })?
+            }
+            None => SinkSpecs::default(),
+        };
+        if let Some(inline) = &self.sinks {
+            merged.merge(inline.clone());
+        }
+        Ok(merged.validate(self.allow_private_sinks)?)
+    }
+}
+
+/// Parses `--sinks` / `LOCUS_BRIDGE_SINKS`. Unlike a plain function parser, its error does
+/// not quote the value, which holds secrets.
+#[derive(Debug, Clone, Copy)]
+struct SinkSpecsParser;
+
+impl TypedValueParser for SinkSpecsParser {
+    type Value = SinkSpecs;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        _arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<SinkSpecs, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid --sinks / LOCUS_BRIDGE_SINKS: {message}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("the value is not UTF-8".to_owned()))?;
+        SinkSpecs::parse_json(text).map_err(invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let c = Config::defaults();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8081)));
+        assert_eq!(c.kafka_brokers, "127.0.0.1:9092");
+        assert_eq!(c.kafka_topic_prefix, "locus.");
+        assert_eq!(c.group, "locus-stream-bridge");
+        assert_eq!(c.session_timeout_ms, 45_000);
+        assert_eq!(c.heartbeat_interval_ms, 3_000);
+        assert!(c.sinks.is_none() && c.sinks_file.is_none());
+        assert!(!c.allow_private_sinks);
+        assert_eq!(c.shutdown_grace_secs, 30);
+        assert_eq!(c.batch_max_records, 500);
+        assert_eq!(c.batch_linger_ms, 100);
+        assert_eq!(c.max_attempts, 8);
+        assert_eq!(c.backoff_initial_ms, 200);
+        assert_eq!(c.backoff_max_ms, 10_000);
+        assert_eq!(c.request_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn sinks_and_knobs_parse_from_the_command_line() {
+        let c = Config::from_args_only([
+            "locus-stream-bridge",
+            "--sinks",
+            r#"{"acme": {"url": "https://hooks.example.com/a", "secret": "s"}}"#,
+            "--max-attempts",
+            "3",
+        ])
+        .expect("valid command line");
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.load_sinks().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_sinks_value_is_refused_without_quoting_it() {
+        let err = Config::from_args_only([
+            "locus-stream-bridge",
+            "--sinks",
+            r#"{"acme": {"url": "https://hooks.example.com/a", "secret": "hunter2""#,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LOCUS_BRIDGE_SINKS"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn topic_names_carry_the_prefix() {
+        let c = Config::for_tests("b:9092", "t1.", "g");
+        assert_eq!(c.locations_topic(), "t1.locations");
+        assert_eq!(c.dead_letter_topic(), "t1.dead-letter");
+    }
+
+    #[test]
+    fn inline_sinks_win_over_the_file_per_tenant() {
+        let dir = std::env::temp_dir().join(format!("locus-bridge-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sinks.json");
+        std::fs::write(
+            &file,
+            r#"{"acme": {"url": "http://10.0.0.1/a", "secret": "f1"},
+                "globex": {"url": "http://10.0.0.2/g", "secret": "f2"}}"#,
+        )
+        .unwrap();
+        let mut c = Config::for_tests("b", "p.", "g").with_sink("acme", "http://10.0.0.9/x", "i1");
+        c.sinks_file = Some(file);
+        let sinks = c.load_sinks().expect("valid sinks");
+        let acme = locus_wire::TenantId::parse("acme").unwrap();
+        let globex = locus_wire::TenantId::parse("globex").unwrap();
+        assert_eq!(sinks.get(&acme).unwrap().url.as_str(), "http://10.0.0.9/x");
+        assert_eq!(
+            sinks.get(&globex).unwrap().url.as_str(),
+            "http://10.0.0.2/g"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_sinks_file_is_a_clear_error() {
+        let mut c = Config::for_tests("b", "p.", "g");
+        c.sinks_file = Some(PathBuf::from("/nonexistent/locus-sinks.json"));
+        let err = c.load_sinks().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/locus-sinks.json"), "{err}");
+    }
+
+    #[test]
+    fn private_sinks_are_refused_unless_allowed() {
+        let mut c = Config::for_tests("b", "p.", "g").with_sink("acme", "http://127.0.0.1:9/", "s");
+        assert!(c.load_sinks().is_ok());
+        c.allow_private_sinks = false;
+        let err = c.load_sinks().unwrap_err().to_string();
+        assert!(err.contains("LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS"), "{err}");
+    }
+}

@@ -1,0 +1,84 @@
+//! Errors of the stream bridge library.
+//!
+//! Policy: these are the errors that stop the bridge from starting or running (bad
+//! configuration, a Kafka client that cannot be created, a port that cannot be bound).
+//! What happens to a single delivery is not an error but an outcome (delivered, retriable,
+//! rejected; see [`crate::webhook::retry::Outcome`]), handled where it happens. No message
+//! here quotes a secret.
+
+use std::path::PathBuf;
+
+use locus_wire::IdError;
+
+/// A sink in the configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The tenant id of a sink is not a valid tenant id.
+    #[error("sink tenant {tenant:?} is not a valid tenant id: {source}")]
+    InvalidTenant {
+        /// The tenant as written.
+        tenant: String,
+        /// Why it is invalid.
+        source: IdError,
+    },
+    /// The URL of a sink does not parse or is not http(s).
+    #[error("sink URL of tenant {tenant:?} is invalid: {message}")]
+    InvalidUrl {
+        /// The tenant.
+        tenant: String,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// The URL of a sink points at a loopback, private or link-local address.
+    #[error(
+        "sink URL of tenant {tenant:?} points at the private or loopback host {host}; \
+         set LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS=true to allow it"
+    )]
+    PrivateAddress {
+        /// The tenant.
+        tenant: String,
+        /// The refused host.
+        host: String,
+    },
+}
+
+/// Why the bridge cannot start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// A sink in the configuration is unusable.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The sinks file cannot be read.
+    #[error("cannot read the sinks file {path}: {source}")]
+    SinksFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The sinks file is not a sink table.
+    #[error("the sinks file {path} is invalid: {message}")]
+    SinksFileFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, without quoting the file.
+        message: String,
+    },
+    /// A Kafka client cannot be created or subscribed.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The HTTP client cannot be created.
+    #[error("cannot create the webhook HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+    /// The listener cannot be bound, or serving failed.
+    #[error("HTTP listener on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A task of the bridge panicked.
+    #[error("a task of the bridge failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}

@@ -1,0 +1,19 @@
+//! The Locus stream bridge: consumes location records from Kafka in a consumer group and
+//! delivers them, batched per tenant, to each tenant's signed webhook, at least once and in
+//! order per session. Records no webhook takes go to the dead-letter topic.
+//!
+//! Start with [`startup::Application`]; the at-least-once rules are in [`consumer`].
+
+pub mod config;
+pub mod consumer;
+pub mod dead_letter;
+pub mod error;
+pub mod events;
+pub mod record;
+pub mod routes;
+pub mod startup;
+pub mod webhook;
+
+pub use config::Config;
+pub use error::{BridgeError, SinkError};
+pub use startup::Application;

@@ -1,0 +1,19 @@
+//! The `locus-stream-bridge` binary: configuration, telemetry, run until a signal.
+
+use anyhow::Context;
+use clap::Parser;
+use locus_stream_bridge::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    locus_telemetry::init_tracing();
+    let app = Application::build(config)
+        .await
+        .context("building the stream bridge")?;
+    app.run_until_stopped(locus_telemetry::shutdown_on_signal())
+        .await
+        .context("running the stream bridge")?;
+    tracing::info!("Shutdown complete.");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Builds the bridge from its configuration and runs it until shutdown.
+//!
+//! [`Application::build`] does everything that can fail at start (sink table, Kafka
+//! clients, HTTP client, binding the listener), so a bad configuration stops the process
+//! before it reads a record; tests bind port 0 and read the port back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::consumer::{BridgeConsumer, BridgeContext, ConsumerLoop, LoopSettings, consumer_config};
+use crate::dead_letter::DeadLetterWriter;
+use crate::error::BridgeError;
+use crate::events;
+use crate::routes::{AppState, router};
+use crate::webhook::WebhookDeliverer;
+use crate::webhook::service::WebhookService;
+
+/// A built bridge, listening but not yet consuming.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    consumer: Arc<BridgeConsumer>,
+    consumer_loop: ConsumerLoop,
+    router: Router,
+}
+
+impl Application {
+    /// Checks the configuration, creates the Kafka and HTTP clients and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, BridgeError> {
+        let sinks = Arc::new(config.load_sinks()?);
+        if sinks.is_empty() {
+            tracing::warn!("No webhook sinks are configured: every record will be skipped.");
+        }
+        // Install the recorder before the first event, or early counts are lost.
+        let _ = locus_telemetry::metrics_handle();
+        events::register();
+
+        let topic = config.locations_topic();
+        let consumer: BridgeConsumer = consumer_config(
+            &config.kafka_brokers,
+            &config.group,
+            config.session_timeout_ms,
+            config.heartbeat_interval_ms,
+        )
+        .create_with_context(BridgeContext::default())?;
+        let consumer = Arc::new(consumer);
+        let producer: FutureProducer =
+            DeadLetterWriter::producer_config(&config.kafka_brokers).create()?;
+        let policy = config.retry_policy();
+        let dead_letter = DeadLetterWriter::new(producer, config.dead_letter_topic(), policy);
+        let service = WebhookService::new(Duration::from_millis(config.request_timeout_ms))?;
+        let deliverer = WebhookDeliverer::new(service, policy);
+
+        let consumer_loop = ConsumerLoop::new(
+            Arc::clone(&consumer),
+            deliverer,
+            dead_letter,
+            Arc::clone(&sinks),
+            LoopSettings {
+                topic: topic.clone(),
+                batch_max_records: config.batch_max_records.max(1),
+                batch_linger: Duration::from_millis(config.batch_linger_ms),
+                max_concurrent_deliveries: config.max_concurrent_deliveries,
+                shutdown_grace: config.shutdown_grace(),
+            },
+        );
+        let router = router(AppState {
+            consumer: Arc::clone(&consumer),
+            topic: topic.clone(),
+        });
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| BridgeError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BridgeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        tracing::info!(
+            %local_addr,
+            topic = %topic,
+            group = %config.group,
+            sinks = sinks.len(),
+            "Stream bridge built."
+        );
+        Ok(Self {
+            listener,
+            local_addr,
+            consumer,
+            consumer_loop,
+            router,
+        })
+    }
+
+    /// The address the HTTP listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The port the HTTP listener is bound to.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Consumes and serves HTTP until `shutdown` is cancelled, then drains: the in-flight
+    /// batch is finished (within the grace period), offsets are committed, the HTTP
+    /// listener stops, and the consumer leaves its group. Returns early with the error if
+    /// the consumer loop or the listener fails.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), BridgeError> {
+        let Self {
+            listener,
+            local_addr,
+            consumer,
+            consumer_loop,
+            router,
+        } = self;
+
+        // `stop` ends the consumer loop: on shutdown, or when the listener fails (a bridge
+        // that cannot be probed should not keep consuming unseen).
+        let stop = shutdown.child_token();
+        // The listener outlives the drain, so /metrics can be scraped until the end; it
+        // stops once the consumer loop is done.
+        let http_stop = CancellationToken::new();
+        let http = tokio::spawn({
+            let stop = stop.clone();
+            let http_stop = http_stop.clone();
+            async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await;
+                if served.is_err() {
+                    stop.cancel();
+                }
+                served.map_err(|source| BridgeError::Listen {
+                    addr: local_addr,
+                    source,
+                })
+            }
+        });
+        let consumed = tokio::spawn(consumer_loop.run(stop)).await;
+        http_stop.cancel();
+        let served = http.await;
+
+        // Dropping the last handle closes the consumer: it leaves the group, which blocks
+        // for a moment, so it happens on a blocking thread.
+        tokio::task::spawn_blocking(move || drop(consumer)).await?;
+        tracing::info!("Stream bridge stopped.");
+        consumed??;
+        served??;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Retry rules of webhook deliveries: which answers are worth another attempt, and how long
+//! to wait before it. Pure: the service feeds it statuses and headers, the clock and the
+//! dice are parameters.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+
+/// What one HTTP attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The webhook answered 2xx: the records are delivered.
+    Delivered,
+    /// Try again later: a network error, a timeout, 5xx, 408 or 429. `retry_after` is the
+    /// webhook's own Retry-After, if it sent one.
+    Retriable {
+        /// The webhook's Retry-After.
+        retry_after: Option<Duration>,
+        /// What went wrong, for logs and the dead-letter header.
+        reason: String,
+    },
+    /// The webhook refused the delivery for good (any other 4xx, or a redirect, which is
+    /// not followed so that a sink cannot bounce the bridge to another address).
+    Rejected {
+        /// What went wrong, for logs and the dead-letter header.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The `outcome` label of the attempts metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retriable { .. } => "retriable",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// The outcome of an HTTP answer with `status` and the raw `Retry-After` header, read at
+/// `now`.
+pub fn classify(status: StatusCode, retry_after: Option<&str>, now: DateTime<Utc>) -> Outcome {
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    let reason = format!("webhook answered {status}");
+    let retriable = status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS;
+    if retriable {
+        Outcome::Retriable {
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
+            reason,
+        }
+    } else {
+        // Other 4xx, 3xx and the odd 1xx: sending the same bytes again will not help.
+        Outcome::Rejected { reason }
+    }
+}
+
+/// Reads a Retry-After value: delay-seconds or an HTTP date (a date in the past means
+/// "now"). Anything else is ignored.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // HTTP dates are IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), which RFC 2822 covers.
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with jitter, capped, and a bounded number of attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Backoff before the second attempt.
+    pub initial: Duration,
+    /// Longest wait between two attempts, Retry-After included.
+    pub max: Duration,
+    /// Attempts in all, the first one included (at least 1).
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The backoff after failed attempt number `attempt` (1-based), before jitter:
+    /// `initial * 2^(attempt-1)`, capped at `max`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.initial.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// How long to wait after failed attempt number `attempt`, or `None` when it was the
+    /// last one. `jitter` in [0, 1] picks a point in the upper half of the backoff (so
+    /// replicas that failed together do not retry together, yet the wait still grows);
+    /// a Retry-After longer than that is honoured, up to `max`.
+    pub fn delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let backoff = self.backoff(attempt);
+        let jittered = backoff.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+        let wait = match retry_after {
+            Some(asked) => jittered.max(asked.min(self.max)),
+            None => jittered,
+        };
+        Some(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            max_attempts: 8,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_backoff_doubles_from_the_initial_delay_up_to_the_cap() {
+        let p = policy();
+        let ms: Vec<u128> = (1..=9).map(|a| p.backoff(a).as_millis()).collect();
+        assert_eq!(
+            ms,
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        assert_eq!(p.backoff(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_keeps_the_delay_in_the_upper_half_of_the_backoff() {
+        let p = policy();
+        assert_eq!(p.delay(3, None, 0.0), Some(Duration::from_millis(400)));
+        assert_eq!(p.delay(3, None, 1.0), Some(Duration::from_millis(800)));
+        assert_eq!(p.delay(3, None, 0.5), Some(Duration::from_millis(600)));
+        assert_eq!(p.delay(3, None, 7.0), Some(Duration::from_millis(800)));
+    }
+
+    #[test]
+    fn there_is_no_delay_after_the_last_attempt() {
+        let p = policy();
+        assert!(p.delay(7, None, 0.5).is_some());
+        assert_eq!(p.delay(8, None, 0.5), None);
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..p
+        };
+        assert_eq!(once.delay(1, None, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let p = policy();
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3)), 0.0),
+            Some(Duration::from_secs(3))
+        );
+        // A Retry-After shorter than the backoff does not shorten it.
+        assert_eq!(
+            p.delay(6, Some(Duration::from_secs(1)), 1.0),
+            Some(Duration::from_millis(6400))
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3600)), 0.0),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7", now()), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 01 May 2024 12:00:30 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now()), None);
+        assert_eq!(parse_retry_after("-3", now()), None);
+    }
+
+    #[test]
+    fn statuses_are_classified_as_delivered_retriable_or_rejected() {
+        for code in [200, 201, 202, 204] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert_eq!(classify(s, None, now()), Outcome::Delivered, "{code}");
+        }
+        for code in [408, 429, 500, 502, 503, 504] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(classify(s, None, now()), Outcome::Retriable { .. }),
+                "{code}"
+            );
+        }
+        for code in [301, 302, 400, 401, 403, 404, 410, 413, 422] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(classify(s, None, now()), Outcome::Rejected { .. }),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_429_carries_its_retry_after() {
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, Some("2"), now()),
+            Outcome::Retriable {
+                retry_after: Some(Duration::from_secs(2)),
+                reason: "webhook answered 429 Too Many Requests".to_owned(),
+            }
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Test harness: a real local webhook receiver, a real bridge on port 0, and records
+//! produced to a fresh topic on the local broker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::Utc;
+use locus_stream_bridge::{Application, BridgeError, Config};
+use locus_wire::record::{
+    CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION,
+    HEADER_SESSION, HEADER_TENANT, LocationRecord, SCHEMA_VERSION, record_id,
+};
+use locus_wire::webhook::WebhookDelivery;
+use locus_wire::{DeviceId, SessionId, TenantId};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something the bridge should do. Generous: joining a group on
+/// the local broker takes a few seconds, and the machine is shared with other builds.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What the receiver answers for one tenant.
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// 200 to everything.
+    Accept,
+    /// `status` to the next `remaining` requests, then 200.
+    FailFirst { remaining: usize, status: u16 },
+    /// `status` to everything.
+    Always(u16),
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The tenant in the path.
+    pub tenant: String,
+    /// What the receiver answered.
+    pub status: u16,
+    /// The request headers (lowercase names).
+    pub headers: HashMap<String, String>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as a webhook delivery.
+    pub fn delivery(&self) -> WebhookDelivery {
+        serde_json::from_slice(&self.body).expect("the body is a WebhookDelivery")
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name} missing"))
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    requests: Mutex<Vec<Received>>,
+    behaviours: Mutex<HashMap<String, Behaviour>>,
+}
+
+/// A webhook receiver on 127.0.0.1: `POST /hooks/{tenant}`, recording every request.
+#[derive(Clone)]
+pub struct Receiver {
+    addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// Starts a receiver that accepts everything.
+    pub async fn spawn() -> Self {
+        let state = Arc::new(ReceiverState::default());
+        let app = Router::new()
+            .route("/hooks/{tenant}", post(receive))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    /// The webhook URL of `tenant`.
+    pub fn url(&self, tenant: &str) -> String {
+        format!("http://{}/hooks/{tenant}", self.addr)
+    }
+
+    /// Sets what the receiver answers for `tenant`.
+    pub fn set(&self, tenant: &str, behaviour: Behaviour) {
+        self.state
+            .behaviours
+            .lock()
+            .unwrap()
+            .insert(tenant.to_owned(), behaviour);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// The requests for `tenant`, in arrival order.
+    pub fn requests_for(&self, tenant: &str) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.tenant == tenant)
+            .collect()
+    }
+
+    /// The records of `tenant` in the requests answered 200, in arrival order.
+    pub fn delivered(&self, tenant: &str) -> Vec<LocationRecord> {
+        self.requests_for(tenant)
+            .iter()
+            .filter(|r| r.status == 200)
+            .flat_map(|r| r.delivery().records)
+            .collect()
+    }
+
+    /// Waits until `tenant` has at least `n` delivered records, and returns them.
+    pub async fn wait_for(&self, tenant: &str, n: usize) -> Vec<LocationRecord> {
+        locus_testkit::eventually(PATIENCE, || {
+            let got = self.delivered(tenant);
+            async move { (got.len() >= n).then_some(got) }
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{tenant} received {} of {n} records in {PATIENCE:?}",
+                self.delivered(tenant).len()
+            )
+        })
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let status = {
+        let mut behaviours = state.behaviours.lock().unwrap();
+        match behaviours.get_mut(&tenant).copied() {
+            None | Some(Behaviour::Accept) => 200,
+            Some(Behaviour::Always(status)) => status,
+            Some(Behaviour::FailFirst { remaining, status }) => {
+                let next = if remaining <= 1 {
+                    Behaviour::Accept
+                } else {
+                    Behaviour::FailFirst {
+                        remaining: remaining - 1,
+                        status,
+                    }
+                };
+                behaviours.insert(tenant.clone(), next);
+                if remaining == 0 { 200 } else { status }
+            }
+        }
+    };
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    state.requests.lock().unwrap().push(Received {
+        tenant,
+        status,
+        headers,
+        body,
+    });
+    StatusCode::from_u16(status).unwrap()
+}
+
+/// Panics unless the local broker accepts connections: a test without it must fail.
+pub async fn require_kafka() -> String {
+    let brokers = locus_testkit::kafka_brokers();
+    let first = brokers.split(',').next().unwrap().to_owned();
+    tokio::net::TcpStream::connect(&first)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Kafka is not reachable at {first} ({e}); run `./locus services` first")
+        });
+    brokers
+}
+
+/// A fresh topic prefix with its location topic (`partitions` partitions) and dead-letter
+/// topic created.
+pub async fn fresh_topics(partitions: i32) -> String {
+    let brokers = require_kafka().await;
+    let prefix = locus_testkit::unique("locus_bridge_test_") + ".";
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("create the admin client");
+    let locations = format!("{prefix}locations");
+    let dead_letter = format!("{prefix}dead-letter");
+    let results = admin
+        .create_topics(
+            &[
+                NewTopic::new(&locations, partitions, TopicReplication::Fixed(1)),
+                NewTopic::new(&dead_letter, 1, TopicReplication::Fixed(1)),
+            ],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(topic, e)| panic!("create topic {topic}: {e}"));
+    }
+    prefix
+}
+
+/// A bridge configuration for `prefix` with a fresh group.
+pub fn config(prefix: &str) -> Config {
+    Config::for_tests(
+        &locus_testkit::kafka_brokers(),
+        prefix,
+        &locus_testkit::unique("locus-bridge-test-"),
+    )
+}
+
+/// A running bridge.
+pub struct TestBridge {
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), BridgeError>>,
+}
+
+impl TestBridge {
+    /// Builds and starts the bridge.
+    pub async fn spawn(config: Config) -> Self {
+        locus_telemetry::init_tracing();
+        let app = Application::build(config).await.expect("build the bridge");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// A URL on the bridge's listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the bridge gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the bridge stops within the patience")
+            .expect("the bridge task does not panic")
+            .expect("the bridge stops cleanly");
+    }
+}
+
+/// `n` records of one new session of `tenant`, batch indices 0..n.
+pub fn session_records(tenant: &str, n: u32) -> Vec<LocationRecord> {
+    let session = SessionId::new();
+    let batch_id = uuid::Uuid::new_v4().to_string();
+    let now = Utc::now();
+    (0..n)
+        .map(|i| LocationRecord {
+            schema_version: SCHEMA_VERSION,
+            record_id: record_id(session, &batch_id, i),
+            tenant_id: TenantId::parse(tenant).unwrap(),
+            session_id: session,
+            device_id: DeviceId::parse("phone-1").unwrap(),
+            batch_id: batch_id.clone(),
+            batch_index: i,
+            recorded_at: now,
+            received_at: now,
+            lat: 52.5 + f64::from(i) * 0.0001,
+            lon: 13.4,
+            accuracy: Some(5.0),
+            altitude: None,
+            speed: None,
+            heading: None,
+            battery: None,
+        })
+        .collect()
+}
+
+/// A producer to the local broker.
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", locus_testkit::kafka_brokers())
+        .set("acks", "all")
+        .create()
+        .expect("create the producer")
+}
+
+/// The headers ingest's forwarder puts on a location record.
+pub fn record_headers(record: &LocationRecord) -> OwnedHeaders {
+    let session = record.session_id.to_string();
+    let version = SCHEMA_VERSION.to_string();
+    OwnedHeaders::new()
+        .insert(Header {
+            key: HEADER_TENANT,
+            value: Some(record.tenant_id.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_SESSION,
+            value: Some(session.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_SCHEMA_VERSION,
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_RECORD_TYPE,
+            value: Some("location"),
+        })
+        .insert(Header {
+            key: HEADER_CONTENT_TYPE,
+            value: Some(CONTENT_TYPE_JSON),
+        })
+}
+
+/// Produces `records` to the location topic of `prefix`, in order, keyed by session.
+pub async fn produce(prefix: &str, records: &[LocationRecord]) {
+    produce_to(prefix, None, records).await;
+}
+
+/// Like [`produce`], into `partition` if given (else the key picks it).
+pub async fn produce_to(prefix: &str, partition: Option<i32>, records: &[LocationRecord]) {
+    let producer = producer();
+    let topic = format!("{prefix}locations");
+    for record in records {
+        let key = record.session_id.to_string();
+        let value = serde_json::to_vec(record).unwrap();
+        let mut kafka_record = FutureRecord::to(&topic)
+            .key(&key)
+            .payload(&value)
+            .headers(record_headers(record));
+        if let Some(partition) = partition {
+            kafka_record = kafka_record.partition(partition);
+        }
+        producer
+            .send(kafka_record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    }
+}
+
+/// Produces one raw value to the location topic of `prefix`.
+pub async fn produce_raw(prefix: &str, key: &str, value: &[u8]) {
+    let topic = format!("{prefix}locations");
+    producer()
+        .send(
+            FutureRecord::to(&topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+}

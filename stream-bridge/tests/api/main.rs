@@ -1,0 +1,10 @@
+//! Black-box tests of the stream bridge: the real `Application` on port 0, the local Kafka
+//! broker, and a real HTTP receiver per test. A missing broker fails the tests.
+
+mod dead_letter;
+mod delivery;
+mod health;
+mod helpers;
+mod restart;
+mod retries;
+mod skipping;
