@@ -155,6 +155,20 @@ impl Buffer {
         Ok(())
     }
 
+    /// The answer given to `batch_id` of `session`, if it was stored within the window.
+    pub async fn previous_answer(
+        &self,
+        session: SessionId,
+        batch_id: &str,
+    ) -> Result<Option<BatchResponse>, BufferError> {
+        let shard = self.keys.shard_of(session);
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(self.keys.batch(shard, session, batch_id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored.map(|s| serde_json::from_str(&s)).transpose()?)
+    }
+
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), BufferError> {
         let _: String = redis::cmd("PING")

@@ -21,6 +21,12 @@ pub enum ApiError {
     /// 403: the token is valid but its role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 404: no such endpoint.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the endpoint exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// 404: no such session in the caller's tenant (also for another tenant's session).
     #[error("session not found")]
     SessionNotFound,
@@ -115,6 +121,14 @@ impl IntoResponse for ApiError {
                 ),
             ),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, body("forbidden", m)),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, body("not_found", m)),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                body(
+                    "method_not_allowed",
+                    "this endpoint does not take this method; see docs/devices.md",
+                ),
+            ),
             Self::SessionNotFound => (
                 StatusCode::NOT_FOUND,
                 body(

@@ -16,22 +16,40 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
+use crate::config::Role;
+use crate::error::ApiError;
 use crate::events;
 use crate::startup::AppState;
 
-/// Every route and layer of the ingest API.
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint; see README.md or docs/devices.md for the API".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Every route and layer of the ingest service. The device API is mounted only when the
+/// process runs the API role; every role answers health, readiness and metrics.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route(
             "/v1/sessions",
             post(sessions_start::handler).get(sessions_list::handler),
         )
         .route("/v1/sessions/{id}", get(sessions_get::handler))
         .route("/v1/sessions/{id}/stop", post(sessions_stop::handler))
-        .route("/v1/sessions/{id}/locations", post(locations_post::handler))
-        .route("/healthz", get(health::healthz))
+        .route("/v1/sessions/{id}/locations", post(locations_post::handler));
+    let base = if state.config.runs(Role::Api) {
+        api
+    } else {
+        Router::new()
+    };
+    base.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         // Layers run outside-in from the bottom: trace the request, then time it. Body
         // size is enforced by the handlers after decompression, so axum's default

@@ -97,7 +97,7 @@ impl AppState {
 /// The built application, ready to run.
 pub struct Application {
     config: Arc<Config>,
-    listener: Option<TcpListener>,
+    listener: TcpListener,
     port: u16,
     state: AppState,
     forwarder: Option<Forwarder>,
@@ -135,13 +135,9 @@ impl Application {
         let forwarder = config
             .runs(Role::Forwarder)
             .then(|| Forwarder::new(&config, redis.clone(), producer.clone(), store.clone()));
-        let (listener, port) = if config.runs(Role::Api) {
-            let l = TcpListener::bind(config.listen).await?;
-            let port = l.local_addr()?.port();
-            (Some(l), port)
-        } else {
-            (None, 0)
-        };
+        // Every role serves /healthz, /readyz and /metrics; only the API role serves /v1.
+        let listener = TcpListener::bind(config.listen).await?;
+        let port = listener.local_addr()?.port();
         let state = AppState {
             auth: Authenticator::new(&config.jwt_secret, &config.jwt_issuer, &config.jwt_audience),
             admission: Arc::new(Admission::new(&config)),
@@ -163,7 +159,7 @@ impl Application {
         })
     }
 
-    /// The bound HTTP port (0 when the API role does not run).
+    /// The bound HTTP port.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -176,23 +172,20 @@ impl Application {
         let forwarder_stop = CancellationToken::new();
         let grace = self.config.shutdown_grace();
 
-        let http_done = if let Some(listener) = self.listener {
-            tracing::info!(port = self.port, "Ingest API listening.");
-            let app = routes::router(self.state.clone());
-            let stop = shutdown.clone();
-            let server = tracker.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "HTTP server failed.");
-                }
-            });
+        tracing::info!(port = self.port, roles = ?self.config.roles, "Ingest listening.");
+        let app = routes::router(self.state.clone());
+        let stop = shutdown.clone();
+        let server = tracker.spawn(async move {
+            let served = axum::serve(self.listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed.");
+            }
+        });
+        if self.config.runs(Role::Api) {
             tracker.spawn(sweep_expired(self.state.clone(), shutdown.clone()));
-            Some(server)
-        } else {
-            None
-        };
+        }
 
         if let Some(forwarder) = self.forwarder {
             tracing::info!(consumer = %self.config.forwarder_consumer, "Forwarder started.");
@@ -202,9 +195,7 @@ impl Application {
 
         shutdown.cancelled().await;
         tracing::info!("Shutting down: no new requests; finishing in-flight ones.");
-        if let Some(server) = http_done {
-            let _ = server.await;
-        }
+        let _ = server.await;
         forwarder_stop.cancel();
         if tokio::time::timeout(grace + Duration::from_secs(5), tracker.wait())
             .await

@@ -232,12 +232,19 @@ impl SessionStore {
         .ok_or(SessionError::NotFound)
     }
 
-    /// The newest sessions of `tenant`, at most `limit`.
-    pub async fn list(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Session>, SessionError> {
+    /// The newest sessions of `tenant` (of one `device` when given), at most `limit`.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        device: Option<&DeviceId>,
+        limit: i64,
+    ) -> Result<Vec<Session>, SessionError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM sessions WHERE tenant_id = $1 ORDER BY started_at DESC LIMIT $2"
+            "SELECT {COLUMNS} FROM sessions WHERE tenant_id = $1 AND ($2::text IS NULL OR device_id = $2) \
+             ORDER BY started_at DESC LIMIT $3"
         ))
         .bind(tenant.as_str())
+        .bind(device.map(DeviceId::as_str))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use rdkafka::producer::Producer;
 use serde_json::json;
 
+use crate::config::Role;
 use crate::startup::AppState;
 
 /// Always 200 while the process serves requests.
@@ -15,8 +16,11 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// 200 when PostgreSQL, Redis and Kafka all answer within a second; 503 naming the ones
-/// that do not.
+/// 200 when what this process needs to do its job answers within a second, 503 naming
+/// what does not. The API role needs PostgreSQL and Redis, not Kafka: the Redis buffer is
+/// there to ride out a Kafka outage, and taking ingest out of a balancer's rotation then
+/// would waste it. Kafka's state is still reported (status `degraded`). A process running
+/// only the forwarder role needs Redis and Kafka.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(1);
     let pg = async {
@@ -50,11 +54,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .unwrap_or_else(|e| Err(e.to_string()))
     };
     let (pg, redis, kafka) = tokio::join!(pg, redis, kafka);
-    let checks = [("postgres", pg), ("redis", redis), ("kafka", kafka)];
-    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let api = state.config.runs(Role::Api);
+    let checks = [
+        ("postgres", pg, api),
+        ("redis", redis, true),
+        ("kafka", kafka, !api),
+    ];
+    let ready = checks.iter().all(|(_, r, required)| r.is_ok() || !required);
+    let degraded = checks.iter().any(|(_, r, _)| r.is_err());
     let detail: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
-        .map(|(name, r)| {
+        .map(|(name, r, _)| {
             let v = match r {
                 Ok(()) => json!("ok"),
                 Err(e) => json!(format!("unreachable: {e}")),
@@ -69,9 +79,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        axum::Json(
-            json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": detail }),
-        ),
+        axum::Json(json!({
+            "status": match (ready, degraded) {
+                (false, _) => "not_ready",
+                (true, true) => "degraded",
+                (true, false) => "ready",
+            },
+            "checks": detail,
+        })),
     )
 }
 

@@ -24,11 +24,12 @@ use crate::{body, events};
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<String, ApiError> {
+    // A header that is not ASCII becomes "" and is refused below, rather than ignored:
+    // ignoring it would store a retry twice.
     let given = from_body.or_else(|| {
         headers
             .get(IDEMPOTENCY_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
     });
     match given {
         None => Ok(uuid::Uuid::new_v4().to_string()),
@@ -90,6 +91,7 @@ pub async fn handler(
         .admit(&caller.tenant, &caller.subject, batch.fixes.len())?;
 
     let session = visible_session(&state, &caller, &id).await?;
+    let session_id = session.id;
     let session = match state.store.ensure_open(session).await {
         Ok(s) => s,
         Err((e, expired_now)) => {
@@ -97,6 +99,18 @@ pub async fn handler(
                 state
                     .publish_session_event(SessionEventKind::Stopped, &expired)
                     .await;
+            }
+            // A retry of a batch stored before the session stopped must hear that it was
+            // stored, not that the session is closed.
+            if let Ok(Some(previous)) = state.buffer.previous_answer(session_id, &batch_id).await {
+                events::batch_duplicate();
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    axum::Json(BatchResponse {
+                        duplicate: true,
+                        ..previous
+                    }),
+                ));
             }
             return Err(e.into());
         }

@@ -1,5 +1,6 @@
 //! GET /v1/sessions: the newest sessions visible to the caller.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -22,14 +23,15 @@ pub struct ListQuery {
 pub async fn handler(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        message: format!("{e}; `limit` is a number from 1 to 500"),
+    })?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let sessions = state.store.list(&caller.tenant, limit).await?;
-    let views: Vec<_> = sessions
-        .iter()
-        .filter(|s| caller.role != Role::Device || s.device_id == caller.subject)
-        .map(|s| s.view())
-        .collect();
+    let device = (caller.role == Role::Device).then_some(&caller.subject);
+    let sessions = state.store.list(&caller.tenant, device, limit).await?;
+    let views: Vec<_> = sessions.iter().map(|s| s.view()).collect();
     Ok(axum::Json(json!({ "sessions": views })))
 }

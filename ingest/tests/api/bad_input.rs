@@ -51,6 +51,10 @@ async fn each_bad_input_gets_its_status_and_a_json_reason_and_nothing_is_buffere
         ("expired token", app.client.post(&url).bearer_auth(kit::token(kit::JWT_SECRET, "acme", "phone-1", "device", -600)).json(&batch("b", 1)), 401, "unauthorized"),
         ("token signed with another secret", app.client.post(&url).bearer_auth(kit::token("not-the-secret", "acme", "phone-1", "device", 600)).json(&batch("b", 1)), 401, "unauthorized"),
         ("garbage token", app.client.post(&url).bearer_auth("abc.def.ghi").json(&batch("b", 1)), 401, "unauthorized"),
+        ("unknown endpoint", app.client.get(app.url("/v1/nowhere")).bearer_auth(&token), 404, "not_found"),
+        ("wrong method", app.client.delete(app.url("/v1/sessions")).bearer_auth(&token), 405, "method_not_allowed"),
+        ("limit that is not a number", app.client.get(app.url("/v1/sessions?limit=abc")).bearer_auth(&token), 400, "invalid_query"),
+        ("non-ASCII idempotency key", post().header("idempotency-key", reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap()).json(&json!({"fixes": [{"lat": 1, "lon": 1, "recorded_at": chrono::Utc::now()}]})), 400, "invalid_batch_id"),
         ("admin token posting fixes", app.client.post(&url).bearer_auth(kit::token(kit::JWT_SECRET, "acme", "alice", "tenant_admin", 600)).json(&batch("b", 1)), 403, "forbidden"),
     ];
 

@@ -135,3 +135,35 @@ async fn health_readiness_and_metrics_answer() {
     assert!(text.contains("locus_http_requests_total"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_stored_batch_after_the_stop_still_hears_it_was_stored() {
+    let (app, _scope) = spawn_app().await;
+    let token = kit::device_token("acme", "retrier");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = batch("last-batch", 3);
+    assert_eq!(app.post_fixes(&token, &id, &body).await.status(), 202);
+    let stop = app
+        .client
+        .post(app.url(&format!("/v1/sessions/{id}/stop")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status(), 200);
+    // The device never saw the first 202 (a timeout) and retries after stopping.
+    let retry = app.post_fixes(&token, &id, &body).await;
+    assert_eq!(retry.status(), 202);
+    let answer: Value = retry.json().await.unwrap();
+    assert_eq!(answer["duplicate"], true);
+    assert_eq!(answer["accepted"], 3);
+    // A new batch is refused.
+    assert_eq!(
+        app.post_fixes(&token, &id, &batch("new", 1)).await.status(),
+        409
+    );
+    app.stop().await;
+}
