@@ -75,6 +75,11 @@ impl Keys {
         format!("{}:{{s{shard}}}:fixes", self.prefix)
     }
 
+    /// The lease that says which forwarder owns shard `shard`.
+    pub fn lease(&self, shard: u32) -> String {
+        format!("{}:{{s{shard}}}:owner", self.prefix)
+    }
+
     /// The dedupe key of a batch.
     fn batch(&self, shard: u32, session: SessionId, batch_id: &str) -> String {
         format!("{}:{{s{shard}}}:batch:{session}:{batch_id}", self.prefix)

@@ -166,8 +166,8 @@ pub struct Config {
     #[arg(long, env = "LOCUS_RATE_TENANT_BURST", default_value_t = 200_000)]
     pub rate_tenant_burst: u32,
 
-    /// Name of this forwarder in the Redis consumer group; keep it stable across restarts
-    /// of one replica so it picks up its own pending entries first.
+    /// Name of this forwarder in the Redis consumer group and in its shard leases; unique
+    /// per replica.
     #[arg(long, env = "LOCUS_FORWARDER_CONSUMER", default_value = "forwarder-1")]
     pub forwarder_consumer: String,
 
@@ -175,9 +175,16 @@ pub struct Config {
     #[arg(long, env = "LOCUS_FORWARDER_READ_COUNT", default_value_t = 200)]
     pub forwarder_read_count: usize,
 
-    /// Entries pending this long with another consumer (a crashed one) are claimed.
-    #[arg(long, env = "LOCUS_FORWARDER_CLAIM_IDLE_MS", default_value_t = 30_000)]
-    pub forwarder_claim_idle_ms: u64,
+    /// Lease on a shard: one forwarder at a time owns a shard (that keeps each session in
+    /// order). The owner renews it every third of this; a crashed owner's shards are taken
+    /// over once it lapses. A graceful stop releases its leases at once.
+    #[arg(long, env = "LOCUS_FORWARDER_LEASE_MS", default_value_t = 10_000)]
+    pub forwarder_lease_ms: u64,
+
+    /// Most shards this forwarder owns at once (0: as many as it can get). With N replicas,
+    /// set it to about shards / N so that they share the work.
+    #[arg(long, env = "LOCUS_FORWARDER_MAX_SHARDS", default_value_t = 0)]
+    pub forwarder_max_shards: u32,
 
     /// How long shutdown waits for in-flight work before giving up.
     #[arg(long, env = "LOCUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]

@@ -6,11 +6,16 @@
 //! before the acknowledgement leaves the entry pending, so it is produced again: delivery
 //! is at-least-once, and the stable `record_id` lets consumers drop the copies.
 //!
-//! Entries pending with this consumer (its previous run crashed) are read first; entries
-//! pending with another consumer for longer than the claim idle time are claimed
-//! (XAUTOCLAIM), which is how a replica takes over from a dead one.
+//! One forwarder at a time owns a shard, through a lease in Redis that it renews: a
+//! consumer group alone would hand one session's entries to two replicas at once and let
+//! Kafka see them out of order. A forwarder that takes a shard over first claims every
+//! entry still pending with the shard's previous owner (XAUTOCLAIM) and forwards those,
+//! oldest first, before reading new ones. A graceful stop releases the leases at once; a
+//! crashed owner's lapse after `LOCUS_FORWARDER_LEASE_MS`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -22,6 +27,7 @@ use locus_wire::record::LocationRecord;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use redis::Script;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio_util::sync::CancellationToken;
@@ -38,8 +44,28 @@ pub const GROUP: &str = "forwarder";
 const BLOCK_MS: u64 = 500;
 /// Wait after a failure before reading the pending entries again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// How often to look for entries abandoned by another forwarder.
-const CLAIM_EVERY: Duration = Duration::from_secs(5);
+/// Renews the lease only while this forwarder still holds it.
+const RENEW_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+/// Releases the lease only if this forwarder still holds it.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Why a forwarder stopped working a shard.
+enum ShardEnd {
+    /// Its lease lapsed or was taken: look for a shard again.
+    LeaseLost,
+    /// Shutdown, after draining.
+    Stopped,
+}
 
 /// The forwarder role.
 #[derive(Clone)]
@@ -47,8 +73,13 @@ pub struct Forwarder {
     redis: redis::Client,
     keys: Keys,
     consumer: String,
+    /// Value of the leases this process holds: the consumer name plus a per-process
+    /// nonce, so a restarted process does not mistake a lease of its predecessor for its own.
+    lease_token: String,
+    lease: Duration,
+    max_shards: u32,
+    owned: Arc<AtomicU32>,
     read_count: usize,
-    claim_idle_ms: u64,
     producer: FutureProducer,
     locations_topic: String,
     events_topic: String,
@@ -68,8 +99,11 @@ impl Forwarder {
             redis,
             keys: Keys::new(&config.redis_prefix, config.redis_shards),
             consumer: config.forwarder_consumer.clone(),
+            lease_token: format!("{}/{}", config.forwarder_consumer, uuid::Uuid::new_v4()),
+            lease: Duration::from_millis(config.forwarder_lease_ms.max(300)),
+            max_shards: config.forwarder_max_shards,
+            owned: Arc::default(),
             read_count: config.forwarder_read_count,
-            claim_idle_ms: config.forwarder_claim_idle_ms,
             producer,
             locations_topic: config.locations_topic(),
             events_topic: config.session_events_topic(),
@@ -100,9 +134,17 @@ impl Forwarder {
 
     async fn run_shard(&self, shard: u32, shutdown: CancellationToken, grace: Duration) {
         let stream = self.keys.stream(shard);
+        let lease = self.keys.lease(shard);
         // A dedicated connection per shard: XREADGROUP BLOCK holds the connection it runs on.
-        let mut conn = loop {
-            match self.connect(&stream).await {
+        // And one for the lease keeper, so a renewal never waits behind a blocked read.
+        let (mut conn, lease_conn) = loop {
+            let both = match self.connect(&stream).await {
+                Ok(c) => ConnectionManager::new(self.redis.clone())
+                    .await
+                    .map(|l| (c, l)),
+                Err(e) => Err(e),
+            };
+            match both {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "Forwarder cannot reach Redis; retrying.");
@@ -113,12 +155,116 @@ impl Forwarder {
                 }
             }
         };
-        // Start with our own pending entries: a previous run of this consumer may have
-        // died between producing and acknowledging.
-        let mut pending_first = true;
-        let mut last_claim = Instant::now();
+        loop {
+            if !self.acquire(&mut conn, shard, &lease, &shutdown).await {
+                return;
+            }
+            tracing::info!(shard, "Forwarder took the shard.");
+            // Renewals run beside the work: forwarding one read can wait on Kafka for
+            // longer than the lease, and the shard must not change hands meanwhile.
+            let lost = CancellationToken::new();
+            let keeper = tokio::spawn(self.clone().keep_lease(
+                lease_conn.clone(),
+                lease.clone(),
+                lost.clone(),
+            ));
+            let end = self
+                .work_shard(&mut conn, shard, &stream, &lost, &shutdown, grace)
+                .await;
+            keeper.abort();
+            self.owned.fetch_sub(1, Ordering::SeqCst);
+            match end {
+                ShardEnd::LeaseLost => {
+                    tracing::warn!(
+                        shard,
+                        "Forwarder lost the shard's lease; another forwarder takes over."
+                    );
+                }
+                ShardEnd::Stopped => {
+                    let released: redis::RedisResult<i64> = Script::new(RELEASE_LEASE)
+                        .key(&lease)
+                        .arg(&self.lease_token)
+                        .invoke_async(&mut conn)
+                        .await;
+                    if let Err(e) = released {
+                        tracing::warn!(shard, error = %e, "Could not release the shard lease; it lapses by itself.");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until this forwarder holds the lease of `shard`; false on shutdown.
+    async fn acquire(
+        &self,
+        conn: &mut ConnectionManager,
+        shard: u32,
+        lease: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        loop {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            let room = self.max_shards == 0 || self.owned.load(Ordering::SeqCst) < self.max_shards;
+            if room {
+                // Count the shard before asking, so sibling tasks respect max_shards.
+                self.owned.fetch_add(1, Ordering::SeqCst);
+                let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                    .arg(lease)
+                    .arg(&self.lease_token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(self.lease.as_millis() as u64)
+                    .query_async(conn)
+                    .await;
+                match taken {
+                    Ok(Some(_)) => return true,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "Could not ask for the shard lease.")
+                    }
+                }
+                self.owned.fetch_sub(1, Ordering::SeqCst);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(self.lease / 3) => {}
+            }
+        }
+    }
+
+    /// Forwards a shard this forwarder holds the lease of, until the lease is lost or
+    /// shutdown has drained the shard.
+    async fn work_shard(
+        &self,
+        conn: &mut ConnectionManager,
+        shard: u32,
+        stream: &str,
+        lost: &CancellationToken,
+        shutdown: &CancellationToken,
+        grace: Duration,
+    ) -> ShardEnd {
+        // Entries the previous owner read but did not acknowledge come first, in stream
+        // order: they are older than anything not yet read.
+        let mut pending_first = match self.claim_all(conn, stream).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "Could not claim the previous owner's entries.");
+                return ShardEnd::LeaseLost;
+            }
+        };
+        let mut depth_reported = Instant::now() - Duration::from_secs(1);
         let mut drain_deadline = None;
         loop {
+            if lost.is_cancelled() {
+                return ShardEnd::LeaseLost;
+            }
+            if depth_reported.elapsed() >= Duration::from_secs(1) {
+                self.report_depth(conn, shard, stream).await;
+                depth_reported = Instant::now();
+            }
             // On shutdown, keep going without blocking until the stream is empty or the
             // grace period is over: what ingest accepted while draining gets out too.
             let draining = shutdown.is_cancelled();
@@ -129,17 +275,14 @@ impl Forwarder {
                         shard,
                         "Shutdown grace period over; entries left stay in Redis for the next start."
                     );
-                    break;
+                    return ShardEnd::Stopped;
                 }
             }
             let read = if pending_first {
-                self.read(&mut conn, &stream, "0", None).await
-            } else if last_claim.elapsed() >= CLAIM_EVERY {
-                last_claim = Instant::now();
-                self.claim(&mut conn, &stream).await
+                self.read(conn, stream, "0", None).await
             } else {
                 let block = (!draining).then_some(BLOCK_MS);
-                self.read(&mut conn, &stream, ">", block).await
+                self.read(conn, stream, ">", block).await
             };
             let entries = match read {
                 Ok(entries) => entries,
@@ -151,13 +294,12 @@ impl Forwarder {
             };
             if entries.is_empty() {
                 if draining && !pending_first {
-                    break;
+                    return ShardEnd::Stopped;
                 }
                 pending_first = false;
-                self.report_depth(&mut conn, shard, &stream).await;
                 continue;
             }
-            if let Err(e) = self.forward(&mut conn, &stream, entries).await {
+            if let Err(e) = self.forward(conn, stream, entries).await {
                 tracing::warn!(shard, error = %e, "Forwarding stopped short; pending entries will be retried.");
                 pending_first = true;
                 tokio::select! {
@@ -166,6 +308,29 @@ impl Forwarder {
                 }
             }
         }
+    }
+
+    /// Renews the lease every third of its length until it cannot, then cancels `lost`.
+    async fn keep_lease(self, mut conn: ConnectionManager, lease: String, lost: CancellationToken) {
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            let result: redis::RedisResult<i64> = Script::new(RENEW_LEASE)
+                .key(&lease)
+                .arg(&self.lease_token)
+                .arg(self.lease.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await;
+            match result {
+                Ok(1) => renewed = Instant::now(),
+                // Another forwarder holds it now (ours lapsed).
+                Ok(_) => break,
+                // Past the lease's length it may be someone else's: stop to be safe.
+                Err(_) if renewed.elapsed() >= self.lease => break,
+                Err(e) => tracing::warn!(error = %e, "Could not renew a shard lease; retrying."),
+            }
+        }
+        lost.cancel();
     }
 
     async fn connect(&self, stream: &str) -> redis::RedisResult<ConnectionManager> {
@@ -205,23 +370,31 @@ impl Forwarder {
             .unwrap_or_default())
     }
 
-    async fn claim(
+    /// Moves every entry pending with any consumer of the group to this one.
+    async fn claim_all(
         &self,
         conn: &mut ConnectionManager,
         stream: &str,
-    ) -> redis::RedisResult<Vec<StreamId>> {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(stream)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(self.claim_idle_ms)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(self.read_count)
-            .query_async(conn)
-            .await?;
-        events::entries_claimed(reply.claimed.len());
-        Ok(reply.claimed)
+    ) -> redis::RedisResult<()> {
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(stream)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(self.read_count)
+                .arg("JUSTID")
+                .query_async(conn)
+                .await?;
+            events::entries_claimed(reply.claimed.len());
+            if reply.next_stream_id == "0-0" {
+                return Ok(());
+            }
+            cursor = reply.next_stream_id;
+        }
     }
 
     async fn report_depth(&self, conn: &mut ConnectionManager, shard: u32, stream: &str) {

@@ -243,3 +243,79 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     forwarder.wait().unwrap();
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
+    let scope = Scope::new().await;
+    let api = spawn_in(&scope, "api", &[]).await;
+    let one = spawn_in(
+        &scope,
+        "forwarder",
+        &["--forwarder-consumer", "one", "--forwarder-max-shards", "2"],
+    )
+    .await;
+    let two = spawn_in(
+        &scope,
+        "forwarder",
+        &["--forwarder-consumer", "two", "--forwarder-max-shards", "2"],
+    )
+    .await;
+
+    let mut sessions = Vec::new();
+    for d in 0..6 {
+        let token = kit::device_token("acme", &format!("pair-{d}"));
+        let id = api.start_session(&token).await["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        sessions.push((token, id));
+    }
+    for b in 0..8 {
+        for (token, id) in &sessions {
+            assert_eq!(
+                api.post_fixes(token, id, &batch(&format!("b{b}"), 10))
+                    .await
+                    .status(),
+                202
+            );
+        }
+    }
+    let total = sessions.len() * 8 * 10;
+    let records = kit::read_topic(&scope.locations_topic(), total, Duration::from_secs(40)).await;
+    assert_eq!(records.len(), total);
+    for (_, id) in &sessions {
+        let order: Vec<(String, u64)> = records
+            .iter()
+            .filter(|r| r.key == *id)
+            .map(|r| {
+                (
+                    r.value["batch_id"].as_str().unwrap().to_owned(),
+                    r.value["batch_index"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "session {id} is in order");
+    }
+    let mut conn = kit::require_redis().await;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut owners = Vec::new();
+    for shard in 0..4 {
+        let owner: String = redis::cmd("GET")
+            .arg(keys.lease(shard))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        owners.push(owner.split('/').next().unwrap().to_owned());
+    }
+    owners.sort();
+    assert_eq!(
+        owners,
+        ["one", "one", "two", "two"],
+        "each forwarder owns its share"
+    );
+    one.stop().await;
+    two.stop().await;
+    api.stop().await;
+}
