@@ -84,7 +84,11 @@ fn benches(c: &mut Criterion) {
     });
     let entry = BufferEntry::Fixes(batch.clone());
     g.bench_function("buffer_entry_encode_100", |b| {
-        b.iter(|| serde_json::to_string(black_box(&entry)).expect("encodes").len());
+        b.iter(|| {
+            serde_json::to_string(black_box(&entry))
+                .expect("encodes")
+                .len()
+        });
     });
     let encoded = serde_json::to_vec(&entry).expect("encodes");
     g.bench_function("buffer_entry_decode_100", |b| {

@@ -269,7 +269,10 @@ pub async fn kafka_consume(
 ) -> anyhow::Result<Ceiling> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("locus-bench-ceiling-{}", uuid::Uuid::new_v4().simple()))
+        .set(
+            "group.id",
+            format!("locus-bench-ceiling-{}", uuid::Uuid::new_v4().simple()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")

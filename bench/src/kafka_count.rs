@@ -190,9 +190,7 @@ async fn consume(
                         if first {
                             // 202 -> readable on Kafka, on this host's clock (ingest runs
                             // on the same machine, so the clocks agree).
-                            let us = (Utc::now() - r.received_at)
-                                .num_microseconds()
-                                .unwrap_or(0);
+                            let us = (Utc::now() - r.received_at).num_microseconds().unwrap_or(0);
                             seen.distinct += 1;
                             seen.e2e_us
                                 .saturating_record(u64::try_from(us).unwrap_or(0));

@@ -75,7 +75,10 @@ async fn bench_run(args: &RunArgs) -> anyhow::Result<()> {
 async fn bench_sweep(args: &SweepArgs) -> anyhow::Result<()> {
     let report = locus_bench::perf::sweep(args, command_line()).await?;
     print!("{}", locus_bench::perf_report::sweep_markdown(&report));
-    eprintln!("Reports and sweep.png written to {}.", args.run.out.display());
+    eprintln!(
+        "Reports and sweep.png written to {}.",
+        args.run.out.display()
+    );
     Ok(())
 }
 

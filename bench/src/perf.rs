@@ -46,7 +46,11 @@ const MAX_OPEN_IN_FLIGHT: usize = 4096;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Base URL of ingest.
-    #[arg(long, env = "LOCUS_INGEST_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "LOCUS_INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub ingest_url: String,
     /// HS256 secret ingest verifies device tokens with.
     #[arg(
@@ -58,7 +62,11 @@ pub struct RunArgs {
     )]
     pub jwt_secret: String,
     /// Redis URL (for the XADD ceiling).
-    #[arg(long, env = "LOCUS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "LOCUS_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Kafka bootstrap servers.
     #[arg(long, env = "LOCUS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -70,7 +78,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
     /// Base URL of the demo webhook receiver; `none` skips the webhook leg.
-    #[arg(long, env = "LOCUS_RECEIVER_URL", default_value = "http://127.0.0.1:9300")]
+    #[arg(
+        long,
+        env = "LOCUS_RECEIVER_URL",
+        default_value = "http://127.0.0.1:9300"
+    )]
     pub receiver_url: String,
     /// Tenants of the simulated devices, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "acme,globex")]
@@ -315,8 +327,7 @@ pub async fn drive(
                 tasks.spawn(async move {
                     // Worker w owns devices w, w+concurrency, ...: a device never has two
                     // requests in flight.
-                    let mine: Vec<&Target> =
-                        targets.iter().skip(w).step_by(concurrency).collect();
+                    let mine: Vec<&Target> = targets.iter().skip(w).step_by(concurrency).collect();
                     if mine.is_empty() {
                         return;
                     }
@@ -333,8 +344,8 @@ pub async fn drive(
             }
         }
         Mode::Open { requests_per_sec } => {
-            let fixes_per_req = targets.iter().map(|t| t.fixes).sum::<u64>() as f64
-                / targets.len().max(1) as f64;
+            let fixes_per_req =
+                targets.iter().map(|t| t.fixes).sum::<u64>() as f64 / targets.len().max(1) as f64;
             offered = requests_per_sec * fixes_per_req;
             let interval = Duration::from_secs_f64(1.0 / requests_per_sec.max(0.001));
             let permits = Arc::new(Semaphore::new(MAX_OPEN_IN_FLIGHT));
@@ -373,7 +384,11 @@ pub async fn drive(
     LoadFigures {
         ok_requests: tally.ok.load(Ordering::Relaxed),
         accepted_fixes: fixes,
-        errors: tally.errors.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        errors: tally
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
         dropped: tally.dropped.load(Ordering::Relaxed),
         fixes_per_sec: fixes as f64 / secs.max(1e-9),
         offered_fixes_per_sec: offered,
@@ -404,7 +419,10 @@ impl Workload {
             .map(|t| TenantId::parse(t.trim()).with_context(|| format!("bad tenant id {t:?}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(!tenants.is_empty(), "give at least one tenant");
-        anyhow::ensure!(args.devices > 0 && args.batch_size > 0, "devices and batch size must be > 0");
+        anyhow::ensure!(
+            args.devices > 0 && args.batch_size > 0,
+            "devices and batch size must be > 0"
+        );
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let now = Utc::now();
         let mut devices = Vec::new();
@@ -747,7 +765,9 @@ pub async fn run_pipeline(
             }
         }
         if webhook {
-            let n = delivered_for(client, &args.receiver_url, &session_ids).await.unwrap_or(0);
+            let n = delivered_for(client, &args.receiver_url, &session_ids)
+                .await
+                .unwrap_or(0);
             delivered = Some(n);
             if n >= http.accepted_fixes && webhook_done_at.is_none() {
                 webhook_done_at = Some(started.elapsed().as_secs_f64());
@@ -773,7 +793,10 @@ pub async fn run_pipeline(
         c.stop().await;
     }
     let e2e_webhook_ms = if webhook {
-        receiver_stats(client, &args.receiver_url).await.ok().map(|s| s.e2e_ms)
+        receiver_stats(client, &args.receiver_url)
+            .await
+            .ok()
+            .map(|s| s.e2e_ms)
     } else {
         None
     };
@@ -790,7 +813,10 @@ pub async fn run_pipeline(
         .collect();
     let mut problems = Vec::new();
     if http.error_count() > 0 {
-        problems.push(format!("HTTP errors: {:?}, dropped {}", http.errors, http.dropped));
+        problems.push(format!(
+            "HTTP errors: {:?}, dropped {}",
+            http.errors, http.dropped
+        ));
     }
     if !args.no_kafka && on_kafka < http.accepted_fixes {
         problems.push(format!(
@@ -801,7 +827,10 @@ pub async fn run_pipeline(
     if let Some(d) = delivered
         && d < http.accepted_fixes
     {
-        problems.push(format!("only {d} of {} accepted fixes delivered to the webhook", http.accepted_fixes));
+        problems.push(format!(
+            "only {d} of {} accepted fixes delivered to the webhook",
+            http.accepted_fixes
+        ));
     }
     let per = |done: Option<f64>| done.map(|t| http.accepted_fixes as f64 / t.max(load_end));
     Ok(PipelineFigures {
@@ -856,7 +885,10 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<BenchReport>
     let duration = Duration::from_secs(args.duration_secs);
     let client = http_client(args.concurrency.max(64))?;
 
-    tracing::info!(?mode, "Ceiling: the same HTTP load against a no-op handler.");
+    tracing::info!(
+        ?mode,
+        "Ceiling: the same HTTP load against a no-op handler."
+    );
     let stop = CancellationToken::new();
     let noop_url = ceiling::start_noop_server(stop.clone()).await?;
     let noop_http = drive(
@@ -907,7 +939,13 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<BenchReport>
         kafka_ceilings(&args, &work, pipeline.as_ref()).await
     };
 
-    let fractions = fractions(&noop_http, &redis_xadd, &kafka_produce, &kafka_consume, pipeline.as_ref());
+    let fractions = fractions(
+        &noop_http,
+        &redis_xadd,
+        &kafka_produce,
+        &kafka_consume,
+        pipeline.as_ref(),
+    );
     let report = BenchReport {
         date: Utc::now().to_rfc3339(),
         machine,
@@ -974,24 +1012,44 @@ fn fractions(
     let mut out = BTreeMap::new();
     let Some(p) = pipeline else { return out };
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    out.insert("ingest_http_vs_noop_http".into(), ratio(p.http.fixes_per_sec, noop.fixes_per_sec));
-    out.insert("ingest_vs_redis_xadd".into(), ratio(p.http.fixes_per_sec, redis.fixes_per_sec));
+    out.insert(
+        "ingest_http_vs_noop_http".into(),
+        ratio(p.http.fixes_per_sec, noop.fixes_per_sec),
+    );
+    out.insert(
+        "ingest_vs_redis_xadd".into(),
+        ratio(p.http.fixes_per_sec, redis.fixes_per_sec),
+    );
     if p.kafka_fixes_per_sec > 0.0 {
-        out.insert("forwarder_vs_kafka_produce".into(), ratio(p.kafka_fixes_per_sec, produce.fixes_per_sec));
+        out.insert(
+            "forwarder_vs_kafka_produce".into(),
+            ratio(p.kafka_fixes_per_sec, produce.fixes_per_sec),
+        );
     }
     if let Some(w) = p.webhook_fixes_per_sec {
-        out.insert("bridge_vs_kafka_consume".into(), ratio(w, consume.fixes_per_sec));
+        out.insert(
+            "bridge_vs_kafka_consume".into(),
+            ratio(w, consume.fixes_per_sec),
+        );
     }
-    let slowest = [noop.fixes_per_sec, redis.fixes_per_sec, produce.fixes_per_sec, consume.fixes_per_sec]
-        .into_iter()
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
+    let slowest = [
+        noop.fixes_per_sec,
+        redis.fixes_per_sec,
+        produce.fixes_per_sec,
+        consume.fixes_per_sec,
+    ]
+    .into_iter()
+    .filter(|v| *v > 0.0)
+    .fold(f64::INFINITY, f64::min);
     let end = p.webhook_fixes_per_sec.unwrap_or(p.kafka_fixes_per_sec);
     if slowest.is_finite() && end > 0.0 {
         out.insert("pipeline_vs_slowest_ceiling".into(), ratio(end, slowest));
     }
     if produce.fixes_per_sec > 0.0 && p.kafka_fixes_per_sec > 0.0 {
-        out.insert("pipeline_to_kafka_vs_kafka_produce".into(), ratio(p.kafka_fixes_per_sec, produce.fixes_per_sec));
+        out.insert(
+            "pipeline_to_kafka_vs_kafka_produce".into(),
+            ratio(p.kafka_fixes_per_sec, produce.fixes_per_sec),
+        );
     }
     out
 }
@@ -1080,7 +1138,9 @@ pub async fn sweep(args: &SweepArgs, command: String) -> anyhow::Result<SweepRep
             &client,
             &base,
             Arc::clone(&targets),
-            Mode::Open { requests_per_sec: rps },
+            Mode::Open {
+                requests_per_sec: rps,
+            },
             run_args.gzip,
             Duration::from_secs(args.step_secs),
             &format!("{}-{}", work.run_id, steps.len()),
@@ -1096,7 +1156,10 @@ pub async fn sweep(args: &SweepArgs, command: String) -> anyhow::Result<SweepRep
         let blown = figures.http_ms.p99 > args.max_p99_ms
             || figures.error_count() * 100 > figures.ok_requests.max(1)
             || figures.fixes_per_sec < 0.8 * rate;
-        steps.push(SweepStep { offered: rate, figures });
+        steps.push(SweepStep {
+            offered: rate,
+            figures,
+        });
         if blown {
             break;
         }
@@ -1107,18 +1170,20 @@ pub async fn sweep(args: &SweepArgs, command: String) -> anyhow::Result<SweepRep
     stop.cancel();
     stop_sessions(&client, &run_args.ingest_url, &sessions).await;
     let base_p99 = steps.first().map_or(0.0, |s| s.figures.http_ms.p99);
-    let knee = steps
-        .iter()
-        .rposition(|s| {
-            s.figures.error_count() == 0
-                && s.figures.fixes_per_sec >= 0.95 * s.offered
-                && s.figures.http_ms.p99 <= (3.0 * base_p99).max(10.0)
-        });
+    let knee = steps.iter().rposition(|s| {
+        s.figures.error_count() == 0
+            && s.figures.fixes_per_sec >= 0.95 * s.offered
+            && s.figures.http_ms.p99 <= (3.0 * base_p99).max(10.0)
+    });
     let report = SweepReport {
         date: Utc::now().to_rfc3339(),
         machine: Machine::detect(),
         command,
-        target: if args.noop { "noop".into() } else { "ingest".into() },
+        target: if args.noop {
+            "noop".into()
+        } else {
+            "ingest".into()
+        },
         batch_size: run_args.batch_size,
         steps,
         knee,

@@ -13,7 +13,10 @@ fn lat(l: &LatencyMs) -> String {
     if l.count == 0 {
         return "no samples".into();
     }
-    format!("p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.1} ms", l.p50, l.p99, l.p999, l.max)
+    format!(
+        "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.1} ms",
+        l.p50, l.p99, l.p999, l.max
+    )
 }
 
 fn rate(v: f64) -> String {
@@ -51,12 +54,18 @@ pub fn run_markdown(r: &BenchReport) -> String {
         r.gzip,
         r.duration_secs
     );
-    let _ = writeln!(s, "## HTTP\n\n| target | fixes/s | 202s | errors | latency |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "## HTTP\n\n| target | fixes/s | 202s | errors | latency |\n|---|---|---|---|---|"
+    );
     http_row(&mut s, "no-op handler (ceiling)", &r.noop_http);
     if let Some(p) = &r.pipeline {
         http_row(&mut s, "ingest", &p.http);
     }
-    let _ = writeln!(s, "\n## Ceilings\n\n| ceiling | fixes/s | fixes | s | note |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "\n## Ceilings\n\n| ceiling | fixes/s | fixes | s | note |\n|---|---|---|---|---|"
+    );
     for (name, c) in [
         ("Redis XADD, same entries", &r.redis_xadd),
         ("rdkafka produce, same records", &r.kafka_produce),
@@ -73,8 +82,19 @@ pub fn run_markdown(r: &BenchReport) -> String {
     }
     if let Some(p) = &r.pipeline {
         let _ = writeln!(s, "\n## Pipeline\n");
-        let _ = writeln!(s, "- accepted: {} fixes; on Kafka: {}; delivered to the webhook: {}", p.http.accepted_fixes, p.on_kafka, p.delivered.map_or("(no webhook leg)".into(), |d| d.to_string()));
-        let _ = writeln!(s, "- to Kafka: {} fixes/s (first request to last record read)", rate(p.kafka_fixes_per_sec));
+        let _ = writeln!(
+            s,
+            "- accepted: {} fixes; on Kafka: {}; delivered to the webhook: {}",
+            p.http.accepted_fixes,
+            p.on_kafka,
+            p.delivered
+                .map_or("(no webhook leg)".into(), |d| d.to_string())
+        );
+        let _ = writeln!(
+            s,
+            "- to Kafka: {} fixes/s (first request to last record read)",
+            rate(p.kafka_fixes_per_sec)
+        );
         if let Some(w) = p.webhook_fixes_per_sec {
             let _ = writeln!(s, "- to the webhook: {} fixes/s", rate(w));
         }
@@ -83,17 +103,31 @@ pub fn run_markdown(r: &BenchReport) -> String {
             let _ = writeln!(s, "- 202 -> webhook: {}", lat(w));
         }
         let peak = p.backlog.iter().map(|b| b.1).max().unwrap_or(0);
-        let _ = writeln!(s, "- backlog (accepted, not on Kafka) sampled each second, peak {peak}: {:?}", p.backlog.iter().map(|b| b.1).collect::<Vec<_>>());
-        let _ = writeln!(s, "\n| process | pid | CPU s | CPU µs/fix | peak RSS MiB |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "- backlog (accepted, not on Kafka) sampled each second, peak {peak}: {:?}",
+            p.backlog.iter().map(|b| b.1).collect::<Vec<_>>()
+        );
+        let _ = writeln!(
+            s,
+            "\n| process | pid | CPU s | CPU µs/fix | peak RSS MiB |\n|---|---|---|---|---|"
+        );
         for (name, u) in &p.processes {
-            let _ = writeln!(s, "| {name} | {} | {:.2} | {:.2} | {:.1} |", u.pid, u.cpu_secs, u.cpu_us_per_fix, u.peak_rss_mib);
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.2} | {:.2} | {:.1} |",
+                u.pid, u.cpu_secs, u.cpu_us_per_fix, u.peak_rss_mib
+            );
         }
         for prob in &p.problems {
             let _ = writeln!(s, "\n**Problem:** {prob}");
         }
     }
     if !r.fractions.is_empty() {
-        let _ = writeln!(s, "\n## Fractions of the ceilings\n\n| stage | fraction |\n|---|---|");
+        let _ = writeln!(
+            s,
+            "\n## Fractions of the ceilings\n\n| stage | fraction |\n|---|---|"
+        );
         for (k, v) in &r.fractions {
             let _ = writeln!(s, "| {k} | {:.0} % |", v * 100.0);
         }
@@ -113,13 +147,33 @@ pub fn write_run(dir: &Path, r: &BenchReport) -> anyhow::Result<()> {
 pub fn sweep_markdown(r: &SweepReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# locus-bench sweep ({}), {}\n", r.target, r.date);
-    let _ = writeln!(s, "Machine: {} CPUs ({}), load average {:.2} at start.  ", r.machine.nproc, r.machine.cpu, r.machine.load_avg_1m);
-    let _ = writeln!(s, "Command: `{}`  \nBatch: {} fixes. Open loop; latency from the intended send time.\n", r.command, r.batch_size);
-    let _ = writeln!(s, "| offered fixes/s | achieved fixes/s | errors+dropped | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), load average {:.2} at start.  ",
+        r.machine.nproc, r.machine.cpu, r.machine.load_avg_1m
+    );
+    let _ = writeln!(
+        s,
+        "Command: `{}`  \nBatch: {} fixes. Open loop; latency from the intended send time.\n",
+        r.command, r.batch_size
+    );
+    let _ = writeln!(
+        s,
+        "| offered fixes/s | achieved fixes/s | errors+dropped | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|"
+    );
     for (i, st) in r.steps.iter().enumerate() {
         let f = &st.figures;
         let mark = if r.knee == Some(i) { " **knee**" } else { "" };
-        let _ = writeln!(s, "| {}{mark} | {} | {} | {:.2} | {:.2} | {:.2} |", rate(st.offered), rate(f.fixes_per_sec), f.error_count(), f.http_ms.p50, f.http_ms.p99, f.http_ms.p999);
+        let _ = writeln!(
+            s,
+            "| {}{mark} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            rate(st.offered),
+            rate(f.fixes_per_sec),
+            f.error_count(),
+            f.http_ms.p50,
+            f.http_ms.p99,
+            f.http_ms.p999
+        );
     }
     s
 }
@@ -173,31 +227,68 @@ pub fn chart(path: &Path, r: &SweepReport) -> anyhow::Result<()> {
         .fold(1.0, f64::max)
         * 1.05;
     let mut c = ChartBuilder::on(&top);
-    c.margin(15).x_label_area_size(if labels { 40 } else { 5 }).y_label_area_size(if labels { 80 } else { 5 });
+    c.margin(15)
+        .x_label_area_size(if labels { 40 } else { 5 })
+        .y_label_area_size(if labels { 80 } else { 5 });
     if labels {
-        c.caption(format!("{}: achieved vs offered fixes/s", r.target), ("sans-serif", 20));
+        c.caption(
+            format!("{}: achieved vs offered fixes/s", r.target),
+            ("sans-serif", 20),
+        );
     }
     let mut tp = c.build_cartesian_2d(0.0..max_x, 0.0..max_tp)?;
     if labels {
-        tp.configure_mesh().x_desc("offered fixes/s").y_desc("achieved fixes/s").draw()?;
+        tp.configure_mesh()
+            .x_desc("offered fixes/s")
+            .y_desc("achieved fixes/s")
+            .draw()?;
     }
-    tp.draw_series(LineSeries::new([(0.0, 0.0), (max_x, max_x)], BLACK.mix(0.3)))?;
-    let s = tp.draw_series(LineSeries::new(r.steps.iter().map(|s| (s.offered, s.figures.fixes_per_sec)), BLUE.stroke_width(2)))?;
+    tp.draw_series(LineSeries::new(
+        [(0.0, 0.0), (max_x, max_x)],
+        BLACK.mix(0.3),
+    ))?;
+    let s = tp.draw_series(LineSeries::new(
+        r.steps.iter().map(|s| (s.offered, s.figures.fixes_per_sec)),
+        BLUE.stroke_width(2),
+    ))?;
     if labels {
-        s.label("achieved").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
-        tp.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+        s.label("achieved")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+        tp.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
     }
 
-    let max_ms = r.steps.iter().map(|s| s.figures.http_ms.p999).fold(1.0, f64::max) * 1.5;
-    let min_ms = r.steps.iter().map(|s| s.figures.http_ms.p50).fold(f64::INFINITY, f64::min).max(0.01) / 1.5;
+    let max_ms = r
+        .steps
+        .iter()
+        .map(|s| s.figures.http_ms.p999)
+        .fold(1.0, f64::max)
+        * 1.5;
+    let min_ms = r
+        .steps
+        .iter()
+        .map(|s| s.figures.http_ms.p50)
+        .fold(f64::INFINITY, f64::min)
+        .max(0.01)
+        / 1.5;
     let mut c = ChartBuilder::on(&bottom);
-    c.margin(15).x_label_area_size(if labels { 40 } else { 5 }).y_label_area_size(if labels { 80 } else { 5 });
+    c.margin(15)
+        .x_label_area_size(if labels { 40 } else { 5 })
+        .y_label_area_size(if labels { 80 } else { 5 });
     if labels {
-        c.caption("HTTP latency (ms, log) vs offered fixes/s", ("sans-serif", 20));
+        c.caption(
+            "HTTP latency (ms, log) vs offered fixes/s",
+            ("sans-serif", 20),
+        );
     }
     let mut lc = c.build_cartesian_2d(0.0..max_x, (min_ms..max_ms).log_scale())?;
     if labels {
-        lc.configure_mesh().x_desc("offered fixes/s").y_desc("ms").draw()?;
+        lc.configure_mesh()
+            .x_desc("offered fixes/s")
+            .y_desc("ms")
+            .draw()?;
     }
     let series: [(&str, RGBColor, Pick); 3] = [
         ("p50", GREEN, |l| l.p50),
@@ -206,15 +297,21 @@ pub fn chart(path: &Path, r: &SweepReport) -> anyhow::Result<()> {
     ];
     for (name, color, pick) in series {
         let s = lc.draw_series(LineSeries::new(
-            r.steps.iter().map(|s| (s.offered, pick(&s.figures.http_ms).max(min_ms))),
+            r.steps
+                .iter()
+                .map(|s| (s.offered, pick(&s.figures.http_ms).max(min_ms))),
             color.stroke_width(2),
         ))?;
         if labels {
-            s.label(name).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+            s.label(name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
         }
     }
     if labels {
-        lc.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+        lc.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
     }
     if let Some(k) = r.knee {
         let x = r.steps[k].offered;

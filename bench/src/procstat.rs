@@ -55,7 +55,11 @@ pub fn snapshot() -> Snapshot {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Some(name) = process_name(pid) else {
@@ -83,7 +87,10 @@ pub fn snapshot() -> Snapshot {
 fn process_name(pid: u32) -> Option<String> {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     let comm = comm.trim().to_owned();
-    if WATCHED.iter().any(|(_, names)| names.contains(&comm.as_str())) {
+    if WATCHED
+        .iter()
+        .any(|(_, names)| names.contains(&comm.as_str()))
+    {
         return Some(comm);
     }
     // `comm` is cut at 15 bytes; the command line has the full program path.

@@ -17,10 +17,18 @@ async fn a_smoke_run_writes_reports_with_non_zero_figures() {
 
     let report = run(&args, "smoke".into()).await.expect("the smoke run");
 
-    assert!(report.noop_http.accepted_fixes > 0, "{:?}", report.noop_http);
+    assert!(
+        report.noop_http.accepted_fixes > 0,
+        "{:?}",
+        report.noop_http
+    );
     assert!(report.noop_http.fixes_per_sec > 0.0);
     assert!(report.noop_http.http_ms.count > 0);
-    assert!(report.redis_xadd.fixes_per_sec > 0.0, "{:?}", report.redis_xadd);
+    assert!(
+        report.redis_xadd.fixes_per_sec > 0.0,
+        "{:?}",
+        report.redis_xadd
+    );
     assert!(report.pipeline.is_none());
     let md = std::fs::read_to_string(out.join("run.md")).expect("run.md");
     assert!(md.contains("no-op handler"), "{md}");
