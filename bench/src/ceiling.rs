@@ -136,7 +136,9 @@ pub async fn redis_xadd(
     }
     let elapsed = started.elapsed();
     let mut conn = conn;
-    let _: Result<i64, _> = redis::cmd("DEL")
+    // UNLINK frees the scratch stream in the background: a DEL of millions of entries
+    // would block Redis for seconds and show up as ingest latency in the next leg.
+    let _: Result<i64, _> = redis::cmd("UNLINK")
         .arg(scratch_key)
         .query_async(&mut conn)
         .await;

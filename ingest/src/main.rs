@@ -1,6 +1,11 @@
 //! `locus-ingest`: reads its configuration, starts the roles it is given and runs until
 //! SIGTERM or Ctrl-C.
 
+/// mimalloc: glibc malloc and free were about 15 % of ingest's CPU under load (perf, see
+/// docs/performance.md); per-request and per-record allocations are many and short-lived.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use locus_ingest::{Application, Cli, Command, auth};

@@ -13,9 +13,13 @@ use crate::{DeviceId, SessionId, TenantId};
 /// Field of a stream entry that holds the JSON-encoded [`BufferEntry`].
 pub const ENTRY_FIELD: &str = "e";
 
-/// One Redis stream entry.
+/// One Redis stream entry: `{"type": "fixes" | "session_event", "data": {...}}`.
+///
+/// Adjacently tagged with the tag first, so serde decodes it in one pass: an internally
+/// tagged enum would buffer every entry into an intermediate tree first, which profiling
+/// showed as a top cost of the forwarder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum BufferEntry {
     /// The accepted fixes of one HTTP batch.
     Fixes(BufferedBatch),

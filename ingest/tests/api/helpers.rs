@@ -186,7 +186,11 @@ pub async fn buffered_entries(scope: &Scope, shards: u32) -> Vec<Value> {
             .unwrap();
         for id in reply.ids {
             let raw: String = id.get(locus_wire::buffer::ENTRY_FIELD).unwrap();
-            out.push(serde_json::from_str(&raw).unwrap());
+            // Flattened to the entry's data plus its type, for shorter assertions.
+            let entry: Value = serde_json::from_str(&raw).unwrap();
+            let mut flat = entry["data"].clone();
+            flat["type"] = entry["type"].clone();
+            out.push(flat);
         }
     }
     out
