@@ -117,7 +117,7 @@ async fn locations(
     }
     // Hold the request a moment so concurrent requests overlap and the cap is visible.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let batch: LocationBatch<'_> = serde_json::from_slice(&body).unwrap();
+    let batch: LocationBatch = serde_json::from_slice(&body).unwrap();
     let batch_id = batch.batch_id.clone().unwrap();
     let mut s = stub.lock().unwrap();
     s.in_flight -= 1;

@@ -87,8 +87,15 @@ pub async fn json_bytes(
 }
 
 /// Parses JSON, mapping syntax errors to `malformed_json` and shape errors to `invalid_body`.
+///
+/// The body is checked as UTF-8 once, up front, and parsed as a `str`: parsing bytes would
+/// check every string again (a fifth of decode time in the batch profile).
 pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::BadRequest {
+        code: "malformed_json",
+        message: format!("the body is not UTF-8 text: {e}"),
+    })?;
+    serde_json::from_str(text).map_err(|e| {
         let code = if e.is_data() {
             "invalid_body"
         } else {

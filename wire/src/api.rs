@@ -1,10 +1,9 @@
 //! Bodies of the ingest HTTP API (`/v1`), and the validation that turns a posted fix into a [`Fix`].
 
+use crate::decode::FixSlot;
+use crate::{DeviceId, SessionId, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-
-use crate::{DeviceId, SessionId, TenantId};
 
 /// Body of `POST /v1/sessions`. Every field is optional; an empty body is fine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -92,20 +91,20 @@ pub struct SessionView {
 
 /// Body of `POST /v1/sessions/{id}/locations`.
 ///
-/// Fixes are kept raw so that one malformed fix is rejected alone, with its index,
-/// instead of failing the whole batch.
+/// Each fix decodes into a [`FixSlot`], so that one malformed fix is rejected alone, with
+/// its index, instead of failing the whole batch.
 #[derive(Debug, Deserialize)]
-pub struct LocationBatch<'a> {
+pub struct LocationBatch {
     /// Client batch id: a retried batch with the same id is recognised and not stored twice.
     #[serde(default)]
     pub batch_id: Option<String>,
     /// The fixes, oldest first.
-    #[serde(borrow, alias = "locations")]
-    pub fixes: Vec<&'a RawValue>,
+    #[serde(alias = "locations")]
+    pub fixes: Vec<FixSlot>,
 }
 
 /// One fix as a device posts it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct FixInput {
     /// Latitude in degrees, -90 to 90.
     pub lat: f64,
@@ -281,19 +280,21 @@ impl Fix {
         })
     }
 
-    /// Parses and validates one raw fix of a batch.
+    /// Validates one decoded fix of a batch.
     pub fn parse(
         index: u32,
-        raw: &RawValue,
+        slot: &FixSlot,
         now: DateTime<Utc>,
         limits: &FixLimits,
     ) -> Result<Fix, RejectedFix> {
-        let input: FixInput = serde_json::from_str(raw.get()).map_err(|e| RejectedFix {
-            index,
-            reason: RejectReason::InvalidFix,
-            message: format!("fix is not valid: {e}"),
-        })?;
-        Self::validate(index, input, now, limits)
+        match &slot.0 {
+            Ok(input) => Self::validate(index, *input, now, limits),
+            Err(why) => Err(RejectedFix {
+                index,
+                reason: RejectReason::InvalidFix,
+                message: format!("fix is not valid: {why}"),
+            }),
+        }
     }
 }
 
@@ -355,7 +356,7 @@ mod tests {
         let mut f = input(1.0, 1.0);
         f.recorded_at = now + Duration::minutes(6);
         assert_eq!(
-            Fix::validate(0, f.clone(), now, &l).unwrap_err().reason,
+            Fix::validate(0, f, now, &l).unwrap_err().reason,
             RejectReason::TimestampInFuture
         );
         f.recorded_at = now - Duration::days(8);
@@ -367,8 +368,8 @@ mod tests {
 
     #[test]
     fn a_fix_with_a_missing_field_is_invalid_alone() {
-        let raw: Box<RawValue> = serde_json::from_str(r#"{"lat": 1.0}"#).unwrap();
-        let e = Fix::parse(7, &raw, Utc::now(), &FixLimits::default()).unwrap_err();
+        let slot: FixSlot = serde_json::from_str(r#"{"lat": 1.0}"#).unwrap();
+        let e = Fix::parse(7, &slot, Utc::now(), &FixLimits::default()).unwrap_err();
         assert_eq!((e.index, e.reason), (7, RejectReason::InvalidFix));
         assert!(e.message.contains("lon"), "{}", e.message);
     }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod buffer;
+pub mod decode;
 pub mod ids;
 pub mod record;
 pub mod webhook;

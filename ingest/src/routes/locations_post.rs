@@ -68,7 +68,7 @@ pub async fn handler(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_device()?;
     let bytes = body::json_bytes(&headers, request, state.config.max_body_bytes, false).await?;
-    let batch: LocationBatch<'_> = body::parse(&bytes)?;
+    let batch: LocationBatch = body::parse(&bytes)?;
     if batch.fixes.is_empty() {
         return Err(ApiError::BadRequest {
             code: "empty_batch",
