@@ -489,7 +489,7 @@ impl Workload {
                 let fixes = fixes
                     .iter()
                     .enumerate()
-                    .map(|(k, f)| Fix::validate(k as u32, f.clone(), now, &limits))
+                    .map(|(k, f)| Fix::validate(k as u32, *f, now, &limits))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|r| anyhow::anyhow!("a generated fix is invalid: {}", r.message))?;
                 Ok(BufferedBatch {
