@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// Seconds to wait for Kafka and the webhook to catch up after the load.
     #[arg(long, default_value_t = 30)]
     pub drain_secs: u64,
+    /// Longest no-op HTTP ceiling leg in seconds (a soak runs the Locus leg for long and
+    /// needs the ceiling only briefly).
+    #[arg(long, default_value_t = 10)]
+    pub ceiling_secs: u64,
     /// Skip the Locus leg (ceilings only).
     #[arg(long)]
     pub no_ingest: bool,
@@ -897,7 +901,7 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<BenchReport>
         Arc::new(work.noop_targets()),
         mode,
         args.gzip,
-        duration,
+        duration.min(Duration::from_secs(args.ceiling_secs.max(1))),
         &work.run_id,
     )
     .await;
