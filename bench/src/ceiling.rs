@@ -279,6 +279,7 @@ pub async fn kafka_consume(
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "50")
         .set("topic.metadata.refresh.interval.ms", "2000")
         .create()
         .context("cannot create the consumer")?;

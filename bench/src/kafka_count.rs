@@ -90,6 +90,7 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "50")
         // A subscribed topic that does not exist yet is looked up again at this interval
         // (default five minutes), so a first run on an empty broker still finds it.
         .set("topic.metadata.refresh.interval.ms", "2000");

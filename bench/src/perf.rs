@@ -539,6 +539,10 @@ pub async fn start_sessions(
     work: &Workload,
 ) -> anyhow::Result<Vec<(Target, SessionId)>> {
     let secret = SecretString::from(args.jwt_secret.clone());
+    // Sessions must outlive the run (the server default is 10 minutes, a soak's length):
+    // the load, the drain and a margin, within the server's 24 h maximum.
+    let lifetime = (args.duration_secs + args.drain_secs + 600).min(86_400);
+    let session_body = serde_json::json!({ "max_duration_secs": lifetime }).to_string();
     let mut out = Vec::new();
     for (i, (tenant, device, _)) in work.devices.iter().enumerate() {
         let token = crate::auth::device_token(&secret, tenant.as_str(), device.as_str(), 86_400)?;
@@ -547,7 +551,7 @@ pub async fn start_sessions(
             .post(format!("{}/v1/sessions", args.ingest_url))
             .header(AUTHORIZATION, &auth)
             .header(CONTENT_TYPE, "application/json")
-            .body("{}")
+            .body(session_body.clone())
             .send()
             .await
             .context("cannot start a session")?;

@@ -58,6 +58,12 @@ pub struct Config {
     )]
     pub heartbeat_interval_ms: u64,
 
+    /// Longest time a fetch waits for new records. librdkafka's 500 ms default adds up to
+    /// half a second to every record's trip when the broker holds fetches open (Tansu
+    /// does): 50 ms brought 202 -> webhook p50 from 380 ms to 41 ms at 34k fixes/s.
+    #[arg(long, env = "LOCUS_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 50)]
+    pub fetch_wait_max_ms: u64,
+
     /// Webhook sinks per tenant, as a JSON object:
     /// `{"<tenant>": {"url": "https://...", "secret": "..."}}`. Wins over the file per tenant.
     #[arg(long, env = "LOCUS_BRIDGE_SINKS", hide_env_values = true, value_parser = SinkSpecsParser)]

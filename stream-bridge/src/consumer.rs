@@ -99,6 +99,7 @@ pub fn consumer_config(
     group: &str,
     session_timeout_ms: u64,
     heartbeat_interval_ms: u64,
+    fetch_wait_max_ms: u64,
 ) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
@@ -114,7 +115,8 @@ pub fn consumer_config(
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", fetch_wait_max_ms.to_string());
     c
 }
 

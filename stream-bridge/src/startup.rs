@@ -48,6 +48,7 @@ impl Application {
             &config.group,
             config.session_timeout_ms,
             config.heartbeat_interval_ms,
+            config.fetch_wait_max_ms,
         )
         .create_with_context(BridgeContext::default())?;
         let consumer = Arc::new(consumer);

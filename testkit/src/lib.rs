@@ -119,7 +119,8 @@ pub fn consumer_config(group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500");
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "50");
     c
 }
 
