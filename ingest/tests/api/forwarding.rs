@@ -25,13 +25,7 @@ async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers()
         assert_eq!(body["accepted"], 40);
         assert_eq!(body["rejected"], serde_json::json!([]));
     }
-    let stop = app
-        .client
-        .post(app.url(&format!("/v1/sessions/{id}/stop")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let stop = app.stop_session(&token, &id).await;
     assert_eq!(stop.status(), 200);
 
     let records = kit::read_topic(&scope.locations_topic(), 120, Duration::from_secs(30)).await;
@@ -77,12 +71,8 @@ async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers()
     // Counts reach PostgreSQL in batches, shortly after Kafka confirmed them.
     let count = kit::eventually(Duration::from_secs(10), || async {
         let s: Value = app
-            .client
-            .get(app.url(&format!("/v1/sessions/{id}")))
-            .bearer_auth(&token)
-            .send()
+            .get(&token, &format!("/v1/sessions/{id}"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();

@@ -135,6 +135,24 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop_session(&self, token: &str, session: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/sessions/{session}/stop")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_fixes(&self, token: &str, session: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/v1/sessions/{session}/locations")))

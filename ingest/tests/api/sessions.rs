@@ -52,16 +52,7 @@ async fn a_device_has_at_most_one_active_session() {
         "session_stopped"
     );
 
-    let list: Value = app
-        .client
-        .get(app.url("/v1/sessions"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get(&token, "/v1/sessions").await.json().await.unwrap();
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
     // After a stop, a new session may start.
     app.start_session(&token).await;
@@ -99,12 +90,8 @@ async fn a_session_past_its_maximum_duration_expires_and_refuses_batches_with_40
     );
 
     let s: Value = app
-        .client
-        .get(app.url(&format!("/v1/sessions/{id}")))
-        .bearer_auth(&token)
-        .send()
+        .get(&token, &format!("/v1/sessions/{id}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -146,13 +133,7 @@ async fn a_retry_of_a_stored_batch_after_the_stop_still_hears_it_was_stored() {
         .to_owned();
     let body = batch("last-batch", 3);
     assert_eq!(app.post_fixes(&token, &id, &body).await.status(), 202);
-    let stop = app
-        .client
-        .post(app.url(&format!("/v1/sessions/{id}/stop")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let stop = app.stop_session(&token, &id).await;
     assert_eq!(stop.status(), 200);
     // The device never saw the first 202 (a timeout) and retries after stopping.
     let retry = app.post_fixes(&token, &id, &body).await;

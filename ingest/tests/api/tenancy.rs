@@ -18,35 +18,19 @@ async fn a_second_tenant_cannot_read_stop_or_post_to_the_session() {
     // Same device id, other tenant: the tenant is the wall, not the device name.
     let intruder = kit::device_token("globex", "phone-1");
 
-    let get = app
-        .client
-        .get(app.url(&format!("/v1/sessions/{id}")))
-        .bearer_auth(&intruder)
-        .send()
-        .await
-        .unwrap();
+    let get = app.get(&intruder, &format!("/v1/sessions/{id}")).await;
     assert_eq!(get.status(), 404);
     assert_eq!(
         get.json::<Value>().await.unwrap()["error"],
         "session_not_found"
     );
-    let stop = app
-        .client
-        .post(app.url(&format!("/v1/sessions/{id}/stop")))
-        .bearer_auth(&intruder)
-        .send()
-        .await
-        .unwrap();
+    let stop = app.stop_session(&intruder, &id).await;
     assert_eq!(stop.status(), 404);
     let post = app.post_fixes(&intruder, &id, &batch("evil", 3)).await;
     assert_eq!(post.status(), 404);
     let list: Value = app
-        .client
-        .get(app.url("/v1/sessions"))
-        .bearer_auth(&intruder)
-        .send()
+        .get(&intruder, "/v1/sessions")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -54,22 +38,12 @@ async fn a_second_tenant_cannot_read_stop_or_post_to_the_session() {
 
     // Another device of the same tenant does not see it either.
     let sibling = kit::device_token("acme", "phone-2");
-    let get = app
-        .client
-        .get(app.url(&format!("/v1/sessions/{id}")))
-        .bearer_auth(&sibling)
-        .send()
-        .await
-        .unwrap();
+    let get = app.get(&sibling, &format!("/v1/sessions/{id}")).await;
     assert_eq!(get.status(), 404);
     // The owner's session is untouched and holds nothing but its start event.
     let own: Value = app
-        .client
-        .get(app.url(&format!("/v1/sessions/{id}")))
-        .bearer_auth(&owner)
-        .send()
+        .get(&owner, &format!("/v1/sessions/{id}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
