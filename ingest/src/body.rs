@@ -45,12 +45,7 @@ pub async fn json_bytes(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit))?;
+    let raw = read_bounded(body, limit, declared).await?;
     if raw.is_empty() && optional {
         return Ok(raw);
     }
@@ -84,6 +79,43 @@ pub async fn json_bytes(
             "Content-Encoding `{other}` is not supported; send gzip or no encoding"
         ))),
     }
+}
+
+/// Reads at most `limit` bytes. An oversized body is still read (and dropped) up to a
+/// few times the limit before the 413 goes out: answering while the client is still
+/// sending makes the server close the connection under it, and many clients then report a
+/// broken connection instead of the 413 and its reason.
+async fn read_bounded(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+
+    let drain_cap = limit.saturating_mul(4).min(16 * 1024 * 1024);
+    if declared.is_some_and(|n| n > drain_cap) {
+        return Err(too_large(limit));
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest {
+            code: "body_unreadable",
+            message: format!("the body could not be read ({e}); send it again"),
+        })?;
+        seen += chunk.len();
+        if seen > drain_cap {
+            break;
+        }
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(too_large(limit));
+    }
+    Ok(buf.into())
 }
 
 /// Parses JSON, mapping syntax errors to `malformed_json` and shape errors to `invalid_body`.
