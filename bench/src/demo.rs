@@ -7,12 +7,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use locus_wire::{SessionId, TenantId};
+use locus_wire::TenantId;
 use secrecy::SecretString;
 
 use crate::kafka_count::{KafkaCountConfig, KafkaCounter};
 use crate::load::{LoadPlan, LoadReport, run_load, wait_ready};
-use crate::receiver::{ReceiverStats, SessionCount, SessionCountRequest};
+use crate::receiver::{delivered_for, receiver_stats};
 use crate::report::{DemoFigures, LatencyMs};
 
 /// How often the catch-up wait looks at Kafka and the receiver.
@@ -167,7 +167,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let (mut on_kafka, mut delivered);
     loop {
         on_kafka = counter.distinct_for(&sessions);
-        delivered = delivered_for(&http, args, &sessions)
+        delivered = delivered_for(&http, &args.receiver(""), &sessions)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "Cannot read the receiver's count.");
@@ -181,7 +181,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let waited_secs = waited.elapsed().as_secs_f64();
     let kafka_progress = counter.progress();
     counter.stop().await;
-    let e2e_ms = receiver_stats(&http, args)
+    let e2e_ms = receiver_stats(&http, &args.receiver(""))
         .await
         .map(|s| s.e2e_ms)
         .unwrap_or_else(|e| {
@@ -277,33 +277,4 @@ fn load_problems(load: &LoadReport, plan: &LoadPlan) -> Vec<String> {
         problems.push(format!("first error: {first}"));
     }
     problems
-}
-
-/// Distinct records of `sessions` the receiver has.
-async fn delivered_for(
-    http: &reqwest::Client,
-    args: &DemoArgs,
-    sessions: &[SessionId],
-) -> anyhow::Result<u64> {
-    let count: SessionCount = http
-        .post(args.receiver("/stats/sessions"))
-        .json(&SessionCountRequest {
-            session_ids: sessions.to_vec(),
-        })
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(count.distinct_records)
-}
-
-async fn receiver_stats(http: &reqwest::Client, args: &DemoArgs) -> anyhow::Result<ReceiverStats> {
-    Ok(http
-        .get(args.receiver("/stats"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
 }

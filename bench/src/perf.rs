@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ceiling::{self, Ceiling, ScratchRecord};
 use crate::kafka_count::{KafkaCountConfig, KafkaCounter};
 use crate::procstat::{self, ProcUsage};
-use crate::receiver::{ReceiverStats, SessionCount, SessionCountRequest};
+use crate::receiver::{delivered_for, receiver_stats};
 use crate::report::{LatencyMs, latency_histogram};
 use crate::track::Track;
 
@@ -853,34 +853,6 @@ pub async fn run_pipeline(
         backlog,
         problems,
     })
-}
-
-async fn delivered_for(
-    client: &reqwest::Client,
-    base: &str,
-    sessions: &[SessionId],
-) -> anyhow::Result<u64> {
-    let count: SessionCount = client
-        .post(format!("{base}/stats/sessions"))
-        .json(&SessionCountRequest {
-            session_ids: sessions.to_vec(),
-        })
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(count.distinct_records)
-}
-
-async fn receiver_stats(client: &reqwest::Client, base: &str) -> anyhow::Result<ReceiverStats> {
-    Ok(client
-        .get(format!("{base}/stats"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
 }
 
 /// `locus-bench run`: ceilings and the Locus leg on the same data; writes the reports.

@@ -385,3 +385,34 @@ pub async fn run(
     );
     Ok(())
 }
+
+/// Distinct records of `sessions` the receiver at `base` has (the demo and the benchmark
+/// count deliveries this way).
+pub async fn delivered_for(
+    client: &reqwest::Client,
+    base: &str,
+    sessions: &[SessionId],
+) -> anyhow::Result<u64> {
+    let count: SessionCount = client
+        .post(format!("{base}/stats/sessions"))
+        .json(&SessionCountRequest {
+            session_ids: sessions.to_vec(),
+        })
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(count.distinct_records)
+}
+
+/// The receiver's `/stats`.
+pub async fn receiver_stats(client: &reqwest::Client, base: &str) -> anyhow::Result<ReceiverStats> {
+    Ok(client
+        .get(format!("{base}/stats"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}

@@ -13,16 +13,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::Utc;
 use locus_stream_bridge::{Application, BridgeError, Config};
-use locus_wire::record::{
-    CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION,
-    HEADER_SESSION, HEADER_TENANT, LocationRecord, SCHEMA_VERSION, record_id,
-};
+use locus_wire::record::{LocationRecord, SCHEMA_VERSION, record_id};
 use locus_wire::webhook::WebhookDelivery;
 use locus_wire::{DeviceId, SessionId, TenantId};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -310,31 +307,10 @@ pub fn producer() -> FutureProducer {
         .expect("create the producer")
 }
 
-/// The headers ingest's forwarder puts on a location record.
+/// The headers ingest's forwarder puts on a location record (its own function, so the
+/// tests read records shaped exactly as production writes them).
 pub fn record_headers(record: &LocationRecord) -> OwnedHeaders {
-    let session = record.session_id.to_string();
-    let version = SCHEMA_VERSION.to_string();
-    OwnedHeaders::new()
-        .insert(Header {
-            key: HEADER_TENANT,
-            value: Some(record.tenant_id.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_SESSION,
-            value: Some(session.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_SCHEMA_VERSION,
-            value: Some(version.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_RECORD_TYPE,
-            value: Some("location"),
-        })
-        .insert(Header {
-            key: HEADER_CONTENT_TYPE,
-            value: Some(CONTENT_TYPE_JSON),
-        })
+    locus_ingest::kafka::headers("location", &record.tenant_id, record.session_id)
 }
 
 /// Produces `records` to the location topic of `prefix`, in order, keyed by session.
