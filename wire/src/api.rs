@@ -194,6 +194,20 @@ pub enum RejectReason {
     FieldOutOfRange,
 }
 
+impl RejectReason {
+    /// The stable code, as serialized (also the metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidFix => "invalid_fix",
+            Self::LatitudeOutOfRange => "latitude_out_of_range",
+            Self::LongitudeOutOfRange => "longitude_out_of_range",
+            Self::TimestampInFuture => "timestamp_in_future",
+            Self::TimestampTooOld => "timestamp_too_old",
+            Self::FieldOutOfRange => "field_out_of_range",
+        }
+    }
+}
+
 /// A rejected fix in a batch answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RejectedFix {
@@ -372,6 +386,20 @@ mod tests {
         let e = Fix::parse(7, &slot, Utc::now(), &FixLimits::default()).unwrap_err();
         assert_eq!((e.index, e.reason), (7, RejectReason::InvalidFix));
         assert!(e.message.contains("lon"), "{}", e.message);
+    }
+
+    #[test]
+    fn reject_codes_match_their_json_form() {
+        for r in [
+            RejectReason::InvalidFix,
+            RejectReason::LatitudeOutOfRange,
+            RejectReason::LongitudeOutOfRange,
+            RejectReason::TimestampInFuture,
+            RejectReason::TimestampTooOld,
+            RejectReason::FieldOutOfRange,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 
     proptest! {

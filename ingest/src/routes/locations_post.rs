@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::Utc;
-use locus_wire::api::{BatchResponse, Fix, LocationBatch, RejectReason};
+use locus_wire::api::{BatchResponse, Fix, LocationBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::record::SessionEventKind;
 
@@ -42,17 +42,6 @@ fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<String, Ap
             code: "invalid_batch_id",
             message: "batch_id must be 1 to 128 printable ASCII characters without spaces".into(),
         }),
-    }
-}
-
-fn reason_label(reason: RejectReason) -> &'static str {
-    match reason {
-        RejectReason::InvalidFix => "invalid_fix",
-        RejectReason::LatitudeOutOfRange => "latitude_out_of_range",
-        RejectReason::LongitudeOutOfRange => "longitude_out_of_range",
-        RejectReason::TimestampInFuture => "timestamp_in_future",
-        RejectReason::TimestampTooOld => "timestamp_too_old",
-        RejectReason::FieldOutOfRange => "field_out_of_range",
     }
 }
 
@@ -126,7 +115,7 @@ pub async fn handler(
         }
     }
     for r in &rejected {
-        events::fixes_rejected(reason_label(r.reason), 1);
+        events::fixes_rejected(r.reason.as_str(), 1);
     }
     let answer = BatchResponse {
         batch_id: batch_id.clone(),
