@@ -1,8 +1,11 @@
-//! Counts a run's location records on Kafka by reading them, never by trusting watermarks.
+//! Counts a run's location records on Kafka by reading them.
 //!
-//! Tansu's memory storage reports wrong watermarks, so "caught up" is decided only by
-//! distinct `record_id`s actually read. The consumer starts before the load, because joining
-//! a group on the local broker takes seconds and that wait should overlap the load.
+//! Watermarks count offsets, not the run's records: the topic also holds earlier runs and
+//! other producers, and the forwarder is at-least-once, so a shard takeover can write a
+//! record twice. "Caught up" is therefore decided by distinct `record_id`s of the run's
+//! sessions actually read, and reading them also gives each record's 202 -> Kafka latency.
+//! The consumer starts before the load, so that joining its group (a coordinator lookup,
+//! a join and a sync, plus the broker's `group.initial.rebalance.delay.ms`) overlaps it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,18 +82,14 @@ pub struct KafkaCounter {
     task: JoinHandle<()>,
 }
 
-/// Consumer settings the local broker needs: Tansu holds a JoinGroup for half the session
-/// timeout, so librdkafka's 45 s default would stall the first read for over 20 s. Nothing
-/// is committed: every run uses a fresh group and reads from the start.
+/// Consumer settings: librdkafka's defaults but for these. Nothing is committed: every run
+/// uses a fresh group and reads from the start.
 fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "50")
         // A subscribed topic that does not exist yet is looked up again at this interval
         // (default five minutes), so a first run on an empty broker still finds it.
         .set("topic.metadata.refresh.interval.ms", "2000");

@@ -1,7 +1,7 @@
 //! CPU time and peak memory of the processes of the stack, read from `/proc`.
 //!
 //! Processes are found by name (`/proc/<pid>/comm`, else the first word of the command
-//! line), so the bench needs no pid files. CPU time is `utime + stime` of
+//! line; for a JVM, its main class), so the bench needs no pid files. CPU time is `utime + stime` of
 //! `/proc/<pid>/stat` in clock ticks; peak RSS is `VmHWM` of `/proc/<pid>/status`.
 
 use std::collections::BTreeMap;
@@ -14,7 +14,8 @@ pub const WATCHED: &[(&str, &[&str])] = &[
     ("ingest", &["locus-ingest"]),
     ("stream-bridge", &["locus-stream-bridge", "locus-stream-br"]),
     ("redis", &["redis-server"]),
-    ("broker", &["tansu", "kafka"]),
+    // Apache Kafka runs as `java ... kafka.Kafka`: the JVM counts under its main class.
+    ("broker", &["kafka.Kafka"]),
 ];
 
 /// Linux's `USER_HZ`: 100 on every mainstream architecture. `unsafe` is forbidden in the
@@ -86,18 +87,37 @@ pub fn snapshot() -> Snapshot {
 
 fn process_name(pid: u32) -> Option<String> {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let comm = comm.trim().to_owned();
-    if WATCHED
-        .iter()
-        .any(|(_, names)| names.contains(&comm.as_str()))
-    {
-        return Some(comm);
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    name_of(comm.trim(), &cmdline)
+}
+
+/// The name a process is watched under: its `comm` if that is watched, else the program
+/// of its command line (`comm` is cut at 15 bytes), or for a JVM its main class (the first
+/// argument after the options, the class path's value aside).
+fn name_of(comm: &str, cmdline: &[u8]) -> Option<String> {
+    if WATCHED.iter().any(|(_, names)| names.contains(&comm)) {
+        return Some(comm.to_owned());
     }
-    // `comm` is cut at 15 bytes; the command line has the full program path.
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let first = cmdline.split(|b| *b == 0).next()?;
-    let prog = String::from_utf8_lossy(first);
-    Some(prog.rsplit('/').next()?.to_owned())
+    let mut args = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy);
+    let prog = args.next()?.rsplit('/').next()?.to_owned();
+    if prog != "java" {
+        return Some(prog);
+    }
+    let mut class_path_value = false;
+    for arg in args {
+        if std::mem::take(&mut class_path_value) {
+            continue;
+        }
+        match arg.as_ref() {
+            "-cp" | "-classpath" | "--class-path" => class_path_value = true,
+            option if option.starts_with('-') => {}
+            class => return Some(class.to_owned()),
+        }
+    }
+    Some(prog)
 }
 
 /// One process's CPU time and peak RSS.
@@ -149,6 +169,32 @@ pub fn usage(before: &Snapshot, after: &Snapshot, fixes: u64) -> BTreeMap<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jvm_is_named_by_its_main_class() {
+        let kafka = b"java\0-Xmx1g\0-cp\0/x/libs/*\0kafka.Kafka\0server.properties\0";
+        assert_eq!(name_of("java", kafka).as_deref(), Some("kafka.Kafka"));
+        let bare = b"/usr/bin/java\0-version\0";
+        assert_eq!(name_of("java", bare).as_deref(), Some("java"));
+    }
+
+    #[test]
+    fn a_long_program_name_comes_from_the_command_line() {
+        let bridge = b"/w/target/release/locus-stream-bridge\0--listen\0x\0";
+        assert_eq!(
+            name_of("locus-stream-br", bridge).as_deref(),
+            Some("locus-stream-br"),
+            "a watched comm wins"
+        );
+        assert_eq!(
+            name_of("redis-server", b"redis-server *:6379\0").as_deref(),
+            Some("redis-server")
+        );
+        assert_eq!(
+            name_of("locus-ingest-x", b"/w/locus-ingest-xyz\0").as_deref(),
+            Some("locus-ingest-xyz")
+        );
+    }
 
     #[test]
     fn the_own_process_can_be_sampled() {

@@ -1,4 +1,4 @@
-//! The Kafka counter against the local broker (Tansu or Kafka at `LOCUS_KAFKA_BROKERS`).
+//! The Kafka counter against the local broker (Apache Kafka at `LOCUS_KAFKA_BROKERS`).
 
 use std::time::Duration;
 

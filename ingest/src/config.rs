@@ -82,13 +82,21 @@ pub struct Config {
     #[arg(long, env = "LOCUS_KAFKA_TOPIC_PREFIX", default_value = "locus.")]
     pub kafka_topic_prefix: String,
 
-    /// Create the topics at start if they are missing.
+    /// Create the topics at start if they are missing (and warn about existing ones with
+    /// fewer partitions or replicas than configured below).
     #[arg(long, env = "LOCUS_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub kafka_create_topics: bool,
 
-    /// Partitions of the topics created at start.
-    #[arg(long, env = "LOCUS_KAFKA_PARTITIONS", default_value_t = 6)]
+    /// Partitions of the location and session-event topics created at start. The
+    /// dead-letter topic always gets one.
+    #[arg(long, env = "LOCUS_KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
     pub kafka_partitions: i32,
+
+    /// Replication factor of the topics created at start (1 for one local broker;
+    /// production uses 3). From 3 on, the topics also get `min.insync.replicas` set to a
+    /// majority of it.
+    #[arg(long, env = "LOCUS_KAFKA_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub kafka_replication_factor: i32,
 
     /// Producer linger: how long records wait to fill a batch.
     #[arg(long, env = "LOCUS_KAFKA_LINGER_MS", default_value_t = 5)]

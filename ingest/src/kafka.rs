@@ -32,25 +32,81 @@ pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
-/// Creates the topics of `config` that do not exist yet.
+/// How long the broker may take to create the topics, and to describe them.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One topic ingest creates: its name, partitions and replication factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic name, prefix included.
+    pub name: String,
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication_factor: i32,
+}
+
+impl TopicSpec {
+    /// `min.insync.replicas` for the topic: a majority of its replicas once there are at
+    /// least 3 (2 of 3: with `acks=all`, a record is on two brokers before it counts as
+    /// written, and one broker may be down without stopping writes). Below 3 the broker's
+    /// default (1) stays: 2 of 2 would stop every write while one broker restarts.
+    pub fn min_insync_replicas(&self) -> Option<i32> {
+        (self.replication_factor >= 3).then_some(self.replication_factor / 2 + 1)
+    }
+}
+
+/// The topics of `config`: location and session-event topics with the configured
+/// partitions, and a dead-letter topic with one (it takes few records, and one partition
+/// keeps them in the order they failed for whoever replays them). All with the configured
+/// replication factor.
+pub fn topic_specs(config: &Config) -> [TopicSpec; 3] {
+    let spec = |name: String, partitions: i32| TopicSpec {
+        name,
+        partitions,
+        replication_factor: config.kafka_replication_factor,
+    };
+    [
+        spec(config.locations_topic(), config.kafka_partitions),
+        spec(config.session_events_topic(), config.kafka_partitions),
+        spec(config.dead_letter_topic(), 1),
+    ]
+}
+
+/// Creates the topics of `config` that do not exist yet. An existing topic is left as it
+/// is, with a warning if it has fewer partitions or replicas than configured: adding
+/// partitions moves sessions to other partitions, which breaks their order for whoever
+/// reads across the change, so that is an operator's decision.
 pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
         .create()?;
-    let names = [
-        (config.locations_topic(), config.kafka_partitions),
-        (config.session_events_topic(), config.kafka_partitions),
-        (config.dead_letter_topic(), 1),
-    ];
-    let topics: Vec<NewTopic<'_>> = names
+    let specs = topic_specs(config);
+    let min_insync: Vec<Option<String>> = specs
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|spec| spec.min_insync_replicas().map(|n| n.to_string()))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&min_insync)
+        .map(|(spec, min_insync)| {
+            let topic = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replication_factor),
+            );
+            match min_insync {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let mut existing = Vec::new();
     for result in admin.create_topics(&topics, &options).await? {
         match result {
             Ok(name) => tracing::info!(topic = %name, "Created Kafka topic."),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(name),
             Err((name, code)) => {
                 return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
                     tracing::error!(topic = %name, error = %code, "Could not create Kafka topic.");
@@ -58,7 +114,64 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
             }
         }
     }
+    if !existing.is_empty() {
+        let wanted: Vec<TopicSpec> = specs
+            .into_iter()
+            .filter(|spec| existing.contains(&spec.name))
+            .collect();
+        // A metadata request blocks; the admin client is done with its async work. The
+        // check only warns, so its failure does not stop the start either.
+        let checked =
+            tokio::task::spawn_blocking(move || warn_about_smaller_topics(&admin, &wanted)).await;
+        if let Err(error) = checked {
+            tracing::warn!(error = %error, "Could not check the existing Kafka topics.");
+        }
+    }
     Ok(())
+}
+
+/// Logs a warning for each topic of `wanted` that the broker describes with fewer
+/// partitions or replicas than wanted. A failed metadata request is only logged: the
+/// topics exist, which is all ingest needs to start.
+fn warn_about_smaller_topics(admin: &AdminClient<DefaultClientContext>, wanted: &[TopicSpec]) {
+    for spec in wanted {
+        let metadata = match admin
+            .inner()
+            .fetch_metadata(Some(&spec.name), ADMIN_TIMEOUT)
+        {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                tracing::warn!(topic = %spec.name, error = %error, "Could not describe an existing Kafka topic.");
+                continue;
+            }
+        };
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == spec.name) else {
+            continue;
+        };
+        let partitions = i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX);
+        if partitions < spec.partitions {
+            tracing::warn!(
+                topic = %spec.name,
+                partitions,
+                configured = spec.partitions,
+                "The Kafka topic exists with fewer partitions than configured; it is left as it is."
+            );
+        }
+        let replicas = topic
+            .partitions()
+            .iter()
+            .map(|p| p.replicas().len())
+            .min()
+            .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        if replicas < spec.replication_factor {
+            tracing::warn!(
+                topic = %spec.name,
+                replicas,
+                configured = spec.replication_factor,
+                "The Kafka topic exists with fewer replicas than configured; it is left as it is."
+            );
+        }
+    }
 }
 
 /// Headers of a record of `kind` for `session` of `tenant`.
@@ -86,4 +199,54 @@ pub fn headers(kind: &str, tenant: &TenantId, session: SessionId) -> OwnedHeader
             key: HEADER_CONTENT_TYPE,
             value: Some(CONTENT_TYPE_JSON),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(replication_factor: i32) -> TopicSpec {
+        TopicSpec {
+            name: "t".to_owned(),
+            partitions: 6,
+            replication_factor,
+        }
+    }
+
+    #[test]
+    fn min_insync_replicas_is_a_majority_from_three_replicas_on() {
+        assert_eq!(spec(1).min_insync_replicas(), None);
+        assert_eq!(spec(2).min_insync_replicas(), None);
+        assert_eq!(spec(3).min_insync_replicas(), Some(2));
+        assert_eq!(spec(4).min_insync_replicas(), Some(3));
+        assert_eq!(spec(5).min_insync_replicas(), Some(3));
+    }
+
+    #[test]
+    fn the_dead_letter_topic_has_one_partition_and_the_others_the_configured_count() {
+        let config = crate::config_from_args([
+            "--jwt-secret",
+            "s",
+            "--kafka-topic-prefix",
+            "p.",
+            "--kafka-partitions",
+            "12",
+            "--kafka-replication-factor",
+            "3",
+        ])
+        .expect("valid arguments");
+        let specs = topic_specs(&config);
+        let shape: Vec<(&str, i32, i32)> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.partitions, s.replication_factor))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("p.locations", 12, 3),
+                ("p.session-events", 12, 3),
+                ("p.dead-letter", 1, 3)
+            ]
+        );
+    }
 }

@@ -45,12 +45,13 @@ pub struct Config {
     )]
     pub group: String,
 
-    /// Consumer session timeout. The local broker (Tansu) holds a JoinGroup for half of it,
-    /// so local runs use 6000.
+    /// Consumer `session.timeout.ms` (librdkafka's default): how long the group waits for a
+    /// member that stopped heartbeating before its partitions move to another replica.
     #[arg(long, env = "LOCUS_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
     pub session_timeout_ms: u64,
 
-    /// Consumer heartbeat interval (local runs use 500).
+    /// Consumer `heartbeat.interval.ms` (librdkafka's default); keep it under a third of
+    /// the session timeout.
     #[arg(
         long,
         env = "LOCUS_KAFKA_HEARTBEAT_INTERVAL_MS",
@@ -58,11 +59,18 @@ pub struct Config {
     )]
     pub heartbeat_interval_ms: u64,
 
-    /// Longest time a fetch waits for new records. librdkafka's 500 ms default adds up to
-    /// half a second to every record's trip when the broker holds fetches open (Tansu
-    /// does): 50 ms brought 202 -> webhook p50 from 380 ms to 41 ms at 34k fixes/s.
-    #[arg(long, env = "LOCUS_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 50)]
+    /// Consumer `fetch.wait.max.ms` (librdkafka's default): longest the broker holds a fetch
+    /// open while it has no new records. Apache Kafka answers a held fetch as soon as a
+    /// record arrives, so this bounds idle round trips, not latency (docs/configuration.md
+    /// has the measurement).
+    #[arg(long, env = "LOCUS_KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub fetch_wait_max_ms: u64,
+
+    /// How often the consumer lag per partition (`locus_bridge_consumer_lag_records`) is
+    /// measured: one offset request per owned partition and one committed-offsets request
+    /// per interval.
+    #[arg(long, env = "LOCUS_BRIDGE_LAG_INTERVAL_MS", default_value_t = 5_000)]
+    pub lag_interval_ms: u64,
 
     /// Webhook sinks per tenant, as a JSON object:
     /// `{"<tenant>": {"url": "https://...", "secret": "..."}}`. Wins over the file per tenant.
@@ -142,8 +150,9 @@ impl Config {
     }
 
     /// A configuration for tests against the local broker: no environment is read, the
-    /// listener takes a free port, Kafka timeouts suit Tansu, batches linger and backoffs
-    /// are short, and private sinks are allowed (the test receivers listen on 127.0.0.1).
+    /// listener takes a free port, batches linger, backoffs are short, the lag is measured
+    /// every 200 ms, and private sinks are allowed (the test receivers listen on 127.0.0.1).
+    /// The Kafka client settings are the production defaults.
     /// Add sinks with [`Config::with_sink`].
     pub fn for_tests(kafka_brokers: &str, kafka_topic_prefix: &str, group: &str) -> Self {
         Self {
@@ -151,9 +160,8 @@ impl Config {
             kafka_brokers: kafka_brokers.to_owned(),
             kafka_topic_prefix: kafka_topic_prefix.to_owned(),
             group: group.to_owned(),
-            session_timeout_ms: 6_000,
-            heartbeat_interval_ms: 500,
             allow_private_sinks: true,
+            lag_interval_ms: 200,
             batch_linger_ms: 50,
             backoff_initial_ms: 20,
             backoff_max_ms: 500,
@@ -179,6 +187,11 @@ impl Config {
     /// The dead-letter topic.
     pub fn dead_letter_topic(&self) -> String {
         format!("{}dead-letter", self.kafka_topic_prefix)
+    }
+
+    /// How often the consumer lag is measured (never more often than every 10 ms).
+    pub fn lag_interval(&self) -> Duration {
+        Duration::from_millis(self.lag_interval_ms.max(10))
     }
 
     /// The shutdown grace period.
@@ -260,6 +273,8 @@ mod tests {
         assert_eq!(c.group, "locus-stream-bridge");
         assert_eq!(c.session_timeout_ms, 45_000);
         assert_eq!(c.heartbeat_interval_ms, 3_000);
+        assert_eq!(c.fetch_wait_max_ms, 500);
+        assert_eq!(c.lag_interval_ms, 5_000);
         assert!(c.sinks.is_none() && c.sinks_file.is_none());
         assert!(!c.allow_private_sinks);
         assert_eq!(c.shutdown_grace_secs, 30);

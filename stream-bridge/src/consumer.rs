@@ -17,6 +17,7 @@
 //!   committed synchronously, and only then is the consumer closed.
 
 pub mod batch;
+pub mod lag;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

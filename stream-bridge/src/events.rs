@@ -1,11 +1,13 @@
 //! Internal events of the bridge: each one logs and counts in one place, and this is the
 //! only file that names a metric (docs/metrics.md lists them). Label values are bounded:
-//! outcomes and reasons, never tenants.
+//! outcomes, reasons, and the location topic's partitions; never tenants.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use uuid::Uuid;
 
 use crate::webhook::retry::Outcome;
@@ -17,6 +19,7 @@ const RECORDS_SKIPPED: &str = "locus_bridge_records_skipped_total";
 const DELIVERY_ATTEMPTS: &str = "locus_bridge_delivery_attempts_total";
 const DELIVERY_DURATION: &str = "locus_bridge_delivery_duration_seconds";
 const END_TO_END: &str = "locus_bridge_end_to_end_seconds";
+const CONSUMER_LAG: &str = "locus_bridge_consumer_lag_records";
 
 /// Describes every metric and sets the unlabelled counters to zero, so dashboards and
 /// alerts see them before the first record.
@@ -55,6 +58,12 @@ pub fn register() {
         END_TO_END,
         Unit::Seconds,
         "Time from ingest accepting a fix to its webhook delivery."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Records of a partition past the group's committed offset (high watermark minus \
+         committed offset), per partition this replica owns; 0 for one it gave up."
     );
     counter!(RECORDS_CONSUMED).increment(0);
     counter!(RECORDS_DELIVERED).increment(0);
@@ -295,5 +304,53 @@ impl ConsumeFailed<'_> {
     /// Logs the event.
     pub fn emit(self) {
         tracing::warn!(error = %self.error, "Kafka consume error.");
+    }
+}
+
+/// The consumer lag of one partition was measured.
+pub struct ConsumerLag<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// Records past the committed offset (0 for a partition this replica no longer owns).
+    pub records: i64,
+}
+
+impl ConsumerLag<'_> {
+    /// Logs and sets the gauge.
+    pub fn emit(self) {
+        tracing::trace!(
+            topic = self.topic,
+            partition = self.partition,
+            records = self.records,
+            "Consumer lag measured."
+        );
+        // Lags are far below 2^53, so the f64 is exact.
+        gauge!(
+            CONSUMER_LAG,
+            "topic" => self.topic.to_owned(),
+            "partition" => self.partition.to_string()
+        )
+        .set(self.records as f64);
+    }
+}
+
+/// Measuring the consumer lag failed (the broker did not answer in time, or a rebalance was
+/// under way).
+pub struct ConsumerLagFailed<'a> {
+    /// The Kafka error.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ConsumerLagFailed<'_> {
+    /// Logs the event.
+    pub fn emit(self) {
+        // A warning: the lag gauges keep their last values until a measurement succeeds,
+        // so a dashboard may show a stale lag meanwhile.
+        tracing::warn!(
+            error = %self.error,
+            "Could not measure the consumer lag; the lag metric keeps its last values."
+        );
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::consumer::lag::LagMonitor;
 use crate::consumer::{BridgeConsumer, BridgeContext, ConsumerLoop, LoopSettings, consumer_config};
 use crate::dead_letter::DeadLetterWriter;
 use crate::error::BridgeError;
@@ -28,6 +29,7 @@ pub struct Application {
     local_addr: SocketAddr,
     consumer: Arc<BridgeConsumer>,
     consumer_loop: ConsumerLoop,
+    lag_monitor: LagMonitor,
     router: Router,
 }
 
@@ -72,6 +74,7 @@ impl Application {
                 shutdown_grace: config.shutdown_grace(),
             },
         );
+        let lag_monitor = LagMonitor::new(Arc::clone(&consumer), config.lag_interval());
         let router = router(AppState {
             consumer: Arc::clone(&consumer),
             topic: topic.clone(),
@@ -101,6 +104,7 @@ impl Application {
             local_addr,
             consumer,
             consumer_loop,
+            lag_monitor,
             router,
         })
     }
@@ -115,16 +119,17 @@ impl Application {
         self.local_addr.port()
     }
 
-    /// Consumes and serves HTTP until `shutdown` is cancelled, then drains: the in-flight
-    /// batch is finished (within the grace period), offsets are committed, the HTTP
-    /// listener stops, and the consumer leaves its group. Returns early with the error if
-    /// the consumer loop or the listener fails.
+    /// Consumes, measures the consumer lag and serves HTTP until `shutdown` is cancelled,
+    /// then drains: the in-flight batch is finished (within the grace period), offsets are
+    /// committed, the lag monitor and the HTTP listener stop, and the consumer leaves its
+    /// group. Returns early with the error if the consumer loop or the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), BridgeError> {
         let Self {
             listener,
             local_addr,
             consumer,
             consumer_loop,
+            lag_monitor,
             router,
         } = self;
 
@@ -150,9 +155,16 @@ impl Application {
                 })
             }
         });
+        // The lag monitor stops with the consumer loop, whatever ended it.
+        let lag_stop = CancellationToken::new();
+        let lag = tokio::spawn(lag_monitor.run(lag_stop.clone()));
         let consumed = tokio::spawn(consumer_loop.run(stop)).await;
+        lag_stop.cancel();
         http_stop.cancel();
         let served = http.await;
+        // It holds a handle of the consumer: wait for it to let go (a measurement in
+        // progress finishes first, within its request timeouts).
+        let lagged = lag.await;
 
         // Dropping the last handle closes the consumer: it leaves the group, which blocks
         // for a moment, so it happens on a blocking thread.
@@ -160,6 +172,7 @@ impl Application {
         tracing::info!("Stream bridge stopped.");
         consumed??;
         served??;
+        lagged?;
         Ok(())
     }
 }

@@ -9,6 +9,40 @@ use serde_json::Value;
 
 use crate::helpers::{Scope, batch, spawn_app, spawn_in};
 
+#[tokio::test]
+async fn ingest_creates_its_topics_as_configured_and_starts_over_existing_smaller_ones() {
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, "forwarder", &[]).await;
+    let dead_letter = format!("{}dead-letter", scope.topic_prefix);
+    assert_eq!(
+        kit::topic_replicas(&scope.locations_topic()).await,
+        Some(vec![1; 3]),
+        "--kafka-partitions 3, replication factor 1"
+    );
+    assert_eq!(
+        kit::topic_replicas(&scope.events_topic()).await,
+        Some(vec![1; 3])
+    );
+    assert_eq!(kit::topic_replicas(&dead_letter).await, Some(vec![1]));
+    app.stop().await;
+
+    // More partitions configured than the topics have: ingest warns and starts, and
+    // leaves the topics as they are (adding partitions would move sessions).
+    let mut args = scope.args("forwarder");
+    let at = args.iter().position(|a| a == "--kafka-partitions").unwrap();
+    args[at + 1] = "6".to_owned();
+    args.extend(["--redis-url".to_owned(), kit::redis_url()]);
+    let config = locus_ingest::config_from_args(args).expect("valid test config");
+    let app = locus_ingest::Application::build(config)
+        .await
+        .expect("ingest starts over existing topics with fewer partitions");
+    drop(app);
+    assert_eq!(
+        kit::topic_replicas(&scope.locations_topic()).await,
+        Some(vec![1; 3])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers() {
     let (app, scope) = spawn_app().await;

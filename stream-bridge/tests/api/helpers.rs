@@ -1,7 +1,7 @@
 //! Test harness: a real local webhook receiver, a real bridge on port 0, and records
 //! produced to a fresh topic on the local broker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -258,6 +258,52 @@ impl TestBridge {
     /// A URL on the bridge's listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The `locus_bridge_consumer_lag_records` gauge of each partition of `topic`, as
+    /// `/metrics` shows it now (empty until the bridge owns a partition of it). The recorder
+    /// is shared by every bridge of the test binary; the topic tells them apart.
+    pub async fn consumer_lag(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("a metrics body");
+        let mut lags = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("locus_bridge_consumer_lag_records{") else {
+                continue;
+            };
+            let (labels, value) = rest.split_once("} ").expect("labels, then the value");
+            let labels: HashMap<&str, &str> = labels
+                .split(',')
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .collect();
+            if labels.get("topic") == Some(&topic) {
+                let partition = labels["partition"].parse().expect("a partition number");
+                let records: f64 = value.trim().parse().expect("a number");
+                lags.insert(partition, records as i64);
+            }
+        }
+        lags
+    }
+
+    /// Waits until the lag of `topic` reads `expected` (partition, records) for every
+    /// partition, and panics with the last reading if it does not within the patience.
+    pub async fn wait_for_lag(&self, topic: &str, expected: &[(i32, i64)]) {
+        let expected: BTreeMap<i32, i64> = expected.iter().copied().collect();
+        let reached = locus_testkit::eventually(PATIENCE, || async {
+            (self.consumer_lag(topic).await == expected).then_some(())
+        })
+        .await;
+        if reached.is_none() {
+            panic!(
+                "the lag of {topic} did not reach {expected:?} in {PATIENCE:?}; it reads {:?}",
+                self.consumer_lag(topic).await
+            );
+        }
     }
 
     /// Stops the bridge gracefully and waits until it has.

@@ -5,6 +5,7 @@ mod dead_letter;
 mod delivery;
 mod health;
 mod helpers;
+mod lag;
 mod restart;
 mod retries;
 mod skipping;
