@@ -1,14 +1,16 @@
-//! Test helpers against the real local services (PostgreSQL, Redis, a Kafka compatible
-//! broker). Nothing here mocks a service: when one is missing, the helper panics with
-//! what to start, so a test run without services fails loudly instead of passing quietly.
+//! Test helpers against the real local services (PostgreSQL, Redis, Apache Kafka). Nothing
+//! here mocks a service: when one is missing, the helper panics with what to start, so a
+//! test run without services fails loudly instead of passing quietly.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use uuid::Uuid;
+
+pub mod broker;
 
 /// Secret used to sign test tokens.
 pub const JWT_SECRET: &str = "locus-test-secret";
@@ -110,18 +112,40 @@ pub struct KafkaRecord {
     pub value: serde_json::Value,
 }
 
-/// Consumer settings that suit the local broker (short session timeout: Tansu holds a
-/// JoinGroup for half of it).
+/// Settings of a test reader: a group of its own, from the earliest record, committing
+/// nothing. Everything else is librdkafka's default, as in production.
 pub fn consumer_config(group: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", kafka_brokers())
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "50");
+        .set("enable.auto.commit", "false");
     c
+}
+
+/// The replica count of each partition of `topic`, in partition order, as the broker
+/// describes it; `None` if the topic does not exist.
+pub async fn topic_replicas(topic: &str) -> Option<Vec<usize>> {
+    let topic = topic.to_owned();
+    // A metadata request blocks; keep it off the test's async threads.
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .create()
+            .expect("create a Kafka client");
+        let metadata = client
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("Kafka metadata for {topic} failed: {e}"));
+        let found = metadata.topics().iter().find(|t| t.name() == topic)?;
+        if found.error().is_some() {
+            return None;
+        }
+        let mut partitions: Vec<_> = found.partitions().iter().collect();
+        partitions.sort_by_key(|p| p.id());
+        Some(partitions.iter().map(|p| p.replicas().len()).collect())
+    })
+    .await
+    .expect("the metadata request does not panic")
 }
 
 /// Reads `topic` from the beginning with a fresh consumer group until `expected` records

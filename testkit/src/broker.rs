@@ -1,0 +1,246 @@
+//! A test's own Apache Kafka node, for tests that stop and start the broker.
+//!
+//! Most tests share the broker that `./locus services` runs; a test that kills the broker
+//! must not take that one down under every other test, so it starts a node of its own: the
+//! same jars (`.locus/kafka/libs`, installed by `./locus deps`) and the same settings
+//! (`scripts/kafka/server.properties.in`) as the local stack, on free loopback ports, with a
+//! log directory of its own that outlives [`KafkaNode::stop`] and is deleted on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
+
+/// How a test stops its broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: a controlled shutdown (logs flushed and closed, clean-shutdown marker).
+    Term,
+    /// SIGKILL: a crash; the next start recovers the log from what reached the page cache.
+    Kill,
+}
+
+/// One KRaft node (broker and controller in one JVM) run by a test.
+#[derive(Debug)]
+pub struct KafkaNode {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the workspace")
+        .to_path_buf()
+}
+
+/// The installed Kafka jars (`LOCUS_KAFKA_LIBS`, default `.locus/kafka/libs`).
+fn kafka_libs() -> PathBuf {
+    std::env::var_os("LOCUS_KAFKA_LIBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".locus/kafka/libs"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl KafkaNode {
+    /// Formats a fresh log directory and starts the node; returns once a client's
+    /// metadata request is answered. Panics (the test fails) when Kafka is not installed
+    /// or does not come up within 90 s.
+    pub fn start() -> Self {
+        let libs = kafka_libs();
+        assert!(
+            libs.is_dir(),
+            "Apache Kafka is not installed at {}; run `./locus deps` first",
+            libs.display()
+        );
+        let dir = std::env::temp_dir().join(crate::unique("locus-test-kafka-"));
+        std::fs::create_dir_all(dir.join("data")).expect("create the node's directory");
+        let port = free_port();
+        let controller_port = free_port();
+        let template =
+            std::fs::read_to_string(workspace_root().join("scripts/kafka/server.properties.in"))
+                .expect("read scripts/kafka/server.properties.in");
+        let config = template
+            .replace("@PORT@", &port.to_string())
+            .replace("@CONTROLLER_PORT@", &controller_port.to_string())
+            .replace("@DATA_DIR@", &dir.join("data").display().to_string())
+            .replace("@RETENTION_HOURS@", "1");
+        std::fs::write(dir.join("server.properties"), config).expect("write server.properties");
+
+        let mut node = KafkaNode {
+            dir,
+            port,
+            child: None,
+        };
+        let id = node.tool(&["kafka.tools.StorageTool", "random-uuid"]);
+        let config = node.config_path();
+        node.tool(&[
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            id.trim(),
+            "--config",
+            &config,
+        ]);
+        node.launch();
+        node
+    }
+
+    /// The bootstrap servers of this node.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The JVM's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops the node with `how` and waits for the process to exit (up to 60 s, then
+    /// SIGKILL). The log directory stays for the next [`KafkaNode::restart`].
+    pub fn stop(&mut self, how: Stop) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let signal = match how {
+            Stop::Term => "-TERM",
+            Stop::Kill => "-KILL",
+        };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} the broker");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if child.try_wait().expect("wait for the broker").is_some() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker did not exit within 60 s of {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the node again on the same ports and log directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker before restarting it");
+        self.launch();
+    }
+
+    /// The last lines of the node's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("kafka.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn config_path(&self) -> String {
+        self.dir.join("server.properties").display().to_string()
+    }
+
+    fn java(&self) -> Command {
+        let mut java = Command::new("java");
+        java.arg(format!("-Dkafka.logs.dir={}", self.dir.display()))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                workspace_root().join("scripts/kafka/log4j2.yaml").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", kafka_libs().display()));
+        java
+    }
+
+    /// Runs one of Kafka's tools to completion and returns its standard output.
+    fn tool(&self, args: &[&str]) -> String {
+        let out = self
+            .java()
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("java is installed (./locus deps)");
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("tool output is UTF-8")
+    }
+
+    fn launch(&mut self) {
+        let jvm_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("jvm.log"))
+            .expect("open the JVM log");
+        let child = self
+            .java()
+            .args(["-Xms512m", "-Xmx512m", "-XX:+UseG1GC"])
+            .arg("kafka.Kafka")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(jvm_log.try_clone().expect("clone the log handle"))
+            .stderr(jvm_log)
+            .spawn()
+            .expect("start the broker (java)");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until a client gets metadata that lists this broker.
+    fn wait_ready(&mut self) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("create a probe client");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().expect("poll the broker")
+            {
+                panic!(
+                    "the broker exited ({status}) while starting:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            if let Ok(md) = producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                && !md.brokers().is_empty()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the broker did not answer within 90 s:\n{}",
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for KafkaNode {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave a JVM behind: kill it and delete its
+        // log directory (nothing in it matters once the test is over).
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
