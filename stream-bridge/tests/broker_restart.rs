@@ -28,6 +28,8 @@ use rdkafka::message::Message;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const DEVICES: usize = 3;
 const FIXES_PER_BATCH: usize = 10;
 
@@ -299,32 +301,9 @@ async fn broker_restart_loses_nothing(how: Stop) {
     let prefix = format!("{}.", kit::unique("locus_fault_"));
     let group = kit::unique("locus-fault-bridge-");
 
-    let ingest_config = locus_ingest::config_from_args([
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &kit::fresh_database().await,
-        "--redis-url",
-        &kit::redis_url(),
-        "--redis-prefix",
-        &kit::unique("locus-fault-"),
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic-prefix",
-        &prefix,
-        "--kafka-partitions",
-        "3",
-        "--jwt-secret",
-        kit::JWT_SECRET,
-    ])
-    .unwrap();
-    let ingest = locus_ingest::Application::build(ingest_config)
-        .await
-        .expect("ingest starts");
-    let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
+    let ingest = support::spawn_ingest(&brokers, &prefix).await;
+    let ingest_url = ingest.url.clone();
     let ingest_metrics = format!("{ingest_url}/metrics");
-    let stop_ingest = CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest.run_until_stopped(stop_ingest.clone()));
 
     let (hook, partner) = partner().await;
     let bridge_a = start_bridge(&brokers, &prefix, &group, &hook).await;
@@ -503,8 +482,8 @@ async fn broker_restart_loses_nothing(how: Stop) {
 
     stop_bridge.cancel();
     bridge_task.await.unwrap();
-    stop_ingest.cancel();
-    ingest_task.await.unwrap();
+    ingest.stop.cancel();
+    ingest.task.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

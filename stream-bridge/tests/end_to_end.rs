@@ -14,6 +14,8 @@ use locus_testkit as kit;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
 
 /// A partner's webhook endpoint that keeps every signature header and raw body.
@@ -61,33 +63,8 @@ fn openssl_hmac(secret: &str, t: &str, body: &[u8]) -> String {
 async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order() {
     kit::require_redis().await;
     let topic_prefix = format!("{}.", kit::unique("e2e"));
-    let database = kit::fresh_database().await;
-    let redis_prefix = kit::unique("locus-e2e-");
-    let ingest_config = locus_ingest::config_from_args([
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &database,
-        "--redis-url",
-        &kit::redis_url(),
-        "--redis-prefix",
-        &redis_prefix,
-        "--kafka-brokers",
-        &kit::kafka_brokers(),
-        "--kafka-topic-prefix",
-        &topic_prefix,
-        "--kafka-partitions",
-        "3",
-        "--jwt-secret",
-        kit::JWT_SECRET,
-    ])
-    .unwrap();
-    let ingest = locus_ingest::Application::build(ingest_config)
-        .await
-        .expect("ingest starts");
-    let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
-    let stop_ingest = CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest.run_until_stopped(stop_ingest.clone()));
+    let ingest = support::spawn_ingest(&kit::kafka_brokers(), &topic_prefix).await;
+    let ingest_url = ingest.url.clone();
 
     let (hook, received) = partner().await;
     let secret = "partner-secret";
@@ -188,8 +165,8 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
         "the session's fixes arrive in the order they were posted"
     );
 
-    stop_ingest.cancel();
+    ingest.stop.cancel();
     stop_bridge.cancel();
-    ingest_task.await.unwrap();
+    ingest.task.await.unwrap();
     bridge_task.await.unwrap().expect("bridge stops cleanly");
 }

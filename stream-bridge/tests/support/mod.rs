@@ -1,0 +1,46 @@
+//! What more than one of the bridge's test binaries starts: a real ingest, in-process.
+
+use locus_testkit as kit;
+use tokio_util::sync::CancellationToken;
+
+/// A running ingest (api and forwarder roles): its base URL, its stop token and its task.
+pub struct Ingest {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Cancel to stop it gracefully (drain, flush).
+    pub stop: CancellationToken,
+    /// Await after `stop` for the drain to finish.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts ingest against `brokers` with its own database and Redis prefix, writing to the
+/// topics of `topic_prefix` (3 partitions), and with the test token secret.
+pub async fn spawn_ingest(brokers: &str, topic_prefix: &str) -> Ingest {
+    let database = kit::fresh_database().await;
+    let config = locus_ingest::config_from_args([
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &database,
+        "--redis-url",
+        &kit::redis_url(),
+        "--redis-prefix",
+        &kit::unique("locus-bridge-test-ingest-"),
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic-prefix",
+        topic_prefix,
+        "--kafka-partitions",
+        "3",
+        "--jwt-secret",
+        kit::JWT_SECRET,
+    ])
+    .expect("valid ingest arguments");
+    let app = locus_ingest::Application::build(config)
+        .await
+        .expect("ingest starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    Ingest { url, stop, task }
+}
