@@ -148,29 +148,27 @@ fn warn_about_smaller_topics(admin: &AdminClient<DefaultClientContext>, wanted: 
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == spec.name) else {
             continue;
         };
-        let partitions = i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX);
-        if partitions < spec.partitions {
-            tracing::warn!(
-                topic = %spec.name,
-                partitions,
-                configured = spec.partitions,
-                "The Kafka topic exists with fewer partitions than configured; it is left as it is."
-            );
-        }
-        let replicas = topic
-            .partitions()
-            .iter()
-            .map(|p| p.replicas().len())
-            .min()
-            .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX));
-        if replicas < spec.replication_factor {
-            tracing::warn!(
-                topic = %spec.name,
-                replicas,
-                configured = spec.replication_factor,
-                "The Kafka topic exists with fewer replicas than configured; it is left as it is."
-            );
-        }
+        let partitions = topic.partitions().len();
+        let replicas = topic.partitions().iter().map(|p| p.replicas().len()).min();
+        warn_if_fewer(&spec.name, "partitions", partitions, spec.partitions);
+        warn_if_fewer(
+            &spec.name,
+            "replicas",
+            replicas.unwrap_or(0),
+            spec.replication_factor,
+        );
+    }
+}
+
+/// Logs that `topic` has fewer `what` (partitions, replicas) than configured.
+fn warn_if_fewer(topic: &str, what: &str, found: usize, configured: i32) {
+    if i32::try_from(found).unwrap_or(i32::MAX) < configured {
+        tracing::warn!(
+            topic,
+            found,
+            configured,
+            "The Kafka topic exists with fewer {what} than configured; it is left as it is."
+        );
     }
 }
 
