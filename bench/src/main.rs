@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Receiver(args) => {
-            let shutdown = locus_telemetry::shutdown_on_signal();
+            let shutdown = locus_service::shutdown_on_signal();
             receiver::run(&args, shutdown.cancelled_owned()).await
         }
         Command::Demo(args) => demo(&args).await,

@@ -41,8 +41,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: locus_ingest::Config) -> anyhow::Result<()> {
-    locus_telemetry::init_tracing();
-    let shutdown = locus_telemetry::shutdown_on_signal();
+    locus_service::init_tracing();
+    let shutdown = locus_service::shutdown_on_signal();
     let app = Application::build(config)
         .await
         .context("ingest could not start (are PostgreSQL, Redis and Kafka up? `./locus services` starts them)")?;

@@ -109,7 +109,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         // Install the recorder before anything counts, or early metrics go nowhere.
-        let _ = locus_telemetry::metrics_handle();
+        let _ = locus_service::metrics_handle();
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))

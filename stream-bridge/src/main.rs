@@ -12,11 +12,11 @@ use locus_stream_bridge::{Application, Config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    locus_telemetry::init_tracing();
+    locus_service::init_tracing();
     let app = Application::build(config)
         .await
         .context("building the stream bridge")?;
-    app.run_until_stopped(locus_telemetry::shutdown_on_signal())
+    app.run_until_stopped(locus_service::shutdown_on_signal())
         .await
         .context("running the stream bridge")?;
     tracing::info!("Shutdown complete.");

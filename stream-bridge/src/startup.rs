@@ -41,7 +41,7 @@ impl Application {
             tracing::warn!("No webhook sinks are configured: every record will be skipped.");
         }
         // Install the recorder before the first event, or early counts are lost.
-        let _ = locus_telemetry::metrics_handle();
+        let _ = locus_service::metrics_handle();
         events::register();
 
         let topic = config.locations_topic();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::Fix;
 use crate::record::SessionEvent;
-use crate::{DeviceId, SessionId, TenantId};
+use crate::{BatchId, DeviceId, SessionId, TenantId};
 
 /// Field of a stream entry that holds the JSON-encoded [`BufferEntry`].
 pub const ENTRY_FIELD: &str = "e";
@@ -47,7 +47,7 @@ pub struct BufferedBatch {
     /// The device that posted the batch.
     pub device_id: DeviceId,
     /// Client (or server-given) batch id.
-    pub batch_id: String,
+    pub batch_id: BatchId,
     /// When ingest accepted the batch.
     pub received_at: DateTime<Utc>,
     /// The accepted fixes, in posted order.

@@ -17,6 +17,9 @@ pub enum IdError {
     /// The session id is not a UUID.
     #[error("session id must be a UUID")]
     NotUuid,
+    /// The batch id is empty, too long, or has a character that is not printable ASCII.
+    #[error("batch_id must be 1 to {max} printable ASCII characters without spaces", max = BatchId::MAX_LEN)]
+    BatchId,
 }
 
 fn check_slug(kind: &'static str, max: usize, s: &str) -> Result<(), IdError> {
@@ -116,6 +119,57 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// A client's name for one batch of fixes: the idempotency key of its upload. A retry with
+/// the same id within the dedupe window is answered, not stored again; the id is also part
+/// of every record id of the batch. Serialized as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BatchId(String);
+
+impl BatchId {
+    /// Longest batch id, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Parses a batch id sent by a client (in the body's `batch_id` or the
+    /// `Idempotency-Key` header): 1 to 128 printable ASCII characters, no spaces.
+    pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
+        let s = s.into();
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(IdError::BatchId);
+        }
+        Ok(Self(s))
+    }
+
+    /// A fresh id for a batch the client did not name (a random UUID).
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BatchId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
+impl From<BatchId> for String {
+    fn from(id: BatchId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +193,24 @@ mod tests {
         assert_eq!(SessionId::parse("nope"), Err(IdError::NotUuid));
         let id = SessionId::new();
         assert_eq!(SessionId::parse(&id.to_string()), Ok(id));
+    }
+
+    #[test]
+    fn batch_ids_are_1_to_128_printable_ascii_characters() {
+        assert!(BatchId::parse("b-1:x/y").is_ok());
+        assert!(BatchId::parse("x".repeat(128)).is_ok());
+        assert_eq!(BatchId::parse(""), Err(IdError::BatchId));
+        assert_eq!(BatchId::parse("x".repeat(129)), Err(IdError::BatchId));
+        assert_eq!(BatchId::parse("a b"), Err(IdError::BatchId));
+        assert_eq!(BatchId::parse("caf\u{e9}"), Err(IdError::BatchId));
+        assert_eq!(BatchId::parse("tab\there"), Err(IdError::BatchId));
+        assert_ne!(BatchId::generate(), BatchId::generate());
+    }
+
+    #[test]
+    fn a_batch_id_serializes_as_its_string_and_is_checked_when_read() {
+        let id = BatchId::parse("b1").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"b1\"");
+        assert!(serde_json::from_str::<BatchId>("\"\"").is_err());
     }
 }

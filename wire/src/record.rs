@@ -1,4 +1,4 @@
-//! Kafka records: their JSON values, keys and headers. JSON Schemas for each value live in
+//! Kafka records: their JSON values and keys (headers are in [`crate::headers`]). JSON Schemas for each value live in
 //! `schemas/` at the repository root; `SCHEMA_VERSION` changes when a field changes meaning
 //! or disappears (adding an optional field does not bump it).
 
@@ -13,18 +13,7 @@ use crate::{DeviceId, SessionId, TenantId};
 /// Version of the record schemas below.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Header carrying the tenant id.
-pub const HEADER_TENANT: &str = "locus-tenant-id";
-/// Header carrying the session id.
-pub const HEADER_SESSION: &str = "locus-session-id";
-/// Header carrying the schema version.
-pub const HEADER_SCHEMA_VERSION: &str = "locus-schema-version";
-/// Header carrying the record type (`location` or `session_event`).
-pub const HEADER_RECORD_TYPE: &str = "locus-record-type";
-/// Header carrying the content type of the value.
-pub const HEADER_CONTENT_TYPE: &str = "content-type";
-/// Content type of every value.
-pub const CONTENT_TYPE_JSON: &str = "application/json";
+// Header names and the headers each record carries live in `crate::headers`.
 
 /// Namespace of record ids (UUID v5): the same fix always gets the same id, so a consumer
 /// that sees a record twice (at-least-once delivery) can drop the copy.
@@ -83,11 +72,11 @@ impl LocationRecord {
     pub fn from_fix(batch: &BufferedBatch, fix: &Fix) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
-            record_id: record_id(batch.session_id, &batch.batch_id, fix.index),
+            record_id: record_id(batch.session_id, batch.batch_id.as_str(), fix.index),
             tenant_id: batch.tenant_id.clone(),
             session_id: batch.session_id,
             device_id: batch.device_id.clone(),
-            batch_id: batch.batch_id.clone(),
+            batch_id: batch.batch_id.to_string(),
             batch_index: fix.index,
             recorded_at: fix.recorded_at,
             received_at: batch.received_at,
@@ -181,7 +170,7 @@ mod schema_tests {
             tenant_id: TenantId::parse("acme").unwrap(),
             session_id: SessionId::new(),
             device_id: DeviceId::parse("p").unwrap(),
-            batch_id: "b".into(),
+            batch_id: crate::BatchId::parse("b").unwrap(),
             received_at: Utc::now(),
             fixes: vec![],
         };

@@ -94,6 +94,6 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        locus_telemetry::metrics_handle().render(),
+        locus_service::metrics_handle().render(),
     )
 }

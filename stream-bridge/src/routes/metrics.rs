@@ -7,6 +7,6 @@ use axum::response::IntoResponse;
 pub async fn metrics() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        locus_telemetry::metrics_handle().render(),
+        locus_service::metrics_handle().render(),
     )
 }

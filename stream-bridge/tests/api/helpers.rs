@@ -243,7 +243,7 @@ pub struct TestBridge {
 impl TestBridge {
     /// Builds and starts the bridge.
     pub async fn spawn(config: Config) -> Self {
-        locus_telemetry::init_tracing();
+        locus_service::init_tracing();
         let app = Application::build(config).await.expect("build the bridge");
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();

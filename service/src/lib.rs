@@ -1,4 +1,7 @@
-//! Logging, Prometheus metrics and shutdown signals shared by the Locus binaries.
+//! What every Locus service process shares: logging, Prometheus metrics, shutdown signals,
+//! and the settings that more than one service reads ([`settings`]).
+
+pub mod settings;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,55 @@
+//! Kafka topic names: the one place a topic is named. Every process that reads or writes a
+//! topic builds its names from the deployment's prefix (`LOCUS_KAFKA_TOPIC_PREFIX`) here.
+
+/// The topics of one deployment, all under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    locations: String,
+    session_events: String,
+    dead_letter: String,
+}
+
+impl Topics {
+    /// The topics under `prefix` (`locus.` gives `locus.locations`, ...).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            locations: format!("{prefix}locations"),
+            session_events: format!("{prefix}session-events"),
+            dead_letter: format!("{prefix}dead-letter"),
+        }
+    }
+
+    /// One record per accepted fix, keyed by session id.
+    pub fn locations(&self) -> &str {
+        &self.locations
+    }
+
+    /// Session started and stopped events, keyed by session id.
+    pub fn session_events(&self) -> &str {
+        &self.session_events
+    }
+
+    /// Records that could not be forwarded or delivered, with headers saying why.
+    pub fn dead_letter(&self) -> &str {
+        &self.dead_letter
+    }
+
+    /// Every topic, in the order above.
+    pub fn all(&self) -> [&str; 3] {
+        [self.locations(), self.session_events(), self.dead_letter()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_name_is_the_prefix_and_a_fixed_suffix() {
+        let t = Topics::new("t1.");
+        assert_eq!(t.all(), ["t1.locations", "t1.session-events", "t1.dead-letter"]);
+        assert_eq!(t.locations(), "t1.locations");
+        assert_eq!(t.session_events(), "t1.session-events");
+        assert_eq!(t.dead_letter(), "t1.dead-letter");
+    }
+}
