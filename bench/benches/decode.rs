@@ -13,7 +13,7 @@ use locus_bench::track::Track;
 use locus_wire::api::{Fix, FixLimits, LocationBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::record::LocationRecord;
-use locus_wire::{DeviceId, SessionId, TenantId};
+use locus_wire::{BatchId, DeviceId, SessionId, TenantId};
 
 const BATCH: usize = 100;
 
@@ -52,7 +52,7 @@ fn buffered(n: usize) -> BufferedBatch {
         tenant_id: TenantId::parse("acme").expect("tenant"),
         session_id: SessionId(uuid::Uuid::now_v7()),
         device_id: DeviceId::parse("bench-device-1").expect("device"),
-        batch_id: "b-1".into(),
+        batch_id: BatchId::parse("b-1").expect("batch id"),
         received_at: now,
         fixes,
     }

@@ -16,13 +16,13 @@ use chrono::Utc;
 use hdrhistogram::Histogram;
 use locus_wire::SessionId;
 use locus_wire::record::LocationRecord;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::kafka;
 use crate::report::{LatencyMs, latency_histogram};
 
 /// Where to read and which records belong to the run.
@@ -82,25 +82,11 @@ pub struct KafkaCounter {
     task: JoinHandle<()>,
 }
 
-/// Consumer settings: librdkafka's defaults but for these. Nothing is committed: every run
-/// uses a fresh group and reads from the start.
-fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        // A subscribed topic that does not exist yet is looked up again at this interval
-        // (default five minutes), so a first run on an empty broker still finds it.
-        .set("topic.metadata.refresh.interval.ms", "2000");
-    c
-}
-
 impl KafkaCounter {
     /// Subscribes with a fresh consumer group and starts counting in the background.
     pub fn start(config: KafkaCountConfig) -> anyhow::Result<Self> {
         let group = format!("locus-bench-{}", Uuid::new_v4().simple());
-        let consumer: StreamConsumer = consumer_config(&config.brokers, &group)
+        let consumer: StreamConsumer = kafka::reader_config(&config.brokers, &group)
             .create()
             .with_context(|| format!("cannot create a Kafka consumer for {}", config.brokers))?;
         consumer

@@ -9,10 +9,13 @@
 //!   so a run counts its own records even if an earlier run's redeliveries trickle in.
 //! - `POST /reset`: forget everything.
 //! - `GET /healthz`, `GET /readyz`: 200 while the server runs.
+//!
+//! [`client`] is how the demo and the benchmark read these counts.
+
+pub mod client;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -31,31 +34,13 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+pub use client::ReceiverClient;
+
 use crate::report::{LatencyMs, latency_histogram};
 
 /// Largest delivery body accepted. Generous: the bridge batches records, and a demo
 /// receiver that refused a large batch would look like a pipeline bug.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-
-/// Command-line and environment settings of `locus-bench receiver`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ReceiverArgs {
-    /// Address to listen on.
-    #[arg(long, env = "LOCUS_RECEIVER_LISTEN", default_value = "127.0.0.1:9300")]
-    pub listen: SocketAddr,
-    /// Secret the webhook sink signs deliveries with.
-    #[arg(
-        long,
-        env = "LOCUS_DEMO_WEBHOOK_SECRET",
-        default_value = "demo-webhook-secret",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub secret: String,
-    /// Largest accepted distance between the signature's timestamp and now, in seconds.
-    #[arg(long, env = "LOCUS_RECEIVER_TOLERANCE_SECS", default_value_t = 300)]
-    pub tolerance_secs: i64,
-}
 
 /// How the receiver checks signatures.
 #[derive(Debug, Clone)]
@@ -64,15 +49,6 @@ pub struct ReceiverConfig {
     pub secret: SecretString,
     /// Replay window for signature timestamps, in seconds.
     pub tolerance_secs: i64,
-}
-
-impl From<&ReceiverArgs> for ReceiverConfig {
-    fn from(args: &ReceiverArgs) -> Self {
-        Self {
-            secret: SecretString::from(args.secret.clone()),
-            tolerance_secs: args.tolerance_secs,
-        }
-    }
 }
 
 /// Counts of one tenant.
@@ -358,61 +334,4 @@ pub async fn serve(
     axum::serve(listener, router(receiver))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// `locus-bench receiver`: binds, serves until `shutdown`, logs the final counts.
-pub async fn run(
-    args: &ReceiverArgs,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let receiver = Receiver::new(ReceiverConfig::from(args));
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        "Demo webhook receiver listening; POST /webhook, GET /stats."
-    );
-    serve(listener, receiver.clone(), shutdown).await?;
-    let stats = receiver.stats();
-    tracing::info!(
-        deliveries = stats.deliveries,
-        distinct_records = stats.distinct_records,
-        duplicates = stats.duplicates,
-        signature_failures = stats.signature_failures,
-        "Shutdown complete."
-    );
-    Ok(())
-}
-
-/// Distinct records of `sessions` the receiver at `base` has (the demo and the benchmark
-/// count deliveries this way).
-pub async fn delivered_for(
-    client: &reqwest::Client,
-    base: &str,
-    sessions: &[SessionId],
-) -> anyhow::Result<u64> {
-    let count: SessionCount = client
-        .post(format!("{base}/stats/sessions"))
-        .json(&SessionCountRequest {
-            session_ids: sessions.to_vec(),
-        })
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(count.distinct_records)
-}
-
-/// The receiver's `/stats`.
-pub async fn receiver_stats(client: &reqwest::Client, base: &str) -> anyhow::Result<ReceiverStats> {
-    Ok(client
-        .get(format!("{base}/stats"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
 }

@@ -1,164 +1,23 @@
-//! Figures of a run and how they are shown: a text block for people, JSON for scripts.
+//! Every figure the bench reports and how it is shown: latency summaries ([`latency`]),
+//! the demo's text block and JSON ([`demo`]), the report files of `run` ([`run`]) and of
+//! `sweep` ([`sweep`]) with its chart ([`chart`]). JSON for scripts, text and Markdown for
+//! people.
 
-use std::fmt::Write as _;
+use std::path::Path;
 
-use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use anyhow::Context as _;
+use serde::Serialize;
 
-/// Upper bound of the latency histograms, in microseconds (one hour): anything slower is a
-/// hang, and saturating there keeps the histogram small.
-pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+pub mod chart;
+pub mod demo;
+pub mod latency;
+pub mod run;
+pub mod sweep;
 
-/// An empty latency histogram in microseconds with 3 significant digits.
-pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static bounds are valid")
-}
-
-/// Percentiles of a latency distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct LatencyMs {
-    /// Number of samples.
-    #[serde(default)]
-    pub count: u64,
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    #[serde(default)]
-    pub p999: f64,
-    /// Largest sample.
-    pub max: f64,
-}
-
-impl LatencyMs {
-    /// Summarises a histogram of microseconds; all zeros when it is empty.
-    pub fn from_micros(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            p50: ms(h.value_at_quantile(0.50)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
-
-    /// `p50 1.2 ms   p99 4.8 ms   max 9.1 ms`, or `no samples`.
-    pub fn render(&self) -> String {
-        if self.count == 0 {
-            return "no samples".to_owned();
-        }
-        format!(
-            "p50 {} ms   p99 {} ms   max {} ms",
-            format_ms(self.p50),
-            format_ms(self.p99),
-            format_ms(self.max)
-        )
-    }
-}
-
-/// Everything `locus-bench demo` found, in the shape `--json` prints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DemoFigures {
-    /// Id of this run; device ids are `bench-<run_id>-<n>`.
-    pub run_id: String,
-    /// Tenants the simulated devices belong to.
-    pub tenants: Vec<String>,
-    /// Simulated devices (one session each).
-    pub devices: u64,
-    /// Batches planned.
-    pub batches: u64,
-    /// Fixes planned.
-    pub fixes: u64,
-    /// Fixes ingest accepted (202).
-    pub accepted: u64,
-    /// Fixes ingest rejected (per-fix reasons in the 202 or 422 answer).
-    pub rejected: u64,
-    /// Batches that got no usable answer after retries.
-    pub failed_batches: u64,
-    /// Requests retried after 429/503 or a transport error.
-    pub retries: u64,
-    /// Distinct location records of this run's sessions read from Kafka.
-    pub on_kafka: u64,
-    /// Distinct location records of this run's sessions the demo webhook received, signed.
-    pub delivered: u64,
-    /// Latency of the batch POSTs.
-    pub http_latency_ms: LatencyMs,
-    /// Accepted fixes per second over the batch phase.
-    pub throughput_fixes_per_sec: f64,
-    /// Duration of the batch phase in seconds.
-    pub load_secs: f64,
-    /// From ingest's `received_at` (just before the 202) to the webhook receiving the record.
-    pub e2e_ms: LatencyMs,
-    /// How long the demo waited for Kafka and the webhook to catch up, in seconds.
-    pub waited_secs: f64,
-    /// What went wrong; empty when the run is good.
-    pub problems: Vec<String>,
-}
-
-impl DemoFigures {
-    /// True when every accepted fix reached Kafka and the webhook, and nothing else failed.
-    pub fn ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    /// The figures block printed at the end of `./locus up`.
-    pub fn render_text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "Locus demo: {} tenants, {} devices, {} fixes in {} batches",
-            self.tenants.len(),
-            self.devices,
-            self.fixes,
-            self.batches
-        );
-        let row = |s: &mut String, label: &str, value: String| {
-            let _ = writeln!(s, "  {label:<22}{value}");
-        };
-        row(
-            &mut s,
-            "fixes accepted",
-            format!("{:<7}(rejected {})", self.accepted, self.rejected),
-        );
-        row(&mut s, "fixes on Kafka", self.on_kafka.to_string());
-        row(
-            &mut s,
-            "fixes delivered",
-            format!(
-                "{:<7}(to the demo webhook, signatures verified)",
-                self.delivered
-            ),
-        );
-        row(&mut s, "HTTP latency", self.http_latency_ms.render());
-        row(
-            &mut s,
-            "throughput",
-            format!(
-                "{} fixes/s over {:.1} s",
-                thousands(self.throughput_fixes_per_sec.round() as u64),
-                self.load_secs
-            ),
-        );
-        row(
-            &mut s,
-            "end to end",
-            format!("{}   (202 -> webhook)", self.e2e_ms.render()),
-        );
-        if self.ok() {
-            row(&mut s, "result", "OK".to_owned());
-        } else {
-            for p in &self.problems {
-                row(&mut s, "PROBLEM", p.clone());
-            }
-        }
-        s
-    }
-}
+pub use demo::DemoFigures;
+pub use latency::{LatencyMs, MAX_LATENCY_US, latency_histogram};
+pub use run::{BenchReport, PipelineFigures};
+pub use sweep::{SweepReport, SweepStep};
 
 /// `1234567` as `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -173,52 +32,30 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Milliseconds with one decimal, or none from 100 ms up where it is noise.
-fn format_ms(ms: f64) -> String {
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else {
-        format!("{ms:.1}")
-    }
+/// Writes `<name>.json` (for scripts) and `<name>.md` (for people) under `dir`, creating it.
+fn write_json_and_markdown(
+    dir: &Path,
+    name: &str,
+    report: &impl Serialize,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(report)?,
+    )?;
+    std::fs::write(dir.join(format!("{name}.md")), markdown)?;
+    Ok(())
+}
+
+/// A rate as a whole number with thousands separators (`22,187`).
+pub fn rate(per_sec: f64) -> String {
+    thousands(per_sec.round() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn figures() -> DemoFigures {
-        DemoFigures {
-            run_id: "abc".into(),
-            tenants: vec!["acme".into(), "globex".into()],
-            devices: 8,
-            batches: 80,
-            fixes: 4000,
-            accepted: 4000,
-            rejected: 0,
-            failed_batches: 0,
-            retries: 0,
-            on_kafka: 4000,
-            delivered: 4000,
-            http_latency_ms: LatencyMs {
-                count: 80,
-                p50: 1.23,
-                p99: 4.8,
-                p999: 5.0,
-                max: 9.1,
-            },
-            throughput_fixes_per_sec: 3950.4,
-            load_secs: 1.01,
-            e2e_ms: LatencyMs {
-                count: 4000,
-                p50: 35.0,
-                p99: 120.0,
-                p999: 130.0,
-                max: 140.2,
-            },
-            waited_secs: 0.5,
-            problems: vec![],
-        }
-    }
 
     #[test]
     fn thousands_are_separated_by_commas() {
@@ -227,53 +64,5 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(3950), "3,950");
         assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn the_text_block_shows_every_figure() {
-        let text = figures().render_text();
-        assert!(text.starts_with("Locus demo: 2 tenants, 8 devices, 4000 fixes in 80 batches\n"));
-        assert!(
-            text.contains("  fixes accepted        4000   (rejected 0)\n"),
-            "{text}"
-        );
-        assert!(text.contains("  fixes on Kafka        4000\n"), "{text}");
-        assert!(
-            text.contains("p50 1.2 ms   p99 4.8 ms   max 9.1 ms"),
-            "{text}"
-        );
-        assert!(text.contains("3,950 fixes/s over 1.0 s"), "{text}");
-        assert!(
-            text.contains("p50 35.0 ms   p99 120 ms   max 140 ms"),
-            "{text}"
-        );
-        assert!(text.contains("result                OK"), "{text}");
-    }
-
-    #[test]
-    fn problems_replace_the_ok_line() {
-        let mut f = figures();
-        f.problems
-            .push("only 3999 of 4000 accepted fixes reached Kafka".into());
-        let text = f.render_text();
-        assert!(!f.ok());
-        assert!(!text.contains(" OK"));
-        assert!(text.contains("PROBLEM               only 3999"), "{text}");
-    }
-
-    #[test]
-    fn latency_percentiles_come_out_in_milliseconds() {
-        let mut h = latency_histogram();
-        for us in 1..=1000 {
-            h.record(us * 10).expect("in range");
-        }
-        let l = LatencyMs::from_micros(&h);
-        assert_eq!(l.count, 1000);
-        assert!((l.p50 - 5.0).abs() < 0.01, "{l:?}");
-        assert!((l.max - 10.0).abs() < 0.01, "{l:?}");
-        assert_eq!(
-            LatencyMs::from_micros(&latency_histogram()).render(),
-            "no samples"
-        );
     }
 }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use locus_bench::load::{LoadPlan, run_load};
+use locus_bench::driver::plan::{LoadPlan, run_load};
 use locus_wire::api::{
     BatchResponse, Fix, FixLimits, LocationBatch, SessionStatus, SessionView, StopReason,
 };

@@ -2,7 +2,7 @@
 //! XADD ceiling (real Redis at `LOCUS_REDIS_URL`). No timing assertions: the suite only
 //! checks that the benchmark runs and writes its reports with non-zero figures.
 
-use locus_bench::perf::{RunArgs, run};
+use locus_bench::cmd::run::{RunArgs, run};
 
 #[tokio::test]
 async fn a_smoke_run_writes_reports_with_non_zero_figures() {

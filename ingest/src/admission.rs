@@ -12,7 +12,25 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use locus_wire::{DeviceId, TenantId};
 
 use crate::config::Config;
-use crate::error::ApiError;
+
+/// Why admission refused a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// Over the rate: the same batch passes after `retry_after_secs`.
+    #[error("the {scope} is over its rate; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Whose limit: `device` or `tenant`.
+        scope: &'static str,
+        /// Seconds until the batch would pass.
+        retry_after_secs: u64,
+    },
+    /// The batch costs more than the burst: it never passes, whatever the wait.
+    #[error("the batch has more fixes than the {scope} burst")]
+    OverBurst {
+        /// Whose burst: `device` or `tenant`.
+        scope: &'static str,
+    },
+}
 
 /// The rate limiters.
 pub struct Admission {
@@ -32,12 +50,12 @@ impl Admission {
     pub fn new(config: &Config) -> Self {
         Self {
             device: DefaultKeyedRateLimiter::keyed(quota(
-                config.rate_device_fixes_per_sec,
-                config.rate_device_burst,
+                config.rates.device_fixes_per_sec,
+                config.rates.device_burst,
             )),
             tenant: DefaultKeyedRateLimiter::keyed(quota(
-                config.rate_tenant_fixes_per_sec,
-                config.rate_tenant_burst,
+                config.rates.tenant_fixes_per_sec,
+                config.rates.tenant_burst,
             )),
             clock: DefaultClock::default(),
         }
@@ -49,7 +67,7 @@ impl Admission {
         tenant: &TenantId,
         device: &DeviceId,
         fixes: usize,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AdmissionError> {
         let Some(n) = NonZeroU32::new(u32::try_from(fixes).unwrap_or(u32::MAX)) else {
             return Ok(());
         };
@@ -65,7 +83,7 @@ impl Admission {
         &self,
         scope: &'static str,
         outcome: Result<Result<(), governor::NotUntil<P>>, governor::InsufficientCapacity>,
-    ) -> Result<(), ApiError>
+    ) -> Result<(), AdmissionError>
     where
         P: governor::clock::Reference,
         DefaultClock: Clock<Instant = P>,
@@ -73,19 +91,14 @@ impl Admission {
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
-                crate::events::admission_refused(scope);
+                crate::events::AdmissionRefused { reason: scope }.emit();
                 let wait = not_until.wait_time_from(self.clock.now());
-                Err(ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs() + 1,
+                Err(AdmissionError::RateLimited {
                     scope,
+                    retry_after_secs: wait.as_secs() + 1,
                 })
             }
-            Err(_) => Err(ApiError::TooLarge {
-                code: "batch_over_burst",
-                message: format!(
-                    "the batch has more fixes than the {scope} burst allows; send smaller batches"
-                ),
-            }),
+            Err(_) => Err(AdmissionError::OverBurst { scope }),
         }
     }
 

@@ -6,15 +6,15 @@ use std::io::Read;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::TooLarge {
-        code: "body_too_large",
-        message: format!(
+    ApiError::invalid(
+        ErrorCode::BodyTooLarge,
+        format!(
             "the body is larger than {limit} bytes (after decompression); send fewer fixes per batch"
         ),
-    }
+    )
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -66,8 +66,8 @@ pub async fn json_bytes(
             flate2::read::GzDecoder::new(&raw[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| ApiError::BadRequest {
-                    code: "malformed_gzip",
+                .map_err(|e| ApiError::Invalid {
+                    code: ErrorCode::MalformedGzip,
                     message: format!("the body is not valid gzip ({e})"),
                 })?;
             if out.len() > limit {
@@ -100,8 +100,8 @@ async fn read_bounded(
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest {
-            code: "body_unreadable",
+        let chunk = chunk.map_err(|e| ApiError::Invalid {
+            code: ErrorCode::BodyUnreadable,
             message: format!("the body could not be read ({e}); send it again"),
         })?;
         seen += chunk.len();
@@ -123,17 +123,17 @@ async fn read_bounded(
 /// The body is checked as UTF-8 once, up front, and parsed as a `str`: parsing bytes would
 /// check every string again (a fifth of decode time in the batch profile).
 pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::BadRequest {
-        code: "malformed_json",
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::Invalid {
+        code: ErrorCode::MalformedJson,
         message: format!("the body is not UTF-8 text: {e}"),
     })?;
     serde_json::from_str(text).map_err(|e| {
         let code = if e.is_data() {
-            "invalid_body"
+            ErrorCode::InvalidBody
         } else {
-            "malformed_json"
+            ErrorCode::MalformedJson
         };
-        ApiError::BadRequest {
+        ApiError::Invalid {
             code,
             message: format!("the body is not what this endpoint takes: {e}"),
         }

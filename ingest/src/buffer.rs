@@ -6,9 +6,9 @@
 //! Atomicity matters: a dedupe key written apart from its entry could claim a batch that
 //! was never stored, or store a batch twice.
 
-use locus_wire::SessionId;
 use locus_wire::api::BatchResponse;
 use locus_wire::buffer::{BufferEntry, ENTRY_FIELD, shard_of};
+use locus_wire::{BatchId, SessionId};
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
@@ -81,7 +81,7 @@ impl Keys {
     }
 
     /// The dedupe key of a batch.
-    fn batch(&self, shard: u32, session: SessionId, batch_id: &str) -> String {
+    fn batch(&self, shard: u32, session: SessionId, batch_id: &BatchId) -> String {
         format!("{}:{{s{shard}}}:batch:{session}:{batch_id}", self.prefix)
     }
 
@@ -123,7 +123,7 @@ impl Buffer {
     pub async fn append_batch(
         &self,
         entry: &BufferEntry,
-        batch_id: &str,
+        batch_id: &BatchId,
         answer: &BatchResponse,
     ) -> Result<Append, BufferError> {
         let session = entry.session_id();
@@ -164,7 +164,7 @@ impl Buffer {
     pub async fn previous_answer(
         &self,
         session: SessionId,
-        batch_id: &str,
+        batch_id: &BatchId,
     ) -> Result<Option<BatchResponse>, BufferError> {
         let shard = self.keys.shard_of(session);
         let stored: Option<String> = redis::cmd("GET")

@@ -1,10 +1,15 @@
 //! Typed configuration of the ingest service, from flags or `LOCUS_*` environment
-//! variables. Every knob has a documented default; docs/configuration.md lists them all.
+//! variables, in groups by what each part of the service needs. Every knob has a
+//! documented default; docs/configuration.md lists them all. The Kafka and shutdown groups
+//! are shared with the stream bridge ([`locus_service::settings`]).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use locus_service::settings::{KafkaSettings, ShutdownSettings};
+use locus_wire::topics::Topics;
 use secrecy::SecretString;
 
 /// Which parts of the ingest binary run in this process.
@@ -17,7 +22,8 @@ pub enum Role {
 }
 
 /// Everything the ingest service reads at start.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Parser)]
+#[command(name = "locus-ingest")]
 pub struct Config {
     /// Roles this process runs, comma-separated.
     #[arg(
@@ -32,196 +38,465 @@ pub struct Config {
     #[arg(long, env = "LOCUS_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// PostgreSQL: the session metadata.
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// Redis: the buffer.
+    #[command(flatten)]
+    pub redis: RedisSettings,
+
+    /// Kafka brokers and topic names (shared with the bridge).
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+
+    /// The topics ingest creates.
+    #[command(flatten)]
+    pub topics: TopicSettings,
+
+    /// The Kafka producer of the forwarder.
+    #[command(flatten)]
+    pub producer: ProducerSettings,
+
+    /// Token verification.
+    #[command(flatten)]
+    pub jwt: JwtSettings,
+
+    /// Session lifetimes.
+    #[command(flatten)]
+    pub sessions: SessionSettings,
+
+    /// Bounds of one request.
+    #[command(flatten)]
+    pub limits: RequestLimits,
+
+    /// Rate limits of admission.
+    #[command(flatten)]
+    pub rates: RateSettings,
+
+    /// The forwarder role.
+    #[command(flatten)]
+    pub forwarder: ForwarderSettings,
+
+    /// How the service stops (shared with the bridge).
+    #[command(flatten)]
+    pub shutdown: ShutdownSettings,
+}
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
     /// PostgreSQL URL of the session metadata.
     #[arg(
-        long,
+        id = "database_url",
+        long = "database-url",
         env = "LOCUS_DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/locus"
     )]
-    pub database_url: String,
+    pub url: String,
 
     /// Maximum PostgreSQL connections of this process.
-    #[arg(long, env = "LOCUS_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
-    pub database_max_connections: u32,
+    #[arg(
+        id = "database_max_connections",
+        long = "database-max-connections",
+        env = "LOCUS_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub max_connections: u32,
 
     /// Run the embedded migrations at start.
-    #[arg(long, env = "LOCUS_DATABASE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub database_migrate: bool,
+    #[arg(id = "database_migrate", long = "database-migrate", env = "LOCUS_DATABASE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+}
 
+/// Redis buffer settings.
+#[derive(Debug, Clone, Args)]
+pub struct RedisSettings {
     /// Redis URL of the buffer.
     #[arg(
-        long,
+        id = "redis_url",
+        long = "redis-url",
         env = "LOCUS_REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
     )]
-    pub redis_url: String,
+    pub url: String,
 
     /// Prefix of every Redis key Locus writes (several deployments can share a Redis).
-    #[arg(long, env = "LOCUS_REDIS_PREFIX", default_value = "locus")]
-    pub redis_prefix: String,
+    #[arg(
+        id = "redis_prefix",
+        long = "redis-prefix",
+        env = "LOCUS_REDIS_PREFIX",
+        default_value = "locus"
+    )]
+    pub prefix: String,
 
     /// Number of Redis streams the buffer is sharded over (by session). Changing it moves
     /// sessions between shards: drain the buffer first.
-    #[arg(long, env = "LOCUS_REDIS_SHARDS", default_value_t = 4)]
-    pub redis_shards: u32,
+    #[arg(
+        id = "redis_shards",
+        long = "redis-shards",
+        env = "LOCUS_REDIS_SHARDS",
+        default_value_t = 4
+    )]
+    pub shards: u32,
 
     /// Bound of the buffer, in entries (one entry = one accepted HTTP batch) per shard.
     /// Past it, ingest answers 503 with Retry-After.
-    #[arg(long, env = "LOCUS_BUFFER_MAX_ENTRIES", default_value_t = 100_000)]
-    pub buffer_max_entries: u64,
+    #[arg(
+        id = "buffer_max_entries",
+        long = "buffer-max-entries",
+        env = "LOCUS_BUFFER_MAX_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub max_entries: u64,
 
     /// How long a batch id is remembered: a retry within this window is not stored twice.
-    #[arg(long, env = "LOCUS_DEDUPE_WINDOW_SECS", default_value_t = 86_400)]
+    #[arg(
+        id = "dedupe_window_secs",
+        long = "dedupe-window-secs",
+        env = "LOCUS_DEDUPE_WINDOW_SECS",
+        default_value_t = 86_400
+    )]
     pub dedupe_window_secs: u64,
+}
 
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "LOCUS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
-    /// Prefix of every topic name (`<prefix>locations`, `<prefix>session-events`, `<prefix>dead-letter`).
-    #[arg(long, env = "LOCUS_KAFKA_TOPIC_PREFIX", default_value = "locus.")]
-    pub kafka_topic_prefix: String,
-
+/// The topics ingest creates at start.
+#[derive(Debug, Clone, Args)]
+pub struct TopicSettings {
     /// Create the topics at start if they are missing (and warn about existing ones with
     /// fewer partitions or replicas than configured below).
-    #[arg(long, env = "LOCUS_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub kafka_create_topics: bool,
+    #[arg(id = "kafka_create_topics", long = "kafka-create-topics", env = "LOCUS_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create: bool,
 
     /// Partitions of the location and session-event topics created at start. The
     /// dead-letter topic always gets one.
-    #[arg(long, env = "LOCUS_KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
-    pub kafka_partitions: i32,
+    #[arg(id = "kafka_partitions", long = "kafka-partitions", env = "LOCUS_KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
 
     /// Replication factor of the topics created at start (1 for one local broker;
     /// production uses 3). From 3 on, the topics also get `min.insync.replicas` set to a
     /// majority of it.
-    #[arg(long, env = "LOCUS_KAFKA_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
-    pub kafka_replication_factor: i32,
+    #[arg(id = "kafka_replication_factor", long = "kafka-replication-factor", env = "LOCUS_KAFKA_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: i32,
+}
 
+/// The forwarder's Kafka producer.
+#[derive(Debug, Clone, Args)]
+pub struct ProducerSettings {
     /// Producer linger: how long records wait to fill a batch.
-    #[arg(long, env = "LOCUS_KAFKA_LINGER_MS", default_value_t = 5)]
-    pub kafka_linger_ms: u64,
+    #[arg(
+        id = "kafka_linger_ms",
+        long = "kafka-linger-ms",
+        env = "LOCUS_KAFKA_LINGER_MS",
+        default_value_t = 5
+    )]
+    pub linger_ms: u64,
 
     /// Producer compression (none, gzip, snappy, lz4).
-    #[arg(long, env = "LOCUS_KAFKA_COMPRESSION", default_value = "lz4")]
-    pub kafka_compression: String,
+    #[arg(
+        id = "kafka_compression",
+        long = "kafka-compression",
+        env = "LOCUS_KAFKA_COMPRESSION",
+        default_value = "lz4"
+    )]
+    pub compression: String,
+}
 
+/// Device and admin token verification.
+#[derive(Debug, Clone, Args)]
+pub struct JwtSettings {
     /// HS256 secret that device and admin tokens are signed with.
-    #[arg(long, env = "LOCUS_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: SecretString,
+    #[arg(
+        id = "jwt_secret",
+        long = "jwt-secret",
+        env = "LOCUS_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: SecretString,
 
     /// Required `iss` claim.
-    #[arg(long, env = "LOCUS_JWT_ISSUER", default_value = "locus")]
-    pub jwt_issuer: String,
+    #[arg(
+        id = "jwt_issuer",
+        long = "jwt-issuer",
+        env = "LOCUS_JWT_ISSUER",
+        default_value = "locus"
+    )]
+    pub issuer: String,
 
     /// Required `aud` claim.
-    #[arg(long, env = "LOCUS_JWT_AUDIENCE", default_value = "locus")]
-    pub jwt_audience: String,
+    #[arg(
+        id = "jwt_audience",
+        long = "jwt-audience",
+        env = "LOCUS_JWT_AUDIENCE",
+        default_value = "locus"
+    )]
+    pub audience: String,
+}
 
+/// Session lifetimes.
+#[derive(Debug, Clone, Args)]
+pub struct SessionSettings {
     /// Session duration when the device asks for none (the seed system's 10 minutes).
     #[arg(
-        long,
+        id = "session_default_duration_secs",
+        long = "session-default-duration-secs",
         env = "LOCUS_SESSION_DEFAULT_DURATION_SECS",
         default_value_t = 600
     )]
-    pub session_default_duration_secs: u64,
+    pub default_duration_secs: u64,
 
     /// Longest session a device may ask for.
     #[arg(
-        long,
+        id = "session_max_duration_secs",
+        long = "session-max-duration-secs",
         env = "LOCUS_SESSION_MAX_DURATION_SECS",
         default_value_t = 86_400
     )]
-    pub session_max_duration_secs: u64,
+    pub max_duration_secs: u64,
 
     /// How often the sweeper stops expired sessions.
-    #[arg(long, env = "LOCUS_SESSION_SWEEP_INTERVAL_MS", default_value_t = 1000)]
-    pub session_sweep_interval_ms: u64,
+    #[arg(
+        id = "session_sweep_interval_ms",
+        long = "session-sweep-interval-ms",
+        env = "LOCUS_SESSION_SWEEP_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub sweep_interval_ms: u64,
+}
 
+/// Bounds of one request.
+#[derive(Debug, Clone, Args)]
+pub struct RequestLimits {
     /// Largest request body, in bytes, after gzip decompression.
-    #[arg(long, env = "LOCUS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(
+        id = "max_body_bytes",
+        long = "max-body-bytes",
+        env = "LOCUS_MAX_BODY_BYTES",
+        default_value_t = 1024 * 1024
+    )]
     pub max_body_bytes: usize,
 
     /// Most fixes in one batch.
-    #[arg(long, env = "LOCUS_MAX_FIXES_PER_BATCH", default_value_t = 1000)]
+    #[arg(
+        id = "max_fixes_per_batch",
+        long = "max-fixes-per-batch",
+        env = "LOCUS_MAX_FIXES_PER_BATCH",
+        default_value_t = 1000
+    )]
     pub max_fixes_per_batch: usize,
 
     /// How far ahead of the server clock a fix may be.
-    #[arg(long, env = "LOCUS_MAX_FUTURE_SKEW_SECS", default_value_t = 300)]
+    #[arg(
+        id = "max_future_skew_secs",
+        long = "max-future-skew-secs",
+        env = "LOCUS_MAX_FUTURE_SKEW_SECS",
+        default_value_t = 300
+    )]
     pub max_future_skew_secs: u64,
 
     /// How old a fix may be.
-    #[arg(long, env = "LOCUS_MAX_FIX_AGE_SECS", default_value_t = 7 * 86_400)]
+    #[arg(
+        id = "max_fix_age_secs",
+        long = "max-fix-age-secs",
+        env = "LOCUS_MAX_FIX_AGE_SECS",
+        default_value_t = 7 * 86_400
+    )]
     pub max_fix_age_secs: u64,
+}
 
+/// Rate limits of admission, in fixes.
+#[derive(Debug, Clone, Args)]
+pub struct RateSettings {
     /// Sustained fixes per second one device may post.
-    #[arg(long, env = "LOCUS_RATE_DEVICE_FIXES_PER_SEC", default_value_t = 200)]
-    pub rate_device_fixes_per_sec: u32,
+    #[arg(
+        id = "rate_device_fixes_per_sec",
+        long = "rate-device-fixes-per-sec",
+        env = "LOCUS_RATE_DEVICE_FIXES_PER_SEC",
+        default_value_t = 200
+    )]
+    pub device_fixes_per_sec: u32,
 
     /// Fixes a device may post in a burst (at least the largest batch).
-    #[arg(long, env = "LOCUS_RATE_DEVICE_BURST", default_value_t = 5000)]
-    pub rate_device_burst: u32,
+    #[arg(
+        id = "rate_device_burst",
+        long = "rate-device-burst",
+        env = "LOCUS_RATE_DEVICE_BURST",
+        default_value_t = 5000
+    )]
+    pub device_burst: u32,
 
     /// Sustained fixes per second one tenant may post (all its devices together).
     #[arg(
-        long,
+        id = "rate_tenant_fixes_per_sec",
+        long = "rate-tenant-fixes-per-sec",
         env = "LOCUS_RATE_TENANT_FIXES_PER_SEC",
         default_value_t = 50_000
     )]
-    pub rate_tenant_fixes_per_sec: u32,
+    pub tenant_fixes_per_sec: u32,
 
     /// Fixes a tenant may post in a burst.
-    #[arg(long, env = "LOCUS_RATE_TENANT_BURST", default_value_t = 200_000)]
-    pub rate_tenant_burst: u32,
+    #[arg(
+        id = "rate_tenant_burst",
+        long = "rate-tenant-burst",
+        env = "LOCUS_RATE_TENANT_BURST",
+        default_value_t = 200_000
+    )]
+    pub tenant_burst: u32,
+}
 
+/// The forwarder role.
+#[derive(Debug, Clone, Args)]
+pub struct ForwarderSettings {
     /// Name of this forwarder in the Redis consumer group and in its shard leases; unique
     /// per replica.
-    #[arg(long, env = "LOCUS_FORWARDER_CONSUMER", default_value = "forwarder-1")]
-    pub forwarder_consumer: String,
+    #[arg(
+        id = "forwarder_consumer",
+        long = "forwarder-consumer",
+        env = "LOCUS_FORWARDER_CONSUMER",
+        default_value = "forwarder-1"
+    )]
+    pub consumer: String,
 
     /// Entries read from a shard at a time.
-    #[arg(long, env = "LOCUS_FORWARDER_READ_COUNT", default_value_t = 200)]
-    pub forwarder_read_count: usize,
+    #[arg(
+        id = "forwarder_read_count",
+        long = "forwarder-read-count",
+        env = "LOCUS_FORWARDER_READ_COUNT",
+        default_value_t = 200
+    )]
+    pub read_count: usize,
 
     /// Lease on a shard: one forwarder at a time owns a shard (that keeps each session in
     /// order). The owner renews it every third of this; a crashed owner's shards are taken
     /// over once it lapses. A graceful stop releases its leases at once.
-    #[arg(long, env = "LOCUS_FORWARDER_LEASE_MS", default_value_t = 10_000)]
-    pub forwarder_lease_ms: u64,
+    #[arg(
+        id = "forwarder_lease_ms",
+        long = "forwarder-lease-ms",
+        env = "LOCUS_FORWARDER_LEASE_MS",
+        default_value_t = 10_000
+    )]
+    pub lease_ms: u64,
 
     /// Most shards this forwarder owns at once (0: as many as it can get). With N replicas,
     /// set it to about shards / N so that they share the work.
-    #[arg(long, env = "LOCUS_FORWARDER_MAX_SHARDS", default_value_t = 0)]
-    pub forwarder_max_shards: u32,
-
-    /// How long shutdown waits for in-flight work before giving up.
-    #[arg(long, env = "LOCUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
-    pub shutdown_grace_secs: u64,
+    #[arg(
+        id = "forwarder_max_shards",
+        long = "forwarder-max-shards",
+        env = "LOCUS_FORWARDER_MAX_SHARDS",
+        default_value_t = 0
+    )]
+    pub max_shards: u32,
 }
 
 impl Config {
+    /// The configuration of the process: flags after `serve` on its command line, then
+    /// `LOCUS_*` variables, then the defaults.
+    pub fn from_env_and_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let argv =
+            std::iter::once(OsString::from("locus-ingest")).chain(args.into_iter().map(Into::into));
+        Self::try_parse_from(argv)
+    }
+
+    /// Parses flags ignoring the environment, so a variable set on the machine cannot leak
+    /// into a test or a tool that builds its configuration by hand.
+    pub fn from_args_only<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let argv =
+            std::iter::once(OsString::from("locus-ingest")).chain(args.into_iter().map(Into::into));
+        let matches = Self::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(argv)?;
+        Self::from_arg_matches(&matches)
+    }
+
+    /// A configuration for tests: the documented defaults (no environment read), a free
+    /// port, and `jwt_secret`. Change typed fields with [`Config::with`].
+    pub fn for_tests(jwt_secret: &str) -> Self {
+        let mut config = Self::from_args_only(["--jwt-secret", jwt_secret])
+            .expect("every other field has a default");
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    /// This configuration changed by `change` (`Config::for_tests(s).with(|c| c.redis.shards = 2)`).
+    pub fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
+        self
+    }
+
     /// Whether this process runs `role`.
     pub fn runs(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
 
-    /// The topic of location records.
-    pub fn locations_topic(&self) -> String {
-        format!("{}locations", self.kafka_topic_prefix)
-    }
-
-    /// The topic of session events.
-    pub fn session_events_topic(&self) -> String {
-        format!("{}session-events", self.kafka_topic_prefix)
-    }
-
-    /// The dead-letter topic.
-    pub fn dead_letter_topic(&self) -> String {
-        format!("{}dead-letter", self.kafka_topic_prefix)
+    /// The topic names.
+    pub fn topic_names(&self) -> Topics {
+        self.kafka.topics()
     }
 
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
+        self.shutdown.grace()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_keep_their_names_and_land_in_their_groups() {
+        let c = Config::from_args_only([
+            "--jwt-secret",
+            "s",
+            "--roles",
+            "forwarder",
+            "--database-url",
+            "postgres://db/x",
+            "--redis-url",
+            "redis://r:1",
+            "--redis-shards",
+            "2",
+            "--kafka-brokers",
+            "k:9",
+            "--kafka-topic-prefix",
+            "p.",
+            "--kafka-partitions",
+            "12",
+            "--forwarder-lease-ms",
+            "1500",
+            "--shutdown-grace-secs",
+            "5",
+        ])
+        .expect("valid flags");
+        assert_eq!(c.roles, [Role::Forwarder]);
+        assert_eq!(c.database.url, "postgres://db/x");
+        assert_eq!(c.redis.url, "redis://r:1");
+        assert_eq!(c.redis.shards, 2);
+        assert_eq!(c.kafka.brokers, "k:9");
+        assert_eq!(c.topic_names().locations(), "p.locations");
+        assert_eq!(c.topics.partitions, 12);
+        assert_eq!(c.forwarder.lease_ms, 1500);
+        assert_eq!(c.shutdown_grace(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_test_builder_starts_from_the_defaults_and_changes_typed_fields() {
+        let c = Config::for_tests("s").with(|c| c.redis.prefix = "t".into());
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.redis.prefix, "t");
+        assert_eq!(c.redis.shards, 4);
+        assert_eq!(c.kafka.topic_prefix, "locus.");
+        assert_eq!(c.topics.partitions, 6);
+        assert_eq!(c.rates.device_fixes_per_sec, 200);
+        assert_eq!(c.shutdown.grace_secs, 30);
+        assert!(c.runs(Role::Api) && c.runs(Role::Forwarder));
     }
 }

@@ -1,9 +1,13 @@
-//! The one error type of the HTTP edge.
+//! The one error type of the HTTP edge, and every stable error code it can answer with.
 //!
 //! Policy: every answer that is not a success carries a JSON body `{error, message}` where
-//! `error` is a stable code and `message` says what was wrong and how to fix it. Internal
-//! failures are logged with their cause and reach the client as a generic 500 or as 503
-//! with Retry-After when retrying will help; internals never leak.
+//! `error` is a stable code ([`ErrorCode`]: clients switch on it, so a code is never renamed)
+//! and `message` says what was wrong and how to fix it. Internal failures are logged with
+//! their cause and reach the client as a generic 500, or as 503 with Retry-After when
+//! retrying will help; internals never leak.
+//!
+//! Library code (admission, the buffer, the session store) returns its own typed errors;
+//! the `From` conversions at the bottom decide what each means to a client.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,53 +16,170 @@ use locus_wire::SessionId;
 use locus_wire::api::{BatchResponse, ErrorBody, StopReason};
 use serde_json::json;
 
+use crate::admission::AdmissionError;
+use crate::buffer::BufferError;
+
+/// Every stable code of an error answer, with the status it comes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 401: no token, a malformed one, a bad signature, expired, wrong issuer or audience.
+    Unauthorized,
+    /// 403: the token is valid but its role may not do this.
+    Forbidden,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint exists but not with this method.
+    MethodNotAllowed,
+    /// 404: no such session in the caller's tenant (also for another tenant's session).
+    SessionNotFound,
+    /// 409: the session ran past its maximum duration.
+    SessionExpired,
+    /// 409: the session was stopped.
+    SessionStopped,
+    /// 409: the device already has an active session.
+    SessionAlreadyActive,
+    /// 400: `max_duration_secs` out of range.
+    InvalidMaxDuration,
+    /// 400: a query parameter is not what the endpoint takes.
+    InvalidQuery,
+    /// 400: the batch id is not 1 to 128 printable ASCII characters.
+    InvalidBatchId,
+    /// 400: the batch has no fixes.
+    EmptyBatch,
+    /// 400: the body is not JSON (or not UTF-8).
+    MalformedJson,
+    /// 400: the body is JSON of the wrong shape.
+    InvalidBody,
+    /// 400: the body says gzip but is not.
+    MalformedGzip,
+    /// 400: the body could not be read to its end.
+    BodyUnreadable,
+    /// 413: the body is over the size bound (after decompression).
+    BodyTooLarge,
+    /// 413: the batch has more fixes than one batch may.
+    TooManyFixes,
+    /// 413: the batch has more fixes than a rate-limit burst allows.
+    BatchOverBurst,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 422: every fix of the batch was rejected; nothing was stored.
+    AllFixesRejected,
+    /// 429: over the rate limit.
+    RateLimited,
+    /// 503: a buffer shard is full (delivery to Kafka is behind).
+    BufferFull,
+    /// 503: Redis did not take the write.
+    BufferUnavailable,
+    /// 503: PostgreSQL failed.
+    DatabaseUnavailable,
+    /// 500: a bug or an unexpected failure.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the body's `error` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::SessionNotFound => "session_not_found",
+            Self::SessionExpired => "session_expired",
+            Self::SessionStopped => "session_stopped",
+            Self::SessionAlreadyActive => "session_already_active",
+            Self::InvalidMaxDuration => "invalid_max_duration",
+            Self::InvalidQuery => "invalid_query",
+            Self::InvalidBatchId => "invalid_batch_id",
+            Self::EmptyBatch => "empty_batch",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidBody => "invalid_body",
+            Self::MalformedGzip => "malformed_gzip",
+            Self::BodyUnreadable => "body_unreadable",
+            Self::BodyTooLarge => "body_too_large",
+            Self::TooManyFixes => "too_many_fixes",
+            Self::BatchOverBurst => "batch_over_burst",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::AllFixesRejected => "all_fixes_rejected",
+            Self::RateLimited => "rate_limited",
+            Self::BufferFull => "buffer_full",
+            Self::BufferUnavailable => "buffer_unavailable",
+            Self::DatabaseUnavailable => "database_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of an answer with this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::SessionExpired | Self::SessionStopped | Self::SessionAlreadyActive => {
+                StatusCode::CONFLICT
+            }
+            Self::InvalidMaxDuration
+            | Self::InvalidQuery
+            | Self::InvalidBatchId
+            | Self::EmptyBatch
+            | Self::MalformedJson
+            | Self::InvalidBody
+            | Self::MalformedGzip
+            | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge | Self::TooManyFixes | Self::BatchOverBurst => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::AllFixesRejected => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::BufferFull | Self::BufferUnavailable | Self::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 /// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 401: no token, a malformed one, a bad signature, expired, wrong issuer or audience.
+    /// The token is missing or invalid (why, in words).
     #[error("{0}")]
     Unauthorized(String),
-    /// 403: the token is valid but its role may not do this.
+    /// The token's role may not do this.
     #[error("{0}")]
     Forbidden(String),
-    /// 404: no such endpoint.
+    /// No such endpoint.
     #[error("{0}")]
     NotFound(String),
-    /// 405: the endpoint exists but not with this method.
+    /// The endpoint exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// 404: no such session in the caller's tenant (also for another tenant's session).
+    /// No such session in the caller's tenant (also for another tenant's session).
     #[error("session not found")]
     SessionNotFound,
-    /// 409: the session is stopped or expired.
+    /// The session is stopped or expired.
     #[error("session is stopped")]
     SessionStopped(StopReason),
-    /// 409: the device already has an active session.
+    /// The device already has an active session.
     #[error("device already has an active session")]
     SessionAlreadyActive(SessionId),
-    /// 400: the request is not what the endpoint takes.
+    /// The request is not what the endpoint takes (a 400 or 413 code).
     #[error("{message}")]
-    BadRequest {
-        /// Stable code.
-        code: &'static str,
-        /// Human explanation.
+    Invalid {
+        /// Which rule it broke.
+        code: ErrorCode,
+        /// What was wrong and how to fix it.
         message: String,
     },
-    /// 413: body or batch too large.
-    #[error("{message}")]
-    TooLarge {
-        /// Stable code.
-        code: &'static str,
-        /// Human explanation.
-        message: String,
-    },
-    /// 415: not JSON.
+    /// The body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 422: every fix of the batch was rejected; nothing was stored.
+    /// Every fix of the batch was rejected; nothing was stored.
     #[error("every fix was rejected")]
     AllRejected(BatchResponse),
-    /// 429: over the rate limit.
+    /// Over the rate limit.
     #[error("rate limited")]
     RateLimited {
         /// Seconds until the request would pass.
@@ -66,146 +187,117 @@ pub enum ApiError {
         /// Whose limit: `device` or `tenant`.
         scope: &'static str,
     },
-    /// 503: a dependency cannot take the write now; retry later.
+    /// A dependency cannot take the write now; retry later.
     #[error("{message}")]
     Unavailable {
-        /// Stable code.
-        code: &'static str,
-        /// Human explanation.
+        /// Which dependency.
+        code: ErrorCode,
+        /// What to do.
         message: String,
         /// Seconds to wait.
         retry_after_secs: u64,
     },
-    /// 500: a bug or an unexpected failure; the cause is logged, not sent.
+    /// A bug or an unexpected failure; the cause is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-impl From<SessionError> for ApiError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::NotFound => Self::SessionNotFound,
-            SessionError::Stopped(r) => Self::SessionStopped(r),
-            SessionError::AlreadyActive(id) => Self::SessionAlreadyActive(id),
-            SessionError::Database(e) => {
-                tracing::warn!(error = %e, "PostgreSQL failed during a request.");
-                Self::Unavailable {
-                    code: "database_unavailable",
-                    message: "session metadata is unavailable; retry later".into(),
-                    retry_after_secs: 1,
-                }
-            }
+impl ApiError {
+    /// A 400 or 413 answer with `code`.
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
         }
     }
-}
 
-fn body(code: &str, message: impl Into<String>) -> serde_json::Value {
-    serde_json::to_value(ErrorBody {
-        error: code.to_owned(),
-        message: message.into(),
-    })
-    .expect("ErrorBody serializes")
-}
+    /// The stable code of this answer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::SessionNotFound => ErrorCode::SessionNotFound,
+            Self::SessionStopped(StopReason::Expired) => ErrorCode::SessionExpired,
+            Self::SessionStopped(StopReason::Requested) => ErrorCode::SessionStopped,
+            Self::SessionAlreadyActive(_) => ErrorCode::SessionAlreadyActive,
+            Self::Invalid { code, .. } | Self::Unavailable { code, .. } => *code,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::AllRejected(_) => ErrorCode::AllFixesRejected,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut retry_after = None;
-        let (status, value) = match self {
-            Self::Unauthorized(m) => (
-                StatusCode::UNAUTHORIZED,
-                body(
-                    "unauthorized",
-                    format!(
-                        "{m}; send `Authorization: Bearer <token>` with a valid, unexpired token"
-                    ),
-                ),
-            ),
-            Self::Forbidden(m) => (StatusCode::FORBIDDEN, body("forbidden", m)),
-            Self::NotFound(m) => (StatusCode::NOT_FOUND, body("not_found", m)),
-            Self::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                body(
-                    "method_not_allowed",
-                    "this endpoint does not take this method; see docs/devices.md",
-                ),
-            ),
-            Self::SessionNotFound => (
-                StatusCode::NOT_FOUND,
-                body(
-                    "session_not_found",
-                    "no such session for this tenant; start one with POST /v1/sessions",
-                ),
-            ),
-            Self::SessionStopped(reason) => {
-                let (code, message) = match reason {
-                    StopReason::Expired => (
-                        "session_expired",
-                        "the session ran past its maximum duration and takes no more fixes; start a new session",
-                    ),
-                    StopReason::Requested => (
-                        "session_stopped",
-                        "the session was stopped and takes no more fixes; start a new session",
-                    ),
-                };
-                (StatusCode::CONFLICT, body(code, message))
+    /// What the client reads in `message`.
+    fn message(&self) -> String {
+        match self {
+            Self::Unauthorized(m) => {
+                format!("{m}; send `Authorization: Bearer <token>` with a valid, unexpired token")
             }
-            Self::SessionAlreadyActive(id) => {
-                let mut v = body(
-                    "session_already_active",
-                    format!(
-                        "this device already has an active session {id}; stop it or keep posting to it"
-                    ),
-                );
-                v["session_id"] = json!(id);
-                (StatusCode::CONFLICT, v)
+            Self::Forbidden(m) | Self::NotFound(m) | Self::UnsupportedMediaType(m) => m.clone(),
+            Self::MethodNotAllowed => {
+                "this endpoint does not take this method; see docs/devices.md".into()
             }
-            Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, body(code, message)),
-            Self::TooLarge { code, message } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, body(code, message))
+            Self::SessionNotFound => {
+                "no such session for this tenant; start one with POST /v1/sessions".into()
             }
-            Self::UnsupportedMediaType(m) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                body("unsupported_media_type", m),
+            Self::SessionStopped(StopReason::Expired) => "the session ran past its maximum duration and takes no more fixes; start a new session".into(),
+            Self::SessionStopped(StopReason::Requested) => {
+                "the session was stopped and takes no more fixes; start a new session".into()
+            }
+            Self::SessionAlreadyActive(id) => format!(
+                "this device already has an active session {id}; stop it or keep posting to it"
             ),
-            Self::AllRejected(batch) => {
-                let mut v = serde_json::to_value(&batch).expect("BatchResponse serializes");
-                v["error"] = json!("all_fixes_rejected");
-                v["message"] = json!(
-                    "every fix of the batch was rejected (see `rejected`); nothing was stored"
-                );
-                (StatusCode::UNPROCESSABLE_ENTITY, v)
+            Self::Invalid { message, .. } | Self::Unavailable { message, .. } => message.clone(),
+            Self::AllRejected(_) => {
+                "every fix of the batch was rejected (see `rejected`); nothing was stored".into()
             }
             Self::RateLimited {
                 retry_after_secs,
                 scope,
-            } => {
-                retry_after = Some(retry_after_secs);
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    body(
-                        "rate_limited",
-                        format!(
-                            "the {scope} is over its rate of fixes; retry the same batch after {retry_after_secs} s"
-                        ),
-                    ),
-                )
+            } => format!(
+                "the {scope} is over its rate of fixes; retry the same batch after {retry_after_secs} s"
+            ),
+            Self::Internal(_) => "an internal error occurred; retry later".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = %cause, "Request failed with an internal error.");
+        }
+        let message = self.message();
+        let mut value = match &self {
+            // The batch answer itself, so the client sees why each fix was rejected.
+            Self::AllRejected(batch) => {
+                serde_json::to_value(batch).expect("BatchResponse serializes")
             }
-            Self::Unavailable {
-                code,
-                message,
-                retry_after_secs,
-            } => {
-                retry_after = Some(retry_after_secs);
-                (StatusCode::SERVICE_UNAVAILABLE, body(code, message))
-            }
-            Self::Internal(cause) => {
-                tracing::error!(error = %cause, "Request failed with an internal error.");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    body("internal", "an internal error occurred; retry later"),
-                )
-            }
+            _ => serde_json::to_value(ErrorBody {
+                error: code.as_str().to_owned(),
+                message: message.clone(),
+            })
+            .expect("ErrorBody serializes"),
         };
+        value["error"] = json!(code.as_str());
+        value["message"] = json!(message);
+        if let Self::SessionAlreadyActive(id) = &self {
+            value["session_id"] = json!(id);
+        }
+        let retry_after = match &self {
+            Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let status = code.status();
         let mut response = (status, axum::Json(value)).into_response();
         if let Some(secs) = retry_after {
             response
@@ -219,5 +311,106 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound => Self::SessionNotFound,
+            SessionError::Stopped(r) => Self::SessionStopped(r),
+            SessionError::AlreadyActive(id) => Self::SessionAlreadyActive(id),
+            SessionError::Database(e) => {
+                tracing::warn!(error = %e, "PostgreSQL failed during a request.");
+                Self::Unavailable {
+                    code: ErrorCode::DatabaseUnavailable,
+                    message: "session metadata is unavailable; retry later".into(),
+                    retry_after_secs: 1,
+                }
+            }
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        match e {
+            AdmissionError::RateLimited {
+                scope,
+                retry_after_secs,
+            } => Self::RateLimited {
+                retry_after_secs,
+                scope,
+            },
+            AdmissionError::OverBurst { scope } => Self::invalid(
+                ErrorCode::BatchOverBurst,
+                format!(
+                    "the batch has more fixes than the {scope} burst allows; send smaller batches"
+                ),
+            ),
+        }
+    }
+}
+
+impl From<BufferError> for ApiError {
+    fn from(e: BufferError) -> Self {
+        match e {
+            BufferError::Full(shard) => Self::Unavailable {
+                code: ErrorCode::BufferFull,
+                message: format!(
+                    "the ingest buffer (shard {shard}) is full because delivery to Kafka is behind; retry the same batch later"
+                ),
+                retry_after_secs: 5,
+            },
+            BufferError::Redis(_) | BufferError::Encoding(_) => Self::Unavailable {
+                code: ErrorCode::BufferUnavailable,
+                message:
+                    "the batch could not be stored; nothing was kept: retry the same batch later"
+                        .into(),
+                retry_after_secs: 2,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_keeps_its_name_and_status() {
+        let cases = [
+            (ErrorCode::SessionExpired, "session_expired", 409),
+            (ErrorCode::InvalidBatchId, "invalid_batch_id", 400),
+            (ErrorCode::TooManyFixes, "too_many_fixes", 413),
+            (ErrorCode::BatchOverBurst, "batch_over_burst", 413),
+            (ErrorCode::AllFixesRejected, "all_fixes_rejected", 422),
+            (ErrorCode::RateLimited, "rate_limited", 429),
+            (ErrorCode::BufferFull, "buffer_full", 503),
+            (ErrorCode::Internal, "internal", 500),
+        ];
+        for (code, name, status) in cases {
+            assert_eq!((code.as_str(), code.status().as_u16()), (name, status));
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_is_a_503_that_says_to_retry_the_same_batch() {
+        let e = ApiError::from(BufferError::Full(2));
+        assert_eq!(e.code(), ErrorCode::BufferFull);
+        let response = e.into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn a_rate_limit_answer_carries_retry_after() {
+        let e = ApiError::from(AdmissionError::RateLimited {
+            scope: "device",
+            retry_after_secs: 3,
+        });
+        let response = e.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 }

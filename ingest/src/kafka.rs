@@ -1,18 +1,12 @@
-//! Kafka plumbing of the forwarder: the idempotent producer, topic creation and the
-//! mapping of buffer entries to records.
+//! Kafka clients of ingest: the idempotent producer's settings and the creation of the
+//! topics at start. What goes into a record is in `forwarder::producer`.
 
 use std::time::Duration;
 
-use locus_wire::record::{
-    CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION,
-    HEADER_SESSION, HEADER_TENANT, SCHEMA_VERSION,
-};
-use locus_wire::{SessionId, TenantId};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::Config;
@@ -20,11 +14,11 @@ use crate::config::Config;
 /// The producer: idempotent (no duplicates or reordering from its own retries), acks=all.
 pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", &config.kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", config.kafka_linger_ms.to_string())
-        .set("compression.type", &config.kafka_compression)
+        .set("linger.ms", config.producer.linger_ms.to_string())
+        .set("compression.type", &config.producer.compression)
         // Records stay in the producer's queue while the broker is away; the entry stays
         // pending in Redis meanwhile, so a long timeout loses nothing.
         .set("message.timeout.ms", "120000")
@@ -61,15 +55,17 @@ impl TopicSpec {
 /// keeps them in the order they failed for whoever replays them). All with the configured
 /// replication factor.
 pub fn topic_specs(config: &Config) -> [TopicSpec; 3] {
-    let spec = |name: String, partitions: i32| TopicSpec {
-        name,
+    let spec = |name: &str, partitions: i32| TopicSpec {
+        name: name.to_owned(),
         partitions,
-        replication_factor: config.kafka_replication_factor,
+        replication_factor: config.topics.replication_factor,
     };
+    let topics = config.topic_names();
+    let partitions = config.topics.partitions;
     [
-        spec(config.locations_topic(), config.kafka_partitions),
-        spec(config.session_events_topic(), config.kafka_partitions),
-        spec(config.dead_letter_topic(), 1),
+        spec(topics.locations(), partitions),
+        spec(topics.session_events(), partitions),
+        spec(topics.dead_letter(), 1),
     ]
 }
 
@@ -79,7 +75,7 @@ pub fn topic_specs(config: &Config) -> [TopicSpec; 3] {
 /// reads across the change, so that is an operator's decision.
 pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", &config.kafka.brokers)
         .create()?;
     let specs = topic_specs(config);
     let min_insync: Vec<Option<String>> = specs
@@ -172,33 +168,6 @@ fn warn_if_fewer(topic: &str, what: &str, found: usize, configured: i32) {
     }
 }
 
-/// Headers of a record of `kind` for `session` of `tenant`.
-pub fn headers(kind: &str, tenant: &TenantId, session: SessionId) -> OwnedHeaders {
-    let session = session.to_string();
-    let version = SCHEMA_VERSION.to_string();
-    OwnedHeaders::new_with_capacity(5)
-        .insert(Header {
-            key: HEADER_TENANT,
-            value: Some(tenant.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_SESSION,
-            value: Some(session.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_SCHEMA_VERSION,
-            value: Some(version.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_RECORD_TYPE,
-            value: Some(kind),
-        })
-        .insert(Header {
-            key: HEADER_CONTENT_TYPE,
-            value: Some(CONTENT_TYPE_JSON),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_dead_letter_topic_has_one_partition_and_the_others_the_configured_count() {
-        let config = crate::config_from_args([
+        let config = crate::Config::from_args_only([
             "--jwt-secret",
             "s",
             "--kafka-topic-prefix",

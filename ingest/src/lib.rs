@@ -1,6 +1,7 @@
 //! The Locus ingest service: the HTTP API devices post to, admission, the Redis buffer,
 //! and the forwarder role that moves buffered fixes to Kafka.
 
+pub mod access;
 pub mod admission;
 pub mod auth;
 pub mod body;
@@ -11,7 +12,9 @@ pub mod events;
 pub mod forwarder;
 pub mod kafka;
 pub mod routes;
+pub mod session_events;
 pub mod startup;
+pub mod sweeper;
 
 pub use config::Config;
 pub use startup::{Application, StartupError};
@@ -62,21 +65,4 @@ pub struct TokenArgs {
     /// `aud` claim.
     #[arg(long, env = "LOCUS_JWT_AUDIENCE", default_value = "locus")]
     pub audience: String,
-}
-
-/// Parses a [`Config`] from `args` (as if given on the command line after `serve`),
-/// falling back to `LOCUS_*` variables and defaults. Tests use it to build configs.
-pub fn config_from_args<I, T>(args: I) -> Result<Config, clap::Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    #[derive(clap::Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        config: Config,
-    }
-    let argv = std::iter::once(std::ffi::OsString::from("locus-ingest"))
-        .chain(args.into_iter().map(Into::into));
-    <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.config)
 }

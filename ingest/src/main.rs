@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve(config)) => serve(*config).await,
         None => {
-            let config = locus_ingest::config_from_args(std::iter::empty::<String>())
+            let config = locus_ingest::Config::from_env_and_args(std::iter::empty::<String>())
                 .unwrap_or_else(|e| e.exit());
             serve(config).await
         }
@@ -46,6 +46,7 @@ async fn serve(config: locus_ingest::Config) -> anyhow::Result<()> {
     let app = Application::build(config)
         .await
         .context("ingest could not start (are PostgreSQL, Redis and Kafka up? `./locus services` starts them)")?;
-    app.run_until_stopped(shutdown).await;
-    Ok(())
+    app.run_until_stopped(shutdown)
+        .await
+        .context("the HTTP server failed")
 }

@@ -9,6 +9,8 @@ mod sessions_stop;
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -16,10 +18,38 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-use crate::config::Role;
+use locus_session::SessionStore;
+use locus_wire::api::FixLimits;
+use rdkafka::producer::FutureProducer;
+
+use crate::admission::Admission;
+use crate::auth::Authenticator;
+use crate::buffer::Buffer;
+use crate::config::{Config, Role};
 use crate::error::ApiError;
 use crate::events;
-use crate::startup::AppState;
+use crate::session_events::SessionEventPublisher;
+
+/// State shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service configuration.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Session metadata.
+    pub store: SessionStore,
+    /// The Redis buffer.
+    pub buffer: Buffer,
+    /// Where session started and stopped events go.
+    pub session_events: SessionEventPublisher,
+    /// Rate limits.
+    pub admission: Arc<Admission>,
+    /// Timestamp bounds of fixes.
+    pub limits: FixLimits,
+    /// Used by /readyz to check Kafka.
+    pub producer: FutureProducer,
+}
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; see README.md or docs/devices.md for the API".into())
@@ -45,9 +75,8 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new()
     };
-    base.route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    // /healthz, /readyz and /metrics: the router every service shares, with ingest's checks.
+    base.merge(locus_service::health::router(health::readiness(&state)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -67,6 +96,11 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
-    events::http_request(route, response.status().as_u16(), started.elapsed());
+    events::HttpRequest {
+        route: &route,
+        status: response.status().as_u16(),
+        duration: started.elapsed(),
+    }
+    .emit();
     response
 }

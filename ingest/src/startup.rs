@@ -1,15 +1,12 @@
 //! Building and running the ingest application: connections, the HTTP listener, the
-//! expiry sweeper and the forwarder, and the order in which they stop.
+//! expiry sweeper and the forwarder, and the order in which they stop. Only wiring: what
+//! each part does is in its own module.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use locus_session::{Session, SessionStore};
+use locus_session::SessionStore;
 use locus_wire::api::FixLimits;
-use locus_wire::buffer::BufferEntry;
-use locus_wire::record::{SCHEMA_VERSION, SessionEvent, SessionEventKind};
-use rdkafka::producer::FutureProducer;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +17,10 @@ use crate::auth::Authenticator;
 use crate::buffer::{Buffer, Keys};
 use crate::config::{Config, Role};
 use crate::forwarder::Forwarder;
-use crate::{events, kafka, routes};
+use crate::kafka;
+use crate::routes::{self, AppState};
+use crate::session_events::SessionEventPublisher;
+use crate::sweeper::Sweeper;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,58 +42,6 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
 }
 
-/// State shared by the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    /// The service configuration.
-    pub config: Arc<Config>,
-    /// Token verification.
-    pub auth: Authenticator,
-    /// Session metadata.
-    pub store: SessionStore,
-    /// The Redis buffer.
-    pub buffer: Buffer,
-    /// Rate limits.
-    pub admission: Arc<Admission>,
-    /// Timestamp bounds of fixes.
-    pub limits: FixLimits,
-    /// Used by /readyz to check Kafka.
-    pub producer: FutureProducer,
-}
-
-impl AppState {
-    /// Buffers a session event, so it reaches Kafka in order with the session's fixes.
-    /// Retries a few times: the session row already changed, and a lost event would
-    /// leave Kafka telling a different story than PostgreSQL.
-    pub async fn publish_session_event(&self, kind: SessionEventKind, session: &Session) {
-        let event = BufferEntry::SessionEvent(SessionEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: uuid::Uuid::now_v7(),
-            kind,
-            tenant_id: session.tenant_id.clone(),
-            session_id: session.id,
-            device_id: session.device_id.clone(),
-            at: session.stopped_at.unwrap_or(session.started_at),
-            reason: session.stop_reason,
-        });
-        let label = match kind {
-            SessionEventKind::Started => "started",
-            SessionEventKind::Stopped => "stopped",
-        };
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=4 {
-            match self.buffer.append_event(&event).await {
-                Ok(()) => return events::session_event(label),
-                Err(e) if attempt == 4 => return events::session_event_lost(&e),
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-            }
-        }
-    }
-}
-
 /// The built application, ready to run.
 pub struct Application {
     config: Arc<Config>,
@@ -105,31 +53,32 @@ pub struct Application {
 
 impl Application {
     /// Connects to PostgreSQL, Redis and Kafka, runs migrations, creates topics and binds
-    /// the listener (when the API role runs). Fails fast with what is missing.
+    /// the listener. Fails fast with what is missing.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let config = Arc::new(config);
-        // Install the recorder before anything counts, or early metrics go nowhere.
-        let _ = locus_service::metrics_handle();
+        // Registered before anything counts, so the unlabelled metrics of this process's
+        // roles read 0 from start.
+        crate::events::register(&config.roles);
         let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
+            .max_connections(config.database.max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(&config.database_url)
+            .connect(&config.database.url)
             .await?;
-        if config.database_migrate {
+        if config.database.migrate {
             locus_session::migrate(&pool).await?;
         }
         let store = SessionStore::new(pool);
-        let redis = redis::Client::open(config.redis_url.as_str())?;
+        let redis = redis::Client::open(config.redis.url.as_str())?;
         let conn = redis::aio::ConnectionManager::new(redis.clone()).await?;
-        let keys = Keys::new(&config.redis_prefix, config.redis_shards);
+        let keys = Keys::new(&config.redis.prefix, config.redis.shards);
         let buffer = Buffer::new(
             conn,
             keys,
-            config.buffer_max_entries,
-            config.dedupe_window_secs,
+            config.redis.max_entries,
+            config.redis.dedupe_window_secs,
         );
         let producer = kafka::producer(&config)?;
-        if config.kafka_create_topics {
+        if config.topics.create {
             kafka::ensure_topics(&config).await?;
         }
         let forwarder = config
@@ -138,15 +87,17 @@ impl Application {
         // Every role serves /healthz, /readyz and /metrics; only the API role serves /v1.
         let listener = TcpListener::bind(config.listen).await?;
         let port = listener.local_addr()?.port();
+        let limits = &config.limits;
         let state = AppState {
-            auth: Authenticator::new(&config.jwt_secret, &config.jwt_issuer, &config.jwt_audience),
+            auth: Authenticator::new(&config.jwt.secret, &config.jwt.issuer, &config.jwt.audience),
             admission: Arc::new(Admission::new(&config)),
             limits: FixLimits {
-                max_future: chrono::Duration::seconds(config.max_future_skew_secs as i64),
-                max_age: chrono::Duration::seconds(config.max_fix_age_secs as i64),
+                max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),
+                max_age: chrono::Duration::seconds(limits.max_fix_age_secs as i64),
             },
             config: config.clone(),
             store,
+            session_events: SessionEventPublisher::new(buffer.clone()),
             buffer,
             producer,
         };
@@ -164,39 +115,66 @@ impl Application {
         self.port
     }
 
-    /// Runs until `shutdown` is cancelled, then stops in order: the HTTP server stops
-    /// accepting and finishes in-flight requests (their batches reach Redis), then the
-    /// forwarder drains the buffer into Kafka within the grace period and flushes.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown` is cancelled or the HTTP server fails, then stops in order:
+    /// the HTTP server stops accepting and finishes in-flight requests (their batches reach
+    /// Redis), the sweeper stops, then the forwarder drains the buffer into Kafka within
+    /// the grace period and flushes. Returns the server's error if it failed: a process
+    /// that cannot be reached or probed must not keep running unseen.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let tracker = TaskTracker::new();
+        // `stop` ends the HTTP server and the sweeper: on shutdown, or when the server fails.
+        let stop = shutdown.child_token();
+        // The forwarder has a token of its own: it must keep draining after the HTTP server
+        // stopped, so that batches accepted by the last requests still reach Kafka.
         let forwarder_stop = CancellationToken::new();
         let grace = self.config.shutdown_grace();
 
         tracing::info!(port = self.port, roles = ?self.config.roles, "Ingest listening.");
         let app = routes::router(self.state.clone());
-        let stop = shutdown.clone();
-        let server = tracker.spawn(async move {
-            let served = axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed.");
+        let server = tracker.spawn({
+            let stop = stop.clone();
+            async move {
+                let served = axum::serve(self.listener, app)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .await;
+                if let Err(e) = &served {
+                    tracing::error!(error = %e, "HTTP server failed; shutting down.");
+                    stop.cancel();
+                }
+                served
             }
         });
         if self.config.runs(Role::Api) {
-            tracker.spawn(sweep_expired(self.state.clone(), shutdown.clone()));
+            let sweeper = Sweeper {
+                store: self.state.store.clone(),
+                session_events: self.state.session_events.clone(),
+                admission: self.state.admission.clone(),
+                every: Duration::from_millis(self.config.sessions.sweep_interval_ms),
+            };
+            tracker.spawn(sweeper.run(stop.clone()));
         }
-
         if let Some(forwarder) = self.forwarder {
-            tracing::info!(consumer = %self.config.forwarder_consumer, "Forwarder started.");
+            tracing::info!(consumer = %self.config.forwarder.consumer, "Forwarder started.");
             tracker.spawn(forwarder.run(forwarder_stop.clone(), grace));
         }
+        // No more tasks: wait() below returns once the ones above are done.
         tracker.close();
 
-        shutdown.cancelled().await;
+        stop.cancelled().await;
         tracing::info!("Shutting down: no new requests; finishing in-flight ones.");
-        let _ = server.await;
+        // The server task returns once in-flight requests are answered. A JoinError means
+        // it panicked: the requests it was serving are gone either way, and draining the
+        // buffer below is still the right next step, so it is reported, not propagated.
+        let served = match server.await {
+            Ok(served) => served,
+            Err(e) => {
+                tracing::error!(error = %e, "The HTTP server task panicked.");
+                Ok(())
+            }
+        };
         forwarder_stop.cancel();
+        // The forwarder bounds its own drain by `grace`; the extra 5 s cover its final
+        // flush. Past that, tasks are abandoned: their entries stay pending in Redis.
         if tokio::time::timeout(grace + Duration::from_secs(5), tracker.wait())
             .await
             .is_err()
@@ -204,35 +182,6 @@ impl Application {
             tracing::warn!("Some tasks did not finish within the grace period.");
         }
         tracing::info!("Shutdown complete.");
-    }
-}
-
-/// Stops sessions past their maximum duration and publishes their stop events; also
-/// trims idle rate-limit keys.
-async fn sweep_expired(state: AppState, shutdown: CancellationToken) {
-    let every = Duration::from_millis(state.config.session_sweep_interval_ms.max(10));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_trim = Utc::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match state.store.expire_due(500).await {
-            Ok(expired) => {
-                for session in &expired {
-                    tracing::info!(session = %session.id, tenant = %session.tenant_id, "Session expired.");
-                    state
-                        .publish_session_event(SessionEventKind::Stopped, session)
-                        .await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Expiry sweep failed; will retry."),
-        }
-        if Utc::now() - last_trim > chrono::Duration::seconds(60) {
-            state.admission.forget_idle();
-            last_trim = Utc::now();
-        }
+        served
     }
 }

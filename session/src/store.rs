@@ -204,6 +204,7 @@ impl SessionStore {
             Ok(s) => s,
             // Two concurrent starts for one device: the unique index lets one through.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                // The failed insert poisoned the transaction: roll it back before reading.
                 drop(tx);
                 let id = sqlx::query_scalar(
                     "SELECT id FROM sessions WHERE tenant_id = $1 AND device_id = $2 AND status = 'active'",

@@ -12,6 +12,9 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, Command, CommandFactory, FromArgMatches, Parser};
 
+use locus_service::settings::{KafkaSettings, ShutdownSettings};
+use locus_wire::topics::Topics;
+
 use crate::error::BridgeError;
 use crate::webhook::config::{SinkSpecs, Sinks};
 use crate::webhook::retry::RetryPolicy;
@@ -27,14 +30,10 @@ pub struct Config {
     #[arg(long, env = "LOCUS_BRIDGE_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "LOCUS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
-    /// Prefix of every topic name: the bridge reads `<prefix>locations` and writes
-    /// `<prefix>dead-letter`.
-    #[arg(long, env = "LOCUS_KAFKA_TOPIC_PREFIX", default_value = "locus.")]
-    pub kafka_topic_prefix: String,
+    /// Kafka brokers and topic names (shared with ingest): the bridge reads
+    /// `<prefix>locations` and writes `<prefix>dead-letter`.
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
 
     /// Consumer group of the bridge. Replicas sharing it split the partitions; offsets are
     /// committed under it, so a restart resumes after the last delivered record.
@@ -122,10 +121,10 @@ pub struct Config {
     )]
     pub request_timeout_ms: u64,
 
-    /// How long shutdown waits for the in-flight batch before giving up on it (its records
-    /// are then delivered again after the restart).
-    #[arg(long, env = "LOCUS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
-    pub shutdown_grace_secs: u64,
+    /// How the bridge stops (shared with ingest): how long shutdown waits for the in-flight
+    /// batch before giving up on it (its records are then delivered again after the restart).
+    #[command(flatten)]
+    pub shutdown: ShutdownSettings,
 }
 
 impl Config {
@@ -157,8 +156,7 @@ impl Config {
     pub fn for_tests(kafka_brokers: &str, kafka_topic_prefix: &str, group: &str) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            kafka_brokers: kafka_brokers.to_owned(),
-            kafka_topic_prefix: kafka_topic_prefix.to_owned(),
+            kafka: KafkaSettings::new(kafka_brokers, kafka_topic_prefix),
             group: group.to_owned(),
             allow_private_sinks: true,
             lag_interval_ms: 200,
@@ -166,7 +164,7 @@ impl Config {
             backoff_initial_ms: 20,
             backoff_max_ms: 500,
             request_timeout_ms: 5_000,
-            shutdown_grace_secs: 10,
+            shutdown: ShutdownSettings { grace_secs: 10 },
             ..Self::defaults()
         }
     }
@@ -179,14 +177,9 @@ impl Config {
         self
     }
 
-    /// The topic of location records.
-    pub fn locations_topic(&self) -> String {
-        format!("{}locations", self.kafka_topic_prefix)
-    }
-
-    /// The dead-letter topic.
-    pub fn dead_letter_topic(&self) -> String {
-        format!("{}dead-letter", self.kafka_topic_prefix)
+    /// The topic names.
+    pub fn topics(&self) -> Topics {
+        self.kafka.topics()
     }
 
     /// How often the consumer lag is measured (never more often than every 10 ms).
@@ -196,7 +189,7 @@ impl Config {
 
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
+        self.shutdown.grace()
     }
 
     /// The retry rules of webhook deliveries.
@@ -268,8 +261,8 @@ mod tests {
     fn the_defaults_are_the_documented_ones() {
         let c = Config::defaults();
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8081)));
-        assert_eq!(c.kafka_brokers, "127.0.0.1:9092");
-        assert_eq!(c.kafka_topic_prefix, "locus.");
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.kafka.topic_prefix, "locus.");
         assert_eq!(c.group, "locus-stream-bridge");
         assert_eq!(c.session_timeout_ms, 45_000);
         assert_eq!(c.heartbeat_interval_ms, 3_000);
@@ -277,7 +270,7 @@ mod tests {
         assert_eq!(c.lag_interval_ms, 5_000);
         assert!(c.sinks.is_none() && c.sinks_file.is_none());
         assert!(!c.allow_private_sinks);
-        assert_eq!(c.shutdown_grace_secs, 30);
+        assert_eq!(c.shutdown.grace_secs, 30);
         assert_eq!(c.batch_max_records, 500);
         assert_eq!(c.batch_linger_ms, 100);
         assert_eq!(c.max_attempts, 8);
@@ -316,8 +309,8 @@ mod tests {
     #[test]
     fn topic_names_carry_the_prefix() {
         let c = Config::for_tests("b:9092", "t1.", "g");
-        assert_eq!(c.locations_topic(), "t1.locations");
-        assert_eq!(c.dead_letter_topic(), "t1.dead-letter");
+        assert_eq!(c.topics().locations(), "t1.locations");
+        assert_eq!(c.topics().dead_letter(), "t1.dead-letter");
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl ConsumerLoop {
                 break;
             }
         }
+        // The loop is done, so the grace deadline has nothing left to abort.
         watchdog.abort();
 
         // Everything handled is stored; make it durable before the consumer leaves the

@@ -10,18 +10,10 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{DeadLetterProduceFailed, DeadLetterReason, RecordsDeadLettered};
-use crate::webhook::retry::RetryPolicy;
+use locus_wire::headers::{self, DeadLetterReason};
 
-/// Header with the reason (`rejected`, `exhausted`, `malformed`).
-pub const HEADER_DLQ_REASON: &str = "locus-dlq-reason";
-/// Header naming the sink that could not take the record (`webhook`, or `none` for a
-/// record that was not readable).
-pub const HEADER_DLQ_SINK: &str = "locus-dlq-sink";
-/// Header with the last error, in words.
-pub const HEADER_DLQ_DETAIL: &str = "locus-dlq-detail";
-/// Header with where the record came from: `<topic>/<partition>/<offset>`.
-pub const HEADER_DLQ_ORIGIN: &str = "locus-dlq-origin";
+use crate::events::{DeadLetterProduceFailed, RecordsDeadLettered};
+use crate::webhook::retry::RetryPolicy;
 
 /// Writes records to the dead-letter topic, retrying until the broker confirms.
 #[derive(Clone)]
@@ -139,12 +131,7 @@ fn dead_letter_headers(
     detail: &str,
     origin: &str,
 ) -> OwnedHeaders {
-    let ours = [
-        (HEADER_DLQ_REASON, reason.as_str()),
-        (HEADER_DLQ_SINK, sink),
-        (HEADER_DLQ_DETAIL, detail),
-        (HEADER_DLQ_ORIGIN, origin),
-    ];
+    let ours = headers::dead_letter_headers(reason, sink, detail, origin);
     let mut headers = OwnedHeaders::new();
     if let Some(original) = original {
         for h in original.iter() {
@@ -178,7 +165,7 @@ mod tests {
                 value: Some("acme"),
             })
             .insert(Header {
-                key: "locus-dlq-reason",
+                key: headers::DLQ_REASON,
                 value: Some("malformed"),
             });
         let headers = dead_letter_headers(

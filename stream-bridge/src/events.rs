@@ -1,72 +1,82 @@
 //! Internal events of the bridge: each one logs and counts in one place, and this is the
 //! only file that names a metric (docs/metrics.md lists them). Label values are bounded:
 //! outcomes, reasons, and the location topic's partitions; never tenants.
+//!
+//! The metrics are created and registered with the process registry
+//! ([`locus_service::metrics`]) together, on first use; [`register`] makes that happen at
+//! start.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
-};
+use locus_service::metrics::{counter, counter_vec, gauge_vec, latency_histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 use uuid::Uuid;
 
 use crate::webhook::retry::Outcome;
 
-const RECORDS_CONSUMED: &str = "locus_bridge_records_consumed_total";
-const RECORDS_DELIVERED: &str = "locus_bridge_records_delivered_total";
-const RECORDS_DEAD_LETTERED: &str = "locus_bridge_records_dead_lettered_total";
-const RECORDS_SKIPPED: &str = "locus_bridge_records_skipped_total";
-const DELIVERY_ATTEMPTS: &str = "locus_bridge_delivery_attempts_total";
-const DELIVERY_DURATION: &str = "locus_bridge_delivery_duration_seconds";
-const END_TO_END: &str = "locus_bridge_end_to_end_seconds";
-const CONSUMER_LAG: &str = "locus_bridge_consumer_lag_records";
+/// Why records went to the dead-letter topic: the `reason` label of
+/// `locus_bridge_records_dead_lettered_total` and the `locus-dlq-reason` header.
+pub use locus_wire::headers::DeadLetterReason;
 
-/// Describes every metric and sets the unlabelled counters to zero, so dashboards and
-/// alerts see them before the first record.
-pub fn register() {
-    describe_counter!(
-        RECORDS_CONSUMED,
-        Unit::Count,
-        "Records read from the location topic."
-    );
-    describe_counter!(
-        RECORDS_DELIVERED,
-        Unit::Count,
-        "Records a webhook accepted (2xx)."
-    );
-    describe_counter!(
-        RECORDS_DEAD_LETTERED,
-        Unit::Count,
-        "Records written to the dead-letter topic, by reason."
-    );
-    describe_counter!(
-        RECORDS_SKIPPED,
-        Unit::Count,
-        "Records not delivered on purpose, by reason (no_sink: the tenant has no sink)."
-    );
-    describe_counter!(
-        DELIVERY_ATTEMPTS,
-        Unit::Count,
-        "Webhook HTTP attempts, by outcome (delivered, retriable, rejected)."
-    );
-    describe_histogram!(
-        DELIVERY_DURATION,
-        Unit::Seconds,
-        "Duration of one webhook HTTP attempt."
-    );
-    describe_histogram!(
-        END_TO_END,
-        Unit::Seconds,
-        "Time from ingest accepting a fix to its webhook delivery."
-    );
-    describe_gauge!(
-        CONSUMER_LAG,
-        Unit::Count,
+/// Every metric of the bridge, with its name and description.
+struct Metrics {
+    records_consumed: IntCounter,
+    records_delivered: IntCounter,
+    records_dead_lettered: IntCounterVec,
+    records_skipped: IntCounterVec,
+    delivery_attempts: IntCounterVec,
+    delivery_duration: Histogram,
+    end_to_end: Histogram,
+    consumer_lag: IntGaugeVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    records_consumed: counter(
+        "locus_bridge_records_consumed_total",
+        "Records read from the location topic.",
+    ),
+    records_delivered: counter(
+        "locus_bridge_records_delivered_total",
+        "Records a webhook accepted (2xx).",
+    ),
+    records_dead_lettered: counter_vec(
+        "locus_bridge_records_dead_lettered_total",
+        "Records written to the dead-letter topic, by reason.",
+        &["reason"],
+    ),
+    records_skipped: counter_vec(
+        "locus_bridge_records_skipped_total",
+        "Records not delivered on purpose, by reason (no_sink: the tenant has no sink).",
+        &["reason"],
+    ),
+    delivery_attempts: counter_vec(
+        "locus_bridge_delivery_attempts_total",
+        "Webhook HTTP attempts, by outcome (delivered, retriable, rejected).",
+        &["outcome"],
+    ),
+    delivery_duration: latency_histogram(
+        "locus_bridge_delivery_duration_seconds",
+        "Duration of one webhook HTTP attempt.",
+    ),
+    end_to_end: latency_histogram(
+        "locus_bridge_end_to_end_seconds",
+        "Time from ingest accepting a fix to its webhook delivery.",
+    ),
+    consumer_lag: gauge_vec(
+        "locus_bridge_consumer_lag_records",
         "Records of a partition past the group's committed offset (high watermark minus \
-         committed offset), per partition this replica owns; 0 for one it gave up."
-    );
-    counter!(RECORDS_CONSUMED).increment(0);
-    counter!(RECORDS_DELIVERED).increment(0);
+         committed offset), per partition this replica owns; 0 for one it gave up.",
+        &["topic", "partition"],
+    ),
+});
+
+/// Describes every metric and registers it, so the unlabelled ones (the consumed and
+/// delivered counters, the two histograms) read 0 before the first record and dashboards
+/// and alerts see them from the start.
+pub fn register() {
+    LazyLock::force(&METRICS);
 }
 
 /// A batch was read from Kafka.
@@ -79,7 +89,7 @@ impl RecordsConsumed {
     /// Logs and counts the event.
     pub fn emit(self) {
         tracing::debug!(count = self.count, "Batch consumed.");
-        counter!(RECORDS_CONSUMED).increment(self.count as u64);
+        METRICS.records_consumed.inc_by(self.count as u64);
     }
 }
 
@@ -117,8 +127,13 @@ impl DeliveryAttempt<'_> {
                 "Webhook rejected the delivery."
             ),
         }
-        counter!(DELIVERY_ATTEMPTS, "outcome" => self.outcome.label()).increment(1);
-        histogram!(DELIVERY_DURATION).record(self.duration.as_secs_f64());
+        METRICS
+            .delivery_attempts
+            .with_label_values(&[self.outcome.label()])
+            .inc();
+        METRICS
+            .delivery_duration
+            .observe(self.duration.as_secs_f64());
     }
 }
 
@@ -141,36 +156,14 @@ impl RecordsDelivered<'_> {
             attempts = self.attempts,
             "Records delivered."
         );
-        counter!(RECORDS_DELIVERED).increment(self.received_at.len() as u64);
+        METRICS
+            .records_delivered
+            .inc_by(self.received_at.len() as u64);
         let now = Utc::now();
-        let end_to_end = histogram!(END_TO_END);
         for received_at in self.received_at {
             // A clock step can put received_at in the future; count that as zero.
             let seconds = (now - *received_at).to_std().unwrap_or_default();
-            end_to_end.record(seconds.as_secs_f64());
-        }
-    }
-}
-
-/// Why records went to the dead-letter topic: the `reason` label and the
-/// `locus-dlq-reason` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterReason {
-    /// The webhook refused them for good (a 4xx other than 408 and 429).
-    Rejected,
-    /// Every attempt failed with a retriable error.
-    Exhausted,
-    /// The value is not a location record this bridge can read.
-    Malformed,
-}
-
-impl DeadLetterReason {
-    /// The label and header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::Rejected => "rejected",
-            DeadLetterReason::Exhausted => "exhausted",
-            DeadLetterReason::Malformed => "malformed",
+            METRICS.end_to_end.observe(seconds.as_secs_f64());
         }
     }
 }
@@ -196,8 +189,10 @@ impl RecordsDeadLettered<'_> {
             count = self.count,
             "Records sent to the dead-letter topic."
         );
-        counter!(RECORDS_DEAD_LETTERED, "reason" => self.reason.as_str())
-            .increment(self.count as u64);
+        METRICS
+            .records_dead_lettered
+            .with_label_values(&[self.reason.as_str()])
+            .inc_by(self.count as u64);
     }
 }
 
@@ -233,7 +228,10 @@ impl RecordsSkipped {
             count = self.count,
             "Records skipped."
         );
-        counter!(RECORDS_SKIPPED, "reason" => self.reason.as_str()).increment(self.count as u64);
+        METRICS
+            .records_skipped
+            .with_label_values(&[self.reason.as_str()])
+            .inc_by(self.count as u64);
     }
 }
 
@@ -326,13 +324,10 @@ impl ConsumerLag<'_> {
             records = self.records,
             "Consumer lag measured."
         );
-        // Lags are far below 2^53, so the f64 is exact.
-        gauge!(
-            CONSUMER_LAG,
-            "topic" => self.topic.to_owned(),
-            "partition" => self.partition.to_string()
-        )
-        .set(self.records as f64);
+        METRICS
+            .consumer_lag
+            .with_label_values(&[self.topic, &self.partition.to_string()])
+            .set(self.records);
     }
 }
 

@@ -1,14 +1,11 @@
-//! The HTTP surface of the bridge: health, readiness and metrics. There is no API: the
-//! bridge's work is the Kafka loop.
+//! The HTTP surface of the bridge: health, readiness and metrics, the shared router of
+//! [`locus_service::health`]. There is no API: the bridge's work is the Kafka loop.
 
 mod health;
-mod metrics;
-mod ready;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
 
 use crate::consumer::BridgeConsumer;
 
@@ -21,12 +18,9 @@ pub struct AppState {
     pub topic: String,
 }
 
-/// Every route of the bridge. No layers: these endpoints are scraped and probed every few
-/// seconds, and a request log for them would be noise.
+/// Every route of the bridge: `/healthz`, `/readyz` (Kafka answers for the location topic)
+/// and `/metrics`. No layers: these endpoints are scraped and probed every few seconds, and
+/// a request log for them would be noise.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(ready::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .with_state(state)
+    locus_service::health::router(health::readiness(state))
 }

@@ -40,13 +40,13 @@ impl Application {
         if sinks.is_empty() {
             tracing::warn!("No webhook sinks are configured: every record will be skipped.");
         }
-        // Install the recorder before the first event, or early counts are lost.
-        let _ = locus_service::metrics_handle();
+        // Registered before the first event, so every unlabelled metric reads 0 from start.
         events::register();
 
-        let topic = config.locations_topic();
+        let topics = config.topics();
+        let topic = topics.locations().to_owned();
         let consumer: BridgeConsumer = consumer_config(
-            &config.kafka_brokers,
+            &config.kafka.brokers,
             &config.group,
             config.session_timeout_ms,
             config.heartbeat_interval_ms,
@@ -55,9 +55,9 @@ impl Application {
         .create_with_context(BridgeContext::default())?;
         let consumer = Arc::new(consumer);
         let producer: FutureProducer =
-            DeadLetterWriter::producer_config(&config.kafka_brokers).create()?;
+            DeadLetterWriter::producer_config(&config.kafka.brokers).create()?;
         let policy = config.retry_policy();
-        let dead_letter = DeadLetterWriter::new(producer, config.dead_letter_topic(), policy);
+        let dead_letter = DeadLetterWriter::new(producer, topics.dead_letter().to_owned(), policy);
         let service = WebhookService::new(Duration::from_millis(config.request_timeout_ms))?;
         let deliverer = WebhookDeliverer::new(service, policy);
 

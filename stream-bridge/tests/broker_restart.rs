@@ -12,6 +12,7 @@
 //! SIGKILL of the broker loses no page cache, so both signals must lose nothing; a power cut
 //! could, and is out of this test's reach.
 
+use locus_wire::topics::Topics;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -376,7 +377,7 @@ async fn broker_restart_loses_nothing(how: Stop) {
         })
         .await;
         if caught_up.is_none() {
-            let topic = format!("{prefix}locations");
+            let topic = Topics::new(&prefix).locations().to_owned();
             let on_kafka = tokio::task::block_in_place(|| read_all(&brokers, &topic)).len();
             panic!(
                 "the running bridge delivers after the broker is back: {} of {target} \
@@ -459,7 +460,7 @@ async fn broker_restart_loses_nothing(how: Stop) {
     );
 
     // And on Kafka itself: every accepted fix, in order per session, copies by record id.
-    let topic = format!("{prefix}locations");
+    let topic = Topics::new(&prefix).locations().to_owned();
     let on_kafka = tokio::task::block_in_place(|| read_all(&brokers, &topic));
     let kafka_order = first_seen_per_session(on_kafka.iter().map(|(id, f)| (id.as_str(), f)));
     for s in &sessions {
@@ -483,7 +484,7 @@ async fn broker_restart_loses_nothing(how: Stop) {
     stop_bridge.cancel();
     bridge_task.await.unwrap();
     ingest.stop.cancel();
-    ingest.task.await.unwrap();
+    ingest.task.await.unwrap().expect("ingest stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -167,6 +167,6 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
 
     ingest.stop.cancel();
     stop_bridge.cancel();
-    ingest.task.await.unwrap();
+    ingest.task.await.unwrap().expect("ingest stops cleanly");
     bridge_task.await.unwrap().expect("bridge stops cleanly");
 }

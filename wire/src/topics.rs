@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn every_topic_name_is_the_prefix_and_a_fixed_suffix() {
         let t = Topics::new("t1.");
-        assert_eq!(t.all(), ["t1.locations", "t1.session-events", "t1.dead-letter"]);
+        assert_eq!(
+            t.all(),
+            ["t1.locations", "t1.session-events", "t1.dead-letter"]
+        );
         assert_eq!(t.locations(), "t1.locations");
         assert_eq!(t.session_events(), "t1.session-events");
         assert_eq!(t.dead_letter(), "t1.dead-letter");

@@ -8,42 +8,22 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use chrono::Utc;
-use locus_wire::api::{BatchResponse, Fix, LocationBatch};
+use chrono::{DateTime, Utc};
+use locus_wire::BatchId;
+use locus_wire::api::{BatchResponse, Fix, FixLimits, LocationBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::record::SessionEventKind;
 
-use super::sessions_get::visible_session;
+use crate::access::visible_session;
 use crate::auth::Caller;
 use crate::buffer::{Append, BufferError};
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::config::RequestLimits;
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::AppState;
 use crate::{body, events};
 
 /// Header a client may use instead of `batch_id` in the body.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<String, ApiError> {
-    // A header that is not ASCII becomes "" and is refused below, rather than ignored:
-    // ignoring it would store a retry twice.
-    let given = from_body.or_else(|| {
-        headers
-            .get(IDEMPOTENCY_KEY)
-            .map(|v| v.to_str().unwrap_or_default().to_owned())
-    });
-    match given {
-        None => Ok(uuid::Uuid::new_v4().to_string()),
-        Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(id)
-        }
-        Some(_) => Err(ApiError::BadRequest {
-            code: "invalid_batch_id",
-            message: "batch_id must be 1 to 128 printable ASCII characters without spaces".into(),
-        }),
-    }
-}
 
 /// 202 with counts and per-fix rejections once the batch is in Redis; 422 when no fix
 /// was valid; 409 for a stopped session; 429 or 503 with Retry-After.
@@ -56,73 +36,37 @@ pub async fn handler(
     request: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_device()?;
-    let bytes = body::json_bytes(&headers, request, state.config.max_body_bytes, false).await?;
-    let batch: LocationBatch = body::parse(&bytes)?;
-    if batch.fixes.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "empty_batch",
-            message: "the batch has no fixes; send at least one in `fixes`".into(),
-        });
-    }
-    let max = state.config.max_fixes_per_batch;
-    if batch.fixes.len() > max {
-        return Err(ApiError::TooLarge {
-            code: "too_many_fixes",
-            message: format!(
-                "the batch has {} fixes; the most is {max}: split it",
-                batch.fixes.len()
-            ),
-        });
-    }
-    let batch_id = batch_id(batch.batch_id, &headers)?;
+    let limits = &state.config.limits;
+    let bytes = body::json_bytes(&headers, request, limits.max_body_bytes, false).await?;
+    let mut batch: LocationBatch = body::parse(&bytes)?;
+    check_size(&batch, limits)?;
+    let batch_id = batch_id(batch.batch_id.take(), &headers)?;
     state
         .admission
         .admit(&caller.tenant, &caller.subject, batch.fixes.len())?;
 
-    let session = visible_session(&state, &caller, &id).await?;
+    let session = visible_session(&state.store, &caller, &id).await?;
     let session_id = session.id;
     let session = match state.store.ensure_open(session).await {
         Ok(s) => s,
         Err((e, expired_now)) => {
             if let Some(expired) = expired_now {
                 state
-                    .publish_session_event(SessionEventKind::Stopped, &expired)
+                    .session_events
+                    .publish(SessionEventKind::Stopped, &expired)
                     .await;
             }
             // A retry of a batch stored before the session stopped must hear that it was
             // stored, not that the session is closed.
             if let Ok(Some(previous)) = state.buffer.previous_answer(session_id, &batch_id).await {
-                events::batch_duplicate();
-                return Ok((
-                    StatusCode::ACCEPTED,
-                    axum::Json(BatchResponse {
-                        duplicate: true,
-                        ..previous
-                    }),
-                ));
+                return Ok(duplicate(previous));
             }
             return Err(e.into());
         }
     };
 
     let now = Utc::now();
-    let mut accepted = Vec::with_capacity(batch.fixes.len());
-    let mut rejected = Vec::new();
-    for (index, raw) in batch.fixes.iter().enumerate() {
-        match Fix::parse(index as u32, raw, now, &state.limits) {
-            Ok(fix) => accepted.push(fix),
-            Err(r) => rejected.push(r),
-        }
-    }
-    for r in &rejected {
-        events::fixes_rejected(r.reason.as_str(), 1);
-    }
-    let answer = BatchResponse {
-        batch_id: batch_id.clone(),
-        accepted: accepted.len() as u32,
-        rejected,
-        duplicate: false,
-    };
+    let (accepted, answer) = validate(&batch, &batch_id, now, &state.limits);
     if accepted.is_empty() {
         return Err(ApiError::AllRejected(answer));
     }
@@ -137,38 +81,94 @@ pub async fn handler(
     });
     match state.buffer.append_batch(&entry, &batch_id, &answer).await {
         Ok(Append::Stored) => {
-            events::fixes_accepted(n);
+            events::FixesAccepted { count: n }.emit();
             Ok((StatusCode::ACCEPTED, axum::Json(answer)))
         }
-        Ok(Append::Duplicate(previous)) => {
-            events::batch_duplicate();
-            Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(BatchResponse {
-                    duplicate: true,
-                    ..previous
-                }),
-            ))
-        }
-        Err(BufferError::Full(shard)) => {
-            events::admission_refused("buffer_full");
-            Err(ApiError::Unavailable {
-                code: "buffer_full",
-                message: format!(
-                    "the ingest buffer (shard {shard}) is full because delivery to Kafka is behind; retry the same batch later"
-                ),
-                retry_after_secs: 5,
-            })
-        }
+        Ok(Append::Duplicate(previous)) => Ok(duplicate(previous)),
         Err(e) => {
-            events::buffer_unavailable(&e);
-            Err(ApiError::Unavailable {
-                code: "buffer_unavailable",
-                message:
-                    "the batch could not be stored; nothing was kept: retry the same batch later"
-                        .into(),
-                retry_after_secs: 2,
-            })
+            match &e {
+                BufferError::Full(_) => events::AdmissionRefused {
+                    reason: "buffer_full",
+                }
+                .emit(),
+                _ => events::BufferWriteFailed { error: &e }.emit(),
+            }
+            Err(e.into())
         }
     }
+}
+
+/// Refuses an empty batch and one over the most fixes per batch.
+fn check_size(batch: &LocationBatch, limits: &RequestLimits) -> Result<(), ApiError> {
+    let max = limits.max_fixes_per_batch;
+    match batch.fixes.len() {
+        0 => Err(ApiError::invalid(
+            ErrorCode::EmptyBatch,
+            "the batch has no fixes; send at least one in `fixes`",
+        )),
+        n if n > max => Err(ApiError::invalid(
+            ErrorCode::TooManyFixes,
+            format!("the batch has {n} fixes; the most is {max}: split it"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The batch id from the body, else the `Idempotency-Key` header, else a fresh one.
+fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<BatchId, ApiError> {
+    // A header that is not ASCII becomes "" and is refused below, rather than ignored:
+    // ignoring it would store a retry twice.
+    let given = from_body.or_else(|| {
+        headers
+            .get(IDEMPOTENCY_KEY)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    });
+    match given {
+        None => Ok(BatchId::generate()),
+        Some(id) => BatchId::parse(id)
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidBatchId, e.to_string())),
+    }
+}
+
+/// Splits the fixes into the valid ones and the answer that lists the rejected ones.
+fn validate(
+    batch: &LocationBatch,
+    batch_id: &BatchId,
+    now: DateTime<Utc>,
+    limits: &FixLimits,
+) -> (Vec<Fix>, BatchResponse) {
+    let mut accepted = Vec::with_capacity(batch.fixes.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in batch.fixes.iter().enumerate() {
+        match Fix::parse(index as u32, raw, now, limits) {
+            Ok(fix) => accepted.push(fix),
+            Err(r) => rejected.push(r),
+        }
+    }
+    for r in &rejected {
+        events::FixesRejected {
+            reason: r.reason.as_str(),
+            count: 1,
+        }
+        .emit();
+    }
+    let answer = BatchResponse {
+        batch_id: batch_id.to_string(),
+        accepted: accepted.len() as u32,
+        rejected,
+        duplicate: false,
+    };
+    (accepted, answer)
+}
+
+/// The answer to a batch stored before: what it got then, marked as a duplicate.
+fn duplicate(previous: BatchResponse) -> (StatusCode, axum::Json<BatchResponse>) {
+    events::BatchDuplicate.emit();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(BatchResponse {
+            duplicate: true,
+            ..previous
+        }),
+    )
 }

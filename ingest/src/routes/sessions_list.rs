@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::AppState;
 
 /// Query parameters.
 #[derive(Debug, Deserialize)]
@@ -25,9 +25,11 @@ pub async fn handler(
     caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest {
-        code: "invalid_query",
-        message: format!("{e}; `limit` is a number from 1 to 500"),
+    let Query(query) = query.map_err(|e| {
+        ApiError::invalid(
+            ErrorCode::InvalidQuery,
+            format!("{e}; `limit` is a number from 1 to 500"),
+        )
     })?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let device = (caller.role == Role::Device).then_some(&caller.subject);

@@ -9,8 +9,8 @@ use locus_wire::record::SessionEventKind;
 
 use crate::auth::Caller;
 use crate::body;
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::AppState;
 
 /// Starts a session for the calling device; 201 with the session, 409 if it has one.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device = %caller.subject))]
@@ -21,7 +21,8 @@ pub async fn handler(
     request: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_device()?;
-    let bytes = body::json_bytes(&headers, request, state.config.max_body_bytes, true).await?;
+    let bytes =
+        body::json_bytes(&headers, request, state.config.limits.max_body_bytes, true).await?;
     let req: StartSessionRequest = if bytes.is_empty() {
         StartSessionRequest::default()
     } else {
@@ -29,15 +30,15 @@ pub async fn handler(
     };
     let secs = req
         .max_duration_secs
-        .unwrap_or(state.config.session_default_duration_secs);
-    if secs == 0 || secs > state.config.session_max_duration_secs {
-        return Err(ApiError::BadRequest {
-            code: "invalid_max_duration",
-            message: format!(
+        .unwrap_or(state.config.sessions.default_duration_secs);
+    if secs == 0 || secs > state.config.sessions.max_duration_secs {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidMaxDuration,
+            format!(
                 "max_duration_secs must be between 1 and {}",
-                state.config.session_max_duration_secs
+                state.config.sessions.max_duration_secs
             ),
-        });
+        ));
     }
     let outcome = state
         .store
@@ -49,12 +50,14 @@ pub async fn handler(
         .await?;
     if let Some(expired) = &outcome.expired {
         state
-            .publish_session_event(SessionEventKind::Stopped, expired)
+            .session_events
+            .publish(SessionEventKind::Stopped, expired)
             .await;
     }
     let session = outcome.session;
     state
-        .publish_session_event(SessionEventKind::Started, &session)
+        .session_events
+        .publish(SessionEventKind::Started, &session)
         .await;
     tracing::info!(session = %session.id, "Session started.");
     let location = format!("/v1/sessions/{}", session.id);

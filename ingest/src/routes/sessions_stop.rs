@@ -5,10 +5,10 @@ use axum::response::IntoResponse;
 use locus_wire::api::StopReason;
 use locus_wire::record::SessionEventKind;
 
-use super::sessions_get::visible_session;
+use crate::access::visible_session;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::routes::AppState;
 
 /// 200 with the stopped session; 409 if it was already stopped; 404 if not visible.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
@@ -17,13 +17,14 @@ pub async fn handler(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session = visible_session(&state, &caller, &id).await?;
+    let session = visible_session(&state.store, &caller, &id).await?;
     let stopped = state
         .store
         .stop(&caller.tenant, session.id, StopReason::Requested)
         .await?;
     state
-        .publish_session_event(SessionEventKind::Stopped, &stopped)
+        .session_events
+        .publish(SessionEventKind::Stopped, &stopped)
         .await;
     tracing::info!("Session stopped.");
     Ok(axum::Json(stopped.view()))

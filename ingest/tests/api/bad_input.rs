@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use locus_ingest::config::Role;
 use locus_testkit as kit;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{Value, json};
@@ -17,11 +18,10 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_input_gets_its_status_and_a_json_reason_and_nothing_is_buffered() {
     let scope = Scope::new().await;
-    let app = spawn_in(
-        &scope,
-        "api",
-        &["--max-body-bytes", "20000", "--max-fixes-per-batch", "50"],
-    )
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.limits.max_body_bytes = 20_000;
+        c.limits.max_fixes_per_batch = 50;
+    })
     .await;
     let token = kit::device_token("acme", "phone-1");
     let id = app.start_session(&token).await["session_id"]
@@ -97,7 +97,7 @@ async fn each_bad_input_gets_its_status_and_a_json_reason_and_nothing_is_buffere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partly_valid_batch_is_accepted_with_each_rejected_fix_named() {
     let scope = Scope::new().await;
-    let app = spawn_in(&scope, "api", &[]).await;
+    let app = spawn_in(&scope, &[Role::Api], |_| {}).await;
     let token = kit::device_token("acme", "phone-1");
     let id = app.start_session(&token).await["session_id"]
         .as_str()

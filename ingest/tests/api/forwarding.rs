@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use locus_ingest::config::Role;
 use locus_testkit as kit;
 use serde_json::Value;
 
@@ -12,8 +13,8 @@ use crate::helpers::{Scope, batch, spawn_app, spawn_in};
 #[tokio::test]
 async fn ingest_creates_its_topics_as_configured_and_starts_over_existing_smaller_ones() {
     let scope = Scope::new().await;
-    let app = spawn_in(&scope, "forwarder", &[]).await;
-    let dead_letter = format!("{}dead-letter", scope.topic_prefix);
+    let app = spawn_in(&scope, &[Role::Forwarder], |_| {}).await;
+    let dead_letter = scope.topics().dead_letter().to_owned();
     assert_eq!(
         kit::topic_replicas(&scope.locations_topic()).await,
         Some(vec![1; 3]),
@@ -28,11 +29,9 @@ async fn ingest_creates_its_topics_as_configured_and_starts_over_existing_smalle
 
     // More partitions configured than the topics have: ingest warns and starts, and
     // leaves the topics as they are (adding partitions would move sessions).
-    let mut args = scope.args("forwarder");
-    let at = args.iter().position(|a| a == "--kafka-partitions").unwrap();
-    args[at + 1] = "6".to_owned();
-    args.extend(["--redis-url".to_owned(), kit::redis_url()]);
-    let config = locus_ingest::config_from_args(args).expect("valid test config");
+    let config = scope
+        .config(&[Role::Forwarder])
+        .with(|c| c.topics.partitions = 6);
     let app = locus_ingest::Application::build(config)
         .await
         .expect("ingest starts over existing topics with fewer partitions");
@@ -151,7 +150,7 @@ async fn a_retried_batch_is_answered_again_but_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
     let scope = Scope::new().await;
-    let app = spawn_in(&scope, "api,forwarder", &[]).await;
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |_| {}).await;
     let token = kit::device_token("acme", "phone-3");
     let id = app.start_session(&token).await["session_id"]
         .as_str()
@@ -194,7 +193,7 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     let scope = Scope::new().await;
     // The API runs in the test; the forwarder is the real binary in its own process, so
     // it can be SIGKILLed mid-flight.
-    let api = spawn_in(&scope, "api", &[]).await;
+    let api = spawn_in(&scope, &[Role::Api], |_| {}).await;
     let mut forwarder = spawn_forwarder(&scope);
 
     let devices = 4;
@@ -271,18 +270,16 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
     let scope = Scope::new().await;
-    let api = spawn_in(&scope, "api", &[]).await;
-    let one = spawn_in(
-        &scope,
-        "forwarder",
-        &["--forwarder-consumer", "one", "--forwarder-max-shards", "2"],
-    )
+    let api = spawn_in(&scope, &[Role::Api], |_| {}).await;
+    let one = spawn_in(&scope, &[Role::Forwarder], |c| {
+        c.forwarder.consumer = "one".into();
+        c.forwarder.max_shards = 2;
+    })
     .await;
-    let two = spawn_in(
-        &scope,
-        "forwarder",
-        &["--forwarder-consumer", "two", "--forwarder-max-shards", "2"],
-    )
+    let two = spawn_in(&scope, &[Role::Forwarder], |c| {
+        c.forwarder.consumer = "two".into();
+        c.forwarder.max_shards = 2;
+    })
     .await;
 
     let mut sessions = Vec::new();
@@ -342,4 +339,58 @@ async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
     one.stop().await;
     two.stop().await;
     api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_buffer_entry_goes_to_the_dead_letter_topic_with_the_bridges_headers() {
+    let scope = Scope::new().await;
+    // JSON, so the test reader can parse the value, but not a buffer entry.
+    let raw = r#"{"type":"postcard","data":{}}"#;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut conn = kit::require_redis().await;
+    let id: String = redis::cmd("XADD")
+        .arg(keys.stream(0))
+        .arg("*")
+        .arg(locus_wire::buffer::ENTRY_FIELD)
+        .arg(raw)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app = spawn_in(&scope, &[Role::Forwarder], |_| {}).await;
+
+    let dead = kit::read_topic(scope.topics().dead_letter(), 1, Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), 1, "the entry is dead-lettered");
+    let record = &dead[0];
+    assert_eq!(record.key, id);
+    assert_eq!(record.value, serde_json::from_str::<Value>(raw).unwrap());
+    // The same four headers the bridge puts on its dead letters, so one replay tool and
+    // one alert read both.
+    assert_eq!(record.headers["locus-dlq-reason"], "malformed");
+    assert_eq!(record.headers["locus-dlq-sink"], "none");
+    assert!(
+        record.headers["locus-dlq-detail"].contains("postcard"),
+        "{:?}",
+        record.headers
+    );
+    assert_eq!(
+        record.headers["locus-dlq-origin"],
+        format!("{}/{id}", keys.stream(0))
+    );
+    // Acknowledged: nothing is left in the buffer.
+    let left = kit::eventually(Duration::from_secs(10), || async {
+        buffered_count(&scope).await.eq(&0).then_some(())
+    })
+    .await;
+    assert!(left.is_some(), "the dead-lettered entry is acknowledged");
+    app.stop().await;
+}
+
+async fn buffered_count(scope: &Scope) -> u64 {
+    let mut conn = kit::require_redis().await;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    redis::cmd("XLEN")
+        .arg(keys.stream(0))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use locus_ingest::{Application, config_from_args};
+use locus_ingest::config::Role;
+use locus_ingest::{Application, Config};
 use locus_testkit as kit;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ pub struct TestApp {
 
     pub client: reqwest::Client,
     shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Settings shared by every app of one test (so an API-only app and a forwarder-only app
@@ -34,6 +35,23 @@ impl Scope {
         }
     }
 
+    /// The configuration of an app of this scope running `roles`.
+    pub fn config(&self, roles: &[Role]) -> Config {
+        Config::for_tests(kit::JWT_SECRET).with(|c| {
+            c.roles = roles.to_vec();
+            c.database.url = self.database_url.clone();
+            c.redis.url = kit::redis_url();
+            c.redis.prefix = self.redis_prefix.clone();
+            c.kafka.brokers = kit::kafka_brokers();
+            c.kafka.topic_prefix = self.topic_prefix.clone();
+            c.topics.partitions = 3;
+            c.forwarder.lease_ms = 1500;
+            c.sessions.sweep_interval_ms = 200;
+            c.shutdown.grace_secs = 5;
+        })
+    }
+
+    /// The same settings as command-line flags, for the real binary in its own process.
     pub fn args(&self, roles: &str) -> Vec<String> {
         [
             "--listen",
@@ -64,28 +82,29 @@ impl Scope {
         .collect()
     }
 
+    pub fn topics(&self) -> locus_wire::topics::Topics {
+        locus_wire::topics::Topics::new(&self.topic_prefix)
+    }
+
     pub fn locations_topic(&self) -> String {
-        format!("{}locations", self.topic_prefix)
+        self.topics().locations().to_owned()
     }
 
     pub fn events_topic(&self) -> String {
-        format!("{}session-events", self.topic_prefix)
+        self.topics().session_events().to_owned()
     }
 }
 
 pub async fn spawn_app() -> (TestApp, Scope) {
     let scope = Scope::new().await;
-    let app = spawn_in(&scope, "api,forwarder", &[]).await;
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |_| {}).await;
     (app, scope)
 }
 
-pub async fn spawn_in(scope: &Scope, roles: &str, extra: &[&str]) -> TestApp {
-    let mut args = scope.args(roles);
-    if !extra.contains(&"--redis-url") {
-        args.extend(["--redis-url".to_owned(), kit::redis_url()]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let config = config_from_args(args).expect("valid test config");
+/// Starts the real application of `scope` running `roles`, with `change` applied to its
+/// configuration.
+pub async fn spawn_in(scope: &Scope, roles: &[Role], change: impl FnOnce(&mut Config)) -> TestApp {
+    let config = scope.config(roles).with(change);
     let app = Application::build(config).await.expect(
         "the application starts (are PostgreSQL, Redis and the broker up? `./locus services`)",
     );
@@ -109,7 +128,8 @@ impl TestApp {
             tokio::time::timeout(Duration::from_secs(30), t)
                 .await
                 .expect("shutdown finishes")
-                .expect("app task");
+                .expect("app task")
+                .expect("the HTTP server ran without failing");
         }
     }
 

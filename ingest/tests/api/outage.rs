@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use locus_ingest::config::Role;
 use locus_testkit as kit;
 use serde_json::Value;
 
@@ -71,7 +72,7 @@ async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
     .expect("private redis-server starts");
 
     let scope = Scope::new().await;
-    let app = spawn_in(&scope, "api", &["--redis-url", &redis.url()]).await;
+    let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = redis.url()).await;
     let token = kit::device_token("acme", "phone-1");
     let id = app.start_session(&token).await["session_id"]
         .as_str()
@@ -113,11 +114,10 @@ async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
 async fn past_the_buffer_bound_ingest_answers_503_buffer_full() {
     let scope = Scope::new().await;
     // No forwarder: nothing drains the buffer, as when Kafka is down.
-    let app = spawn_in(
-        &scope,
-        "api",
-        &["--buffer-max-entries", "3", "--redis-shards", "1"],
-    )
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.redis.max_entries = 3;
+        c.redis.shards = 1;
+    })
     .await;
     let token = kit::device_token("acme", "phone-1");
     let id = app.start_session(&token).await["session_id"]
@@ -143,16 +143,10 @@ async fn past_the_buffer_bound_ingest_answers_503_buffer_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored() {
     let scope = Scope::new().await;
-    let app = spawn_in(
-        &scope,
-        "api",
-        &[
-            "--rate-device-fixes-per-sec",
-            "1",
-            "--rate-device-burst",
-            "10",
-        ],
-    )
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.rates.device_fixes_per_sec = 1;
+        c.rates.device_burst = 10;
+    })
     .await;
     let token = kit::device_token("acme", "chatty");
     let id = app.start_session(&token).await["session_id"]

@@ -1,5 +1,6 @@
 //! Tenants are walled off: another tenant's session reads as not found, never forbidden.
 
+use locus_ingest::config::Role;
 use locus_testkit as kit;
 use serde_json::Value;
 
@@ -9,7 +10,7 @@ use crate::helpers::{Scope, batch, buffered_entries, spawn_in};
 async fn a_second_tenant_cannot_read_stop_or_post_to_the_session() {
     let scope = Scope::new().await;
     // API only: whatever a refused request wrote would still be in Redis to be seen.
-    let app = spawn_in(&scope, "api", &[]).await;
+    let app = spawn_in(&scope, &[Role::Api], |_| {}).await;
     let owner = kit::device_token("acme", "phone-1");
     let id = app.start_session(&owner).await["session_id"]
         .as_str()

@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use locus_wire::TenantId;
-use locus_wire::record::{CONTENT_TYPE_JSON, SCHEMA_VERSION};
+use locus_wire::headers::CONTENT_TYPE_JSON;
+use locus_wire::record::SCHEMA_VERSION;
 use locus_wire::webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, sign};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};

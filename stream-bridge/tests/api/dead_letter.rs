@@ -1,5 +1,6 @@
 //! Records a webhook refuses, and values that are not records, go to the dead-letter topic.
 
+use locus_wire::topics::Topics;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ async fn records_a_webhook_rejects_go_to_the_dead_letter_topic_and_the_bridge_mo
     let refused = session_records("refuser", 5);
     produce(&prefix, &refused).await;
     let dead = read_topic(
-        &format!("{prefix}dead-letter"),
+        Topics::new(&prefix).dead_letter(),
         refused.len(),
         Duration::from_secs(60),
     )
@@ -77,7 +78,12 @@ async fn a_value_that_is_not_a_location_record_goes_to_the_dead_letter_topic() {
         3,
         "the bridge moves on"
     );
-    let dead = read_topic(&format!("{prefix}dead-letter"), 1, Duration::from_secs(60)).await;
+    let dead = read_topic(
+        Topics::new(&prefix).dead_letter(),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].key, "some-session");
     assert_eq!(dead[0].value, serde_json::json!({"not": "a record"}));
@@ -98,7 +104,7 @@ async fn records_whose_attempts_are_exhausted_go_to_the_dead_letter_topic() {
     let records = session_records("acme", 4);
     produce(&prefix, &records).await;
     let dead = read_topic(
-        &format!("{prefix}dead-letter"),
+        Topics::new(&prefix).dead_letter(),
         records.len(),
         Duration::from_secs(60),
     )

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::Utc;
 use locus_stream_bridge::{Application, BridgeError, Config};
+use locus_wire::headers::{self, RecordType};
 use locus_wire::record::{LocationRecord, SCHEMA_VERSION, record_id};
+use locus_wire::topics::Topics;
 use locus_wire::webhook::WebhookDelivery;
 use locus_wire::{DeviceId, SessionId, TenantId};
 use rdkafka::ClientConfig;
@@ -205,13 +207,13 @@ pub async fn fresh_topics(partitions: i32) -> String {
         .set("bootstrap.servers", &brokers)
         .create()
         .expect("create the admin client");
-    let locations = format!("{prefix}locations");
-    let dead_letter = format!("{prefix}dead-letter");
+    let topics = Topics::new(&prefix);
+    let (locations, dead_letter) = (topics.locations(), topics.dead_letter());
     let results = admin
         .create_topics(
             &[
-                NewTopic::new(&locations, partitions, TopicReplication::Fixed(1)),
-                NewTopic::new(&dead_letter, 1, TopicReplication::Fixed(1)),
+                NewTopic::new(locations, partitions, TopicReplication::Fixed(1)),
+                NewTopic::new(dead_letter, 1, TopicReplication::Fixed(1)),
             ],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
@@ -353,10 +355,11 @@ pub fn producer() -> FutureProducer {
         .expect("create the producer")
 }
 
-/// The headers ingest's forwarder puts on a location record (its own function, so the
-/// tests read records shaped exactly as production writes them).
+/// The headers ingest's forwarder puts on a location record (the wire crate's builder, so
+/// the tests read records shaped exactly as production writes them).
 pub fn record_headers(record: &LocationRecord) -> OwnedHeaders {
-    locus_ingest::kafka::headers("location", &record.tenant_id, record.session_id)
+    let pairs = headers::record_headers(RecordType::Location, &record.tenant_id, record.session_id);
+    locus_testkit::kafka_headers(&pairs)
 }
 
 /// Produces `records` to the location topic of `prefix`, in order, keyed by session.
@@ -367,7 +370,7 @@ pub async fn produce(prefix: &str, records: &[LocationRecord]) {
 /// Like [`produce`], into `partition` if given (else the key picks it).
 pub async fn produce_to(prefix: &str, partition: Option<i32>, records: &[LocationRecord]) {
     let producer = producer();
-    let topic = format!("{prefix}locations");
+    let topic = Topics::new(prefix).locations().to_owned();
     for record in records {
         let key = record.session_id.to_string();
         let value = serde_json::to_vec(record).unwrap();
@@ -387,7 +390,7 @@ pub async fn produce_to(prefix: &str, partition: Option<i32>, records: &[Locatio
 
 /// Produces one raw value to the location topic of `prefix`.
 pub async fn produce_raw(prefix: &str, key: &str, value: &[u8]) {
-    let topic = format!("{prefix}locations");
+    let topic = Topics::new(prefix).locations().to_owned();
     producer()
         .send(
             FutureRecord::to(&topic).key(key).payload(value),

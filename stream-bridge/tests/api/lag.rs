@@ -3,11 +3,12 @@
 use crate::helpers::{
     Behaviour, Receiver, TestBridge, config, fresh_topics, produce_to, session_records,
 };
+use locus_wire::topics::Topics;
 
 #[tokio::test]
 async fn the_lag_metric_counts_per_partition_the_records_a_failing_webhook_has_not_taken() {
     let prefix = fresh_topics(2).await;
-    let topic = format!("{prefix}locations");
+    let topic = Topics::new(&prefix).locations().to_owned();
     let receiver = Receiver::spawn().await;
     let mut config = config(&prefix).with_sink("acme", &receiver.url("acme"), "s");
     // The webhook fails for as long as the test says, and nothing goes to the dead letters.

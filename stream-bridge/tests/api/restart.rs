@@ -1,5 +1,6 @@
 //! Offsets are committed only for delivered records, and a restart resumes after them.
 
+use locus_wire::topics::Topics;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,7 @@ async fn records_still_undelivered_when_the_grace_period_ends_are_delivered_afte
     receiver.set("acme", Behaviour::Always(503));
     let mut config = config(&prefix).with_sink("acme", &receiver.url("acme"), "s");
     config.max_attempts = 10_000;
-    config.shutdown_grace_secs = 1;
+    config.shutdown.grace_secs = 1;
 
     let records = session_records("acme", 5);
     produce_to(&prefix, None, &records).await;
@@ -91,7 +92,11 @@ async fn records_still_undelivered_when_the_grace_period_ends_are_delivered_afte
     let sent: Vec<_> = records.iter().map(|r| r.record_id).collect();
     assert_eq!(ids, sent);
     bridge.stop().await;
-    let dead =
-        locus_testkit::read_topic(&format!("{prefix}dead-letter"), 1, Duration::from_secs(3)).await;
+    let dead = locus_testkit::read_topic(
+        Topics::new(&prefix).dead_letter(),
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(dead.is_empty(), "nothing was dead-lettered: {dead:?}");
 }

@@ -10,32 +10,20 @@ pub struct Ingest {
     /// Cancel to stop it gracefully (drain, flush).
     pub stop: CancellationToken,
     /// Await after `stop` for the drain to finish.
-    pub task: tokio::task::JoinHandle<()>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Starts ingest against `brokers` with its own database and Redis prefix, writing to the
 /// topics of `topic_prefix` (3 partitions), and with the test token secret.
 pub async fn spawn_ingest(brokers: &str, topic_prefix: &str) -> Ingest {
     let database = kit::fresh_database().await;
-    let config = locus_ingest::config_from_args([
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &database,
-        "--redis-url",
-        &kit::redis_url(),
-        "--redis-prefix",
-        &kit::unique("locus-bridge-test-ingest-"),
-        "--kafka-brokers",
-        brokers,
-        "--kafka-topic-prefix",
-        topic_prefix,
-        "--kafka-partitions",
-        "3",
-        "--jwt-secret",
-        kit::JWT_SECRET,
-    ])
-    .expect("valid ingest arguments");
+    let config = locus_ingest::Config::for_tests(kit::JWT_SECRET).with(|c| {
+        c.database.url = database;
+        c.redis.url = kit::redis_url();
+        c.redis.prefix = kit::unique("locus-bridge-test-ingest-");
+        c.kafka = locus_service::settings::KafkaSettings::new(brokers, topic_prefix);
+        c.topics.partitions = 3;
+    });
     let app = locus_ingest::Application::build(config)
         .await
         .expect("ingest starts");

@@ -7,13 +7,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use locus_wire::TenantId;
 use secrecy::SecretString;
 
+use crate::client::wait_ready;
+use crate::driver::plan::{LoadPlan, LoadReport, run_load};
 use crate::kafka_count::{KafkaCountConfig, KafkaCounter};
-use crate::load::{LoadPlan, LoadReport, run_load, wait_ready};
-use crate::receiver::{delivered_for, receiver_stats};
+use crate::receiver::ReceiverClient;
 use crate::report::{DemoFigures, LatencyMs};
+use crate::stack::StackArgs;
 
 /// How often the catch-up wait looks at Kafka and the receiver.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -21,22 +22,12 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Command-line and environment settings of `locus-bench demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Base URL of ingest [default: http://$LOCUS_INGEST_LISTEN, else http://127.0.0.1:8080].
-    #[arg(long, env = "LOCUS_INGEST_URL")]
-    pub ingest_url: Option<String>,
+    /// Where ingest, Kafka and the demo receiver are.
+    #[command(flatten)]
+    pub stack: StackArgs,
     /// HS256 secret ingest verifies device tokens with.
     #[arg(long, env = "LOCUS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "LOCUS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-    /// Prefix of the topic names; the location topic is `<prefix>locations`.
-    #[arg(long, env = "LOCUS_KAFKA_TOPIC_PREFIX", default_value = "locus.")]
-    pub topic_prefix: String,
-    /// Base URL of the demo webhook receiver (`locus-bench receiver`)
-    /// [default: http://$LOCUS_RECEIVER_LISTEN, else http://127.0.0.1:9300].
-    #[arg(long, env = "LOCUS_RECEIVER_URL")]
-    pub receiver_url: Option<String>,
     /// Tenants of the simulated devices, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "acme,globex")]
     pub tenants: Vec<String>,
@@ -65,20 +56,10 @@ pub struct DemoArgs {
 
 impl DemoArgs {
     fn plan(&self) -> anyhow::Result<LoadPlan> {
-        let tenants = self
-            .tenants
-            .iter()
-            .map(|t| TenantId::parse(t.trim()).with_context(|| format!("bad tenant id {t:?}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        anyhow::ensure!(!tenants.is_empty(), "give at least one tenant");
         let mut plan = LoadPlan::new(
-            base_url(
-                self.ingest_url.as_deref(),
-                "LOCUS_INGEST_LISTEN",
-                "127.0.0.1:8080",
-            ),
+            self.stack.ingest_url(),
             SecretString::from(self.jwt_secret.clone()),
-            tenants,
+            super::tenant_ids(&self.tenants)?,
         );
         plan.devices_per_tenant = self.devices_per_tenant;
         plan.batches_per_device = self.batches_per_device;
@@ -86,31 +67,19 @@ impl DemoArgs {
         plan.concurrency = self.concurrency;
         Ok(plan)
     }
-
-    fn receiver(&self, path: &str) -> String {
-        let base = base_url(
-            self.receiver_url.as_deref(),
-            "LOCUS_RECEIVER_LISTEN",
-            "127.0.0.1:9300",
-        );
-        format!("{base}{path}")
-    }
 }
 
-/// The URL given, else one built from the service's listen address (what `./locus` sets),
-/// else the default address. A wildcard listen address is reached on loopback.
-fn base_url(given: Option<&str>, listen_var: &str, default_addr: &str) -> String {
-    let url = match given {
-        Some(url) => url.to_owned(),
-        None => {
-            let addr = std::env::var(listen_var).unwrap_or_else(|_| default_addr.to_owned());
-            let addr = addr
-                .replace("0.0.0.0", "127.0.0.1")
-                .replace("[::]", "127.0.0.1");
-            format!("http://{addr}")
-        }
-    };
-    url.trim_end_matches('/').to_owned()
+/// Runs the demo, prints its figures (text, or JSON with `--json`), and fails unless
+/// everything arrived.
+pub async fn execute(args: &DemoArgs) -> anyhow::Result<()> {
+    let figures = run_demo(args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print!("{}", figures.render_text());
+    }
+    anyhow::ensure!(figures.ok(), "demo FAILED: {}", figures.problems.join("; "));
+    Ok(())
 }
 
 /// Runs the demo and returns its figures; `problems` is empty when everything arrived.
@@ -121,24 +90,24 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
         .timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
+    let receiver = ReceiverClient::new(http.clone(), args.stack.receiver_url());
     let ready = Duration::from_secs(args.ready_secs);
     wait_ready(&http, &format!("{}/readyz", plan.ingest_url), ready)
         .await
         .context("ingest is not ready")?;
-    wait_ready(&http, &args.receiver("/readyz"), ready)
+    wait_ready(&http, &receiver.url("/readyz"), ready)
         .await
         .context(
             "the demo webhook receiver is not running (start it with `locus-bench receiver`)",
         )?;
-    http.post(args.receiver("/reset"))
-        .send()
+    receiver
+        .reset()
         .await
-        .and_then(|r| r.error_for_status())
         .context("cannot reset the demo webhook receiver")?;
 
-    let topic = format!("{}locations", args.topic_prefix);
+    let topic = args.stack.topics().locations().to_owned();
     let counter = KafkaCounter::start(KafkaCountConfig {
-        brokers: args.kafka_brokers.clone(),
+        brokers: args.stack.kafka_brokers.clone(),
         topic: topic.clone(),
         device_prefix: plan.device_prefix(),
     })?;
@@ -167,12 +136,10 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let (mut on_kafka, mut delivered);
     loop {
         on_kafka = counter.distinct_for(&sessions);
-        delivered = delivered_for(&http, &args.receiver(""), &sessions)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "Cannot read the receiver's count.");
-                0
-            });
+        delivered = receiver.delivered_for(&sessions).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Cannot read the receiver's count.");
+            0
+        });
         if (on_kafka >= load.accepted && delivered >= load.accepted) || Instant::now() >= deadline {
             break;
         }
@@ -181,7 +148,8 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let waited_secs = waited.elapsed().as_secs_f64();
     let kafka_progress = counter.progress();
     counter.stop().await;
-    let e2e_ms = receiver_stats(&http, &args.receiver(""))
+    let e2e_ms = receiver
+        .stats()
         .await
         .map(|s| s.e2e_ms)
         .unwrap_or_else(|e| {
@@ -212,7 +180,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
             "{delivered} of {} accepted fixes delivered to the webhook at {} after {waited_secs:.0} s \
              (is a webhook sink of tenants {} pointing there, with the demo secret?)",
             load.accepted,
-            args.receiver("/webhook"),
+            receiver.url("/webhook"),
             args.tenants.join(", ")
         ));
     }
