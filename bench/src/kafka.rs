@@ -8,7 +8,6 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 
 /// Reader settings: librdkafka's defaults but for these. Nothing is committed: every
@@ -37,19 +36,6 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .set("message.timeout.ms", "120000")
         .set("queue.buffering.max.messages", "500000")
         .create()
-}
-
-/// Kafka headers from `(name, value)` pairs such as `locus_wire::headers::record_headers`.
-pub fn owned_headers<V: AsRef<str>>(pairs: &[(&str, V)]) -> OwnedHeaders {
-    pairs.iter().fold(
-        OwnedHeaders::new_with_capacity(pairs.len()),
-        |headers, (key, value)| {
-            headers.insert(Header {
-                key,
-                value: Some(value.as_ref()),
-            })
-        },
-    )
 }
 
 /// Creates a scratch topic with `partitions` partitions.

@@ -2,6 +2,8 @@
 //! variables, in groups by what each part of the service needs. Every knob has a
 //! documented default; docs/configuration.md lists them all. The Kafka and shutdown groups
 //! are shared with the stream bridge ([`locus_service::settings`]).
+//!
+//! Over 400 lines on purpose: every knob is declared here once, with its documentation.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

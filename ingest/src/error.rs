@@ -8,6 +8,9 @@
 //!
 //! Library code (admission, the buffer, the session store) returns its own typed errors;
 //! the `From` conversions at the bottom decide what each means to a client.
+//!
+//! Over 400 lines on purpose: every code, its status and its message in one place is the
+//! point of this file.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,8 +1,9 @@
 //! What every Locus service process shares: logging, the Prometheus registry ([`metrics`]),
-//! the health, readiness and metrics endpoints ([`health`]), shutdown signals, and the
-//! settings that more than one service reads ([`settings`]).
+//! the health, readiness and metrics endpoints ([`health`]), shutdown signals, rdkafka headers from the wire crate's pairs
+//! ([`kafka`]), and the settings that more than one service reads ([`settings`]).
 
 pub mod health;
+pub mod kafka;
 pub mod metrics;
 pub mod settings;
 

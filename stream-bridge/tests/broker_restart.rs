@@ -11,8 +11,10 @@
 //! `scripts/kafka/server.properties.in`): an acknowledged record is in the OS page cache. A
 //! SIGKILL of the broker loses no page cache, so both signals must lose nothing; a power cut
 //! could, and is out of this test's reach.
+//!
+//! Over 400 lines on purpose: the two fault tests share their load, checks and diagnostics,
+//! which are only worth having next to the tests that need them.
 
-use locus_wire::topics::Topics;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ use axum::body::Bytes;
 use axum::routing::post;
 use locus_testkit as kit;
 use locus_testkit::broker::{KafkaNode, Stop};
+use locus_wire::topics::Topics;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -110,17 +113,8 @@ async fn device(
         .build()
         .unwrap();
     let token = kit::device_token("acme", &format!("phone-{device}"));
-    let session: Value = client
-        .post(format!("{ingest}/v1/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({"max_duration_secs": 3600}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = session["session_id"].as_str().unwrap().to_owned();
+    let id =
+        support::start_session(&client, &ingest, &token, json!({"max_duration_secs": 3600})).await;
     let mut seq = 0u64;
     while !stop.is_cancelled() {
         let batch_id = format!("d{device}-{seq:05}");

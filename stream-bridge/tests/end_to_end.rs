@@ -82,17 +82,7 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
 
     let client = reqwest::Client::new();
     let token = kit::device_token("acme", "phone-e2e");
-    let session: Value = client
-        .post(format!("{ingest_url}/v1/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = session["session_id"].as_str().unwrap().to_owned();
+    let id = support::start_session(&client, &ingest_url, &token, json!({})).await;
     let start = chrono::Utc::now() - chrono::Duration::seconds(60);
     for b in 0..5 {
         let fixes: Vec<Value> = (0..20)

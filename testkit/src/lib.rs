@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message};
 use uuid::Uuid;
 
 pub mod broker;
@@ -110,17 +110,6 @@ pub struct KafkaRecord {
     pub headers: HashMap<String, String>,
     /// Value parsed as JSON.
     pub value: serde_json::Value,
-}
-
-/// Header pairs (as `locus_wire::headers` builds them) in the Kafka client's form, for
-/// tests that produce records shaped exactly as the services write them.
-pub fn kafka_headers<V: AsRef<str>>(pairs: &[(&str, V)]) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value.as_ref()),
-        })
-    })
 }
 
 /// Settings of a test reader: a group of its own, from the earliest record, committing

@@ -1,4 +1,6 @@
 //! Bodies of the ingest HTTP API (`/v1`), and the validation that turns a posted fix into a [`Fix`].
+//!
+//! Over 400 lines on purpose: the device API's bodies are one contract, read together.
 
 use crate::decode::FixSlot;
 use crate::{DeviceId, SessionId, TenantId};

@@ -39,7 +39,7 @@ pub async fn produce(
         let mut record = FutureRecord::to(topic)
             .key(r.key.as_str())
             .payload(r.value.as_ref())
-            .headers(kafka::owned_headers(&r.headers));
+            .headers(locus_service::kafka::headers(&r.headers));
         loop {
             match producer.send_result(record) {
                 Ok(d) => {

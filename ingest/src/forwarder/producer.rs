@@ -11,7 +11,7 @@ use locus_wire::headers::{self, DeadLetterReason, RecordType};
 use locus_wire::record::LocationRecord;
 use locus_wire::topics::Topics;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::ForwardError;
@@ -37,7 +37,7 @@ impl RecordProducer {
         match entry {
             BufferEntry::Fixes(batch) => {
                 let key = batch.session_id.to_string();
-                let headers = kafka_headers(&headers::record_headers(
+                let headers = locus_service::kafka::headers(&headers::record_headers(
                     RecordType::Location,
                     &batch.tenant_id,
                     batch.session_id,
@@ -53,7 +53,7 @@ impl RecordProducer {
             }
             BufferEntry::SessionEvent(event) => {
                 let key = event.session_id.to_string();
-                let headers = kafka_headers(&headers::record_headers(
+                let headers = locus_service::kafka::headers(&headers::record_headers(
                     RecordType::SessionEvent,
                     &event.tenant_id,
                     event.session_id,
@@ -77,7 +77,7 @@ impl RecordProducer {
         let origin = format!("{stream}/{id}");
         let pairs =
             headers::dead_letter_headers(DeadLetterReason::Malformed, "none", error, &origin);
-        let headers = kafka_headers(&pairs);
+        let headers = locus_service::kafka::headers(&pairs);
         self.send(self.topics.dead_letter(), id, raw, headers).await
     }
 
@@ -114,17 +114,4 @@ impl RecordProducer {
             }
         }
     }
-}
-
-/// The Kafka client's form of header pairs.
-fn kafka_headers<V: AsRef<str>>(pairs: &[(&str, V)]) -> OwnedHeaders {
-    pairs.iter().fold(
-        OwnedHeaders::new_with_capacity(pairs.len()),
-        |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value.as_ref()),
-            })
-        },
-    )
 }

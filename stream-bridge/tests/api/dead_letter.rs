@@ -1,10 +1,10 @@
 //! Records a webhook refuses, and values that are not records, go to the dead-letter topic.
 
-use locus_wire::topics::Topics;
 use std::collections::HashSet;
 use std::time::Duration;
 
 use locus_testkit::read_topic;
+use locus_wire::topics::Topics;
 
 use crate::helpers::{
     Behaviour, Receiver, TestBridge, config, fresh_topics, produce, produce_raw, session_records,

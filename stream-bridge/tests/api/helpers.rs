@@ -1,5 +1,8 @@
 //! Test harness: a real local webhook receiver, a real bridge on port 0, and records
 //! produced to a fresh topic on the local broker.
+//!
+//! About 400 lines: the receiver, the bridge starter and the record producers of every
+//! test of this binary, each small.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -359,7 +362,7 @@ pub fn producer() -> FutureProducer {
 /// the tests read records shaped exactly as production writes them).
 pub fn record_headers(record: &LocationRecord) -> OwnedHeaders {
     let pairs = headers::record_headers(RecordType::Location, &record.tenant_id, record.session_id);
-    locus_testkit::kafka_headers(&pairs)
+    locus_service::kafka::headers(&pairs)
 }
 
 /// Produces `records` to the location topic of `prefix`, in order, keyed by session.

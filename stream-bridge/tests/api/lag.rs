@@ -1,9 +1,10 @@
 //! The consumer lag metric reads what the broker holds past the committed offsets.
 
+use locus_wire::topics::Topics;
+
 use crate::helpers::{
     Behaviour, Receiver, TestBridge, config, fresh_topics, produce_to, session_records,
 };
-use locus_wire::topics::Topics;
 
 #[tokio::test]
 async fn the_lag_metric_counts_per_partition_the_records_a_failing_webhook_has_not_taken() {

@@ -1,10 +1,10 @@
 //! Offsets are committed only for delivered records, and a restart resumes after them.
 
-use locus_wire::topics::Topics;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use locus_wire::record::LocationRecord;
+use locus_wire::topics::Topics;
 
 use crate::helpers::{
     Behaviour, PATIENCE, Receiver, TestBridge, config, fresh_topics, produce_to, session_records,

@@ -32,3 +32,26 @@ pub async fn spawn_ingest(brokers: &str, topic_prefix: &str) -> Ingest {
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
     Ingest { url, stop, task }
 }
+
+/// Starts a session on `ingest` with `body` as the device of `token`, and returns its id.
+pub async fn start_session(
+    client: &reqwest::Client,
+    ingest: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> String {
+    let session: serde_json::Value = client
+        .post(format!("{ingest}/v1/sessions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("ingest answers")
+        .json()
+        .await
+        .expect("a JSON session");
+    session["session_id"]
+        .as_str()
+        .expect("the session has an id")
+        .to_owned()
+}
