@@ -1,8 +1,9 @@
 //! The Redis buffer between the HTTP edge and Kafka.
 //!
 //! Each shard is a Redis stream. A batch is written by one Lua script that, atomically,
-//! answers a retried batch id with the answer it got the first time, refuses the write when
-//! the shard is over its bound, and otherwise appends the entry and remembers the batch id.
+//! answers a retried batch id with the answer it got the first time (or refuses it when the
+//! id comes back with other fixes), refuses the write when the shard is over its bound, and
+//! otherwise appends the entry and remembers the batch id with the batch's fingerprint.
 //! Atomicity matters: a dedupe key written apart from its entry could claim a batch that
 //! was never stored, or store a batch twice.
 
@@ -31,14 +32,30 @@ pub enum BufferError {
 pub enum Append {
     /// Stored now.
     Stored,
-    /// Stored earlier under the same batch id; this is the answer given then.
+    /// Stored earlier under the same batch id with the same fixes; this is the answer
+    /// given then.
     Duplicate(BatchResponse),
+    /// The batch id was used earlier in this session for other fixes: nothing stored.
+    Reused,
 }
 
+/// What the buffer remembers of a batch id: `fp:<fingerprint><answer JSON>`. Values
+/// written before fingerprints existed are the bare answer, and count as the same batch.
+const FINGERPRINT_TAG: &str = "fp:";
+
+/// KEYS: the shard stream, the batch id's dedupe key. ARGV: the entry, the shard bound, the
+/// dedupe window in seconds, what to remember (tag, fingerprint, answer), the entry field,
+/// the fingerprint. Returns {0} stored, {1, answer} duplicate, {2} full, {3} reused.
 const APPEND_BATCH: &str = r"
 local previous = redis.call('GET', KEYS[2])
 if previous then
-  return {1, previous}
+  if string.sub(previous, 1, 3) ~= 'fp:' then
+    return {1, previous}
+  end
+  if string.sub(previous, 4, 3 + string.len(ARGV[6])) ~= ARGV[6] then
+    return {3, ''}
+  end
+  return {1, string.sub(previous, 4 + string.len(ARGV[6]))}
 end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return {2, ''}
@@ -47,6 +64,15 @@ redis.call('XADD', KEYS[1], '*', ARGV[5], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
 return {0, ''}
 ";
+
+/// A batch id's earlier answer, as [`Buffer::previous_answer`] finds it.
+#[derive(Debug)]
+pub enum Previous {
+    /// The same fixes were stored under it: answer this.
+    Same(BatchResponse),
+    /// Other fixes were stored under it.
+    Other,
+}
 
 /// Names of the keys of one deployment (one prefix).
 #[derive(Debug, Clone)]
@@ -119,11 +145,13 @@ impl Buffer {
     }
 
     /// Appends the accepted fixes of a batch unless its batch id was seen in the window.
-    /// `answer` is what the client gets now, and what a retry will get.
+    /// `answer` is what the client gets now, and what a retry with the same `fingerprint`
+    /// will get.
     pub async fn append_batch(
         &self,
         entry: &BufferEntry,
         batch_id: &BatchId,
+        fingerprint: &str,
         answer: &BatchResponse,
     ) -> Result<Append, BufferError> {
         let session = entry.session_id();
@@ -135,13 +163,18 @@ impl Buffer {
             .arg(serde_json::to_string(entry)?)
             .arg(self.max_entries)
             .arg(self.dedupe_window_secs)
-            .arg(serde_json::to_string(answer)?)
+            .arg(format!(
+                "{FINGERPRINT_TAG}{fingerprint}{}",
+                serde_json::to_string(answer)?
+            ))
             .arg(ENTRY_FIELD)
+            .arg(fingerprint)
             .invoke_async(&mut self.conn.clone())
             .await?;
         match code {
             0 => Ok(Append::Stored),
             1 => Ok(Append::Duplicate(serde_json::from_str(&previous)?)),
+            3 => Ok(Append::Reused),
             _ => Err(BufferError::Full(shard)),
         }
     }
@@ -160,18 +193,30 @@ impl Buffer {
         Ok(())
     }
 
-    /// The answer given to `batch_id` of `session`, if it was stored within the window.
+    /// What was stored under `batch_id` of `session` within the window, compared with
+    /// `fingerprint`.
     pub async fn previous_answer(
         &self,
         session: SessionId,
         batch_id: &BatchId,
-    ) -> Result<Option<BatchResponse>, BufferError> {
+        fingerprint: &str,
+    ) -> Result<Option<Previous>, BufferError> {
         let shard = self.keys.shard_of(session);
         let stored: Option<String> = redis::cmd("GET")
             .arg(self.keys.batch(shard, session, batch_id))
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(stored.map(|s| serde_json::from_str(&s)).transpose()?)
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let answer = match stored.strip_prefix(FINGERPRINT_TAG) {
+            None => &stored[..],
+            Some(rest) => match rest.strip_prefix(fingerprint) {
+                Some(answer) => answer,
+                None => return Ok(Some(Previous::Other)),
+            },
+        };
+        Ok(Some(Previous::Same(serde_json::from_str(answer)?)))
     }
 
     /// PING, for readiness.

@@ -15,8 +15,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use locus_session::SessionError;
-use locus_wire::SessionId;
 use locus_wire::api::{BatchResponse, ErrorBody, StopReason};
+use locus_wire::{BatchId, SessionId};
 use serde_json::json;
 
 use crate::admission::AdmissionError;
@@ -47,6 +47,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// 400: the batch id is not 1 to 128 printable ASCII characters.
     InvalidBatchId,
+    /// 409: the batch id was used before in this session for other fixes.
+    BatchIdReused,
     /// 400: the batch has no fixes.
     EmptyBatch,
     /// 400: the body is not JSON (or not UTF-8).
@@ -94,6 +96,7 @@ impl ErrorCode {
             Self::InvalidMaxDuration => "invalid_max_duration",
             Self::InvalidQuery => "invalid_query",
             Self::InvalidBatchId => "invalid_batch_id",
+            Self::BatchIdReused => "batch_id_reused",
             Self::EmptyBatch => "empty_batch",
             Self::MalformedJson => "malformed_json",
             Self::InvalidBody => "invalid_body",
@@ -119,9 +122,10 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::SessionExpired | Self::SessionStopped | Self::SessionAlreadyActive => {
-                StatusCode::CONFLICT
-            }
+            Self::SessionExpired
+            | Self::SessionStopped
+            | Self::SessionAlreadyActive
+            | Self::BatchIdReused => StatusCode::CONFLICT,
             Self::InvalidMaxDuration
             | Self::InvalidQuery
             | Self::InvalidBatchId
@@ -179,6 +183,9 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The batch id was used before in this session for other fixes; nothing was stored.
+    #[error("batch id reused")]
+    BatchIdReused(BatchId),
     /// Every fix of the batch was rejected; nothing was stored.
     #[error("every fix was rejected")]
     AllRejected(BatchResponse),
@@ -227,6 +234,7 @@ impl ApiError {
             Self::SessionAlreadyActive(_) => ErrorCode::SessionAlreadyActive,
             Self::Invalid { code, .. } | Self::Unavailable { code, .. } => *code,
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::BatchIdReused(_) => ErrorCode::BatchIdReused,
             Self::AllRejected(_) => ErrorCode::AllFixesRejected,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
@@ -254,6 +262,9 @@ impl ApiError {
                 "this device already has an active session {id}; stop it or keep posting to it"
             ),
             Self::Invalid { message, .. } | Self::Unavailable { message, .. } => message.clone(),
+            Self::BatchIdReused(id) => format!(
+                "batch id {id} was already used in this session for other fixes, so this batch was not stored; give every batch its own id and reuse an id only to retry the very same fixes"
+            ),
             Self::AllRejected(_) => {
                 "every fix of the batch was rejected (see `rejected`); nothing was stored".into()
             }
@@ -367,9 +378,8 @@ impl From<BufferError> for ApiError {
             },
             BufferError::Redis(_) | BufferError::Encoding(_) => Self::Unavailable {
                 code: ErrorCode::BufferUnavailable,
-                message:
-                    "the batch could not be stored; nothing was kept: retry the same batch later"
-                        .into(),
+                message: "the buffer did not confirm the batch, so it may or may not have been stored: retry the same batch (same batch id) later; a retry is never stored twice"
+                    .into(),
                 retry_after_secs: 2,
             },
         }
@@ -385,6 +395,7 @@ mod tests {
         let cases = [
             (ErrorCode::SessionExpired, "session_expired", 409),
             (ErrorCode::InvalidBatchId, "invalid_batch_id", 400),
+            (ErrorCode::BatchIdReused, "batch_id_reused", 409),
             (ErrorCode::TooManyFixes, "too_many_fixes", 413),
             (ErrorCode::BatchOverBurst, "batch_over_burst", 413),
             (ErrorCode::AllFixesRejected, "all_fixes_rejected", 422),

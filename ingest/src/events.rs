@@ -10,8 +10,6 @@
 //!
 //! The file runs past 400 lines on purpose: twenty small event types, and splitting them
 //! would scatter the metric names this file exists to keep in one place.
-//!
-//! Over 400 lines on purpose: it is the one list of ingest's metrics.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -102,6 +100,7 @@ struct ForwarderMetrics {
     entries_acked: IntCounter,
     entries_claimed: IntCounter,
     entries_dead_lettered: IntCounter,
+    groups_recreated: IntCounter,
     progress_errors: IntCounter,
 }
 
@@ -142,6 +141,11 @@ static FORWARDER: LazyLock<ForwarderMetrics> = LazyLock::new(|| ForwarderMetrics
     entries_dead_lettered: counter(
         "locus_forwarder_entries_dead_lettered_total",
         "Buffer entries that could not be decoded and were sent to the dead-letter topic.",
+    ),
+    groups_recreated: counter(
+        "locus_forwarder_groups_recreated_total",
+        "Times a shard's consumer group was found missing (Redis restarted without its data, \
+         or was flushed) and created again.",
     ),
     progress_errors: counter(
         "locus_session_progress_errors_total",
@@ -411,6 +415,25 @@ impl EntryDeadLettered<'_> {
         // reach Kafka only through someone replaying the dead letter.
         tracing::error!(error = %self.error, "Undecodable buffer entry sent to the dead-letter topic.");
         FORWARDER.entries_dead_lettered.inc();
+    }
+}
+
+/// A shard's consumer group was missing and was created again.
+pub struct ConsumerGroupRecreated<'a> {
+    /// The shard's stream.
+    pub stream: &'a str,
+}
+
+impl ConsumerGroupRecreated<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        // An error: Redis lost its data, and with it every entry it held that had not been
+        // forwarded yet (batches answered 202). Forwarding goes on with what comes next.
+        tracing::error!(
+            stream = self.stream,
+            "The forwarder's consumer group was missing (Redis lost its data?); created it again. Entries the stream held before are gone."
+        );
+        FORWARDER.groups_recreated.inc();
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod buffer;
 pub mod decode;
+pub mod fingerprint;
 pub mod headers;
 pub mod ids;
 pub mod record;

@@ -104,7 +104,13 @@ impl ShardReader {
             }
         };
         cmd.arg("STREAMS").arg(&self.stream).arg(id);
-        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        let reply: Option<StreamReadReply> = match cmd.query_async(conn).await {
+            Err(e) if lost_group(&e) => {
+                self.recreate_group(conn).await?;
+                return Ok(Vec::new());
+            }
+            reply => reply?,
+        };
         Ok(reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(decode).collect())
             .unwrap_or_default())
@@ -115,7 +121,7 @@ impl ShardReader {
     pub async fn claim_all(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
         let mut cursor = "0-0".to_owned();
         loop {
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            let reply: StreamAutoClaimReply = match redis::cmd("XAUTOCLAIM")
                 .arg(&self.stream)
                 .arg(GROUP)
                 .arg(&self.consumer)
@@ -125,7 +131,12 @@ impl ShardReader {
                 .arg(self.read_count)
                 .arg("JUSTID")
                 .query_async(conn)
-                .await?;
+                .await
+            {
+                // A group made now has nothing pending to claim.
+                Err(e) if lost_group(&e) => return self.recreate_group(conn).await,
+                reply => reply?,
+            };
             events::EntriesClaimed {
                 count: reply.claimed.len(),
             }
@@ -164,6 +175,25 @@ impl ShardReader {
     pub async fn depth(&self, conn: &mut ConnectionManager) -> redis::RedisResult<u64> {
         redis::cmd("XLEN").arg(&self.stream).query_async(conn).await
     }
+}
+
+impl ShardReader {
+    /// Creates the group again after Redis lost it (a restart without persistence, or a
+    /// flush): without this, every read fails with NOGROUP while ingest keeps appending to
+    /// the stream it recreated, and the buffer fills for good.
+    async fn recreate_group(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        self.ensure_group(conn).await?;
+        events::ConsumerGroupRecreated {
+            stream: &self.stream,
+        }
+        .emit();
+        Ok(())
+    }
+}
+
+/// Whether Redis answered that the stream or its consumer group does not exist.
+fn lost_group(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP")
 }
 
 fn decode(entry: StreamId) -> Entry {

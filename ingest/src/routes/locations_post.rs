@@ -9,14 +9,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use locus_wire::BatchId;
 use locus_wire::api::{BatchResponse, Fix, FixLimits, LocationBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::record::SessionEventKind;
+use locus_wire::{BatchId, fingerprint};
 
 use crate::access::visible_session;
 use crate::auth::Caller;
-use crate::buffer::{Append, BufferError};
+use crate::buffer::{Append, BufferError, Previous};
 use crate::config::RequestLimits;
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::AppState;
@@ -26,7 +26,8 @@ use crate::{body, events};
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// 202 with counts and per-fix rejections once the batch is in Redis; 422 when no fix
-/// was valid; 409 for a stopped session; 429 or 503 with Retry-After.
+/// was valid; 409 for a stopped session or a batch id reused for other fixes; 429 or 503
+/// with Retry-After.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
     State(state): State<AppState>,
@@ -40,13 +41,16 @@ pub async fn handler(
     let bytes = body::json_bytes(&headers, request, limits.max_body_bytes, false).await?;
     let mut batch: LocationBatch = body::parse(&bytes)?;
     check_size(&batch, limits)?;
-    let batch_id = batch_id(batch.batch_id.take(), &headers)?;
+    let given_id = batch_id(batch.batch_id.take(), &headers)?;
+    let fingerprint = fingerprint::of_fixes(&batch.fixes);
     state
         .admission
         .admit(&caller.tenant, &caller.subject, batch.fixes.len())?;
 
     let session = visible_session(&state.store, &caller, &id).await?;
     let session_id = session.id;
+    let batch_id =
+        given_id.unwrap_or_else(|| fingerprint::derived_batch_id(session_id, &fingerprint));
     let session = match state.store.ensure_open(session).await {
         Ok(s) => s,
         Err((e, expired_now)) => {
@@ -58,8 +62,16 @@ pub async fn handler(
             }
             // A retry of a batch stored before the session stopped must hear that it was
             // stored, not that the session is closed.
-            if let Ok(Some(previous)) = state.buffer.previous_answer(session_id, &batch_id).await {
-                return Ok(duplicate(previous));
+            let previous = state
+                .buffer
+                .previous_answer(session_id, &batch_id, &fingerprint)
+                .await;
+            match previous {
+                Ok(Some(Previous::Same(answer))) => return Ok(duplicate(answer)),
+                Ok(Some(Previous::Other)) => return Err(ApiError::BatchIdReused(batch_id)),
+                // Nothing stored under this id, or Redis cannot tell: the session's state
+                // is the answer.
+                Ok(None) | Err(_) => {}
             }
             return Err(e.into());
         }
@@ -79,12 +91,17 @@ pub async fn handler(
         received_at: now,
         fixes: accepted,
     });
-    match state.buffer.append_batch(&entry, &batch_id, &answer).await {
+    match state
+        .buffer
+        .append_batch(&entry, &batch_id, &fingerprint, &answer)
+        .await
+    {
         Ok(Append::Stored) => {
             events::FixesAccepted { count: n }.emit();
             Ok((StatusCode::ACCEPTED, axum::Json(answer)))
         }
         Ok(Append::Duplicate(previous)) => Ok(duplicate(previous)),
+        Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
         Err(e) => {
             match &e {
                 BufferError::Full(_) => events::AdmissionRefused {
@@ -114,8 +131,9 @@ fn check_size(batch: &LocationBatch, limits: &RequestLimits) -> Result<(), ApiEr
     }
 }
 
-/// The batch id from the body, else the `Idempotency-Key` header, else a fresh one.
-fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<BatchId, ApiError> {
+/// The batch id from the body, else the `Idempotency-Key` header; `None` when the client
+/// gave none (the id is then derived from the session and the fixes).
+fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<Option<BatchId>, ApiError> {
     // A header that is not ASCII becomes "" and is refused below, rather than ignored:
     // ignoring it would store a retry twice.
     let given = from_body.or_else(|| {
@@ -124,8 +142,9 @@ fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<BatchId, A
             .map(|v| v.to_str().unwrap_or_default().to_owned())
     });
     match given {
-        None => Ok(BatchId::generate()),
+        None => Ok(None),
         Some(id) => BatchId::parse(id)
+            .map(Some)
             .map_err(|e| ApiError::invalid(ErrorCode::InvalidBatchId, e.to_string())),
     }
 }

@@ -24,6 +24,11 @@ impl PrivateRedis {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port)
+    }
+
+    /// A fresh, empty server on `port` (a restart without persistence).
+    fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -43,6 +48,24 @@ impl PrivateRedis {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the server answers.
+    async fn wait_up(&self) {
+        let url = self.url();
+        kit::eventually(Duration::from_secs(5), || {
+            let url = url.clone();
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await
+        .expect("private redis-server starts");
     }
 }
 
@@ -188,5 +211,56 @@ async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
         .collect();
     assert_eq!(batches.len(), 2);
     assert!(!batches.contains(&"second"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwards_again() {
+    let redis = PrivateRedis::start();
+    redis.wait_up().await;
+    let port = redis.port;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| c.redis.url = url).await;
+    let token = kit::device_token("acme", "phone-1");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.post_fixes(&token, &id, &batch("before", 2))
+            .await
+            .status(),
+        202
+    );
+    let topic = scope.locations_topic();
+    let before = kit::read_topic(&topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(before.len(), 2, "the first batch reached Kafka");
+
+    // Redis restarts without persistence: the streams, their consumer group and the leases
+    // are gone. The next XADD creates the stream again, without the group.
+    drop(redis);
+    let _redis = PrivateRedis::start_on(port);
+    _redis.wait_up().await;
+    let after_batch = batch("after", 3);
+    let stored = kit::eventually(Duration::from_secs(20), || async {
+        let status = app.post_fixes(&token, &id, &after_batch).await.status();
+        (status == 202).then_some(())
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "ingest stores batches again once Redis is back"
+    );
+
+    let records = kit::read_topic_until(&topic, Duration::from_secs(30), |r| {
+        r.iter().filter(|r| r.value["batch_id"] == "after").count() >= 3
+    })
+    .await;
+    let after = records
+        .iter()
+        .filter(|r| r.value["batch_id"] == "after")
+        .count();
+    assert_eq!(after, 3, "a batch accepted after the restart reaches Kafka");
     app.stop().await;
 }
