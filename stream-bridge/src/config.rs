@@ -85,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_private_sinks: bool,
 
+    /// Start with an empty sink table. Off by default: a bridge without sinks sends every
+    /// record to the dead-letter topic, which is almost always a deployment mistake.
+    #[arg(long, env = "LOCUS_BRIDGE_ALLOW_NO_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_no_sinks: bool,
+
     /// Most records consumed into one batch.
     #[arg(long, env = "LOCUS_BRIDGE_BATCH_MAX_RECORDS", default_value_t = 500)]
     pub batch_max_records: usize,
@@ -270,6 +275,7 @@ mod tests {
         assert_eq!(c.lag_interval_ms, 5_000);
         assert!(c.sinks.is_none() && c.sinks_file.is_none());
         assert!(!c.allow_private_sinks);
+        assert!(!c.allow_no_sinks);
         assert_eq!(c.shutdown.grace_secs, 30);
         assert_eq!(c.batch_max_records, 500);
         assert_eq!(c.batch_linger_ms, 100);

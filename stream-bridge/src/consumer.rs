@@ -39,7 +39,6 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::error::BridgeError;
 use crate::events::{
     CommitFailed, ConsumeFailed, DeadLetterReason, OffsetStoreFailed, RecordsConsumed,
-    RecordsSkipped, SkipReason,
 };
 use crate::record::ParsedRecord;
 use crate::webhook::config::{Sink, Sinks};
@@ -293,14 +292,18 @@ impl ConsumerLoop {
         let mut deliveries = Vec::new();
         for (tenant, indices) in &groups.tenants {
             match self.sinks.get(tenant) {
+                // Not dropped: a sink table missing a tenant (a partial deploy, a typo) must
+                // not consume and commit that tenant's backlog. The records wait in the
+                // dead-letter topic, in order, to be replayed once the sink exists.
                 None => {
-                    RecordsSkipped {
-                        reason: SkipReason::NoSink,
-                        count: indices.len(),
-                    }
-                    .emit();
+                    let messages: Vec<_> = indices.iter().map(|&i| &batch[i].message).collect();
+                    let detail = format!("tenant {tenant} has no sink configured");
+                    let written = self
+                        .dead_letter
+                        .write(&messages, DeadLetterReason::NoSink, "none", &detail, abort)
+                        .await;
                     for &i in indices {
-                        handled[i] = true;
+                        handled[i] = written;
                     }
                 }
                 Some(sink) => deliveries.push((tenant, sink, indices)),

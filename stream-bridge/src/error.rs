@@ -64,6 +64,11 @@ pub enum BridgeError {
         /// What is wrong, without quoting the file.
         message: String,
     },
+    /// No sink is configured, and that was not allowed.
+    #[error(
+        "no webhook sink is configured, so every record would go to the dead-letter topic; set LOCUS_BRIDGE_SINKS or LOCUS_BRIDGE_SINKS_FILE, or LOCUS_BRIDGE_ALLOW_NO_SINKS=true to start anyway"
+    )]
+    NoSinks,
     /// A Kafka client cannot be created or subscribed.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

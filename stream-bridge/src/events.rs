@@ -25,7 +25,6 @@ struct Metrics {
     records_consumed: IntCounter,
     records_delivered: IntCounter,
     records_dead_lettered: IntCounterVec,
-    records_skipped: IntCounterVec,
     delivery_attempts: IntCounterVec,
     delivery_duration: Histogram,
     end_to_end: Histogram,
@@ -44,11 +43,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     records_dead_lettered: counter_vec(
         "locus_bridge_records_dead_lettered_total",
         "Records written to the dead-letter topic, by reason.",
-        &["reason"],
-    ),
-    records_skipped: counter_vec(
-        "locus_bridge_records_skipped_total",
-        "Records not delivered on purpose, by reason (no_sink: the tenant has no sink).",
         &["reason"],
     ),
     delivery_attempts: counter_vec(
@@ -191,45 +185,6 @@ impl RecordsDeadLettered<'_> {
         );
         METRICS
             .records_dead_lettered
-            .with_label_values(&[self.reason.as_str()])
-            .inc_by(self.count as u64);
-    }
-}
-
-/// Why records were skipped on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
-    /// Their tenant has no sink configured.
-    NoSink,
-}
-
-impl SkipReason {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::NoSink => "no_sink",
-        }
-    }
-}
-
-/// Records were skipped (and their offsets stored).
-pub struct RecordsSkipped {
-    /// Why.
-    pub reason: SkipReason,
-    /// How many.
-    pub count: usize,
-}
-
-impl RecordsSkipped {
-    /// Logs and counts the event.
-    pub fn emit(self) {
-        tracing::debug!(
-            reason = self.reason.as_str(),
-            count = self.count,
-            "Records skipped."
-        );
-        METRICS
-            .records_skipped
             .with_label_values(&[self.reason.as_str()])
             .inc_by(self.count as u64);
     }

@@ -38,7 +38,12 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, BridgeError> {
         let sinks = Arc::new(config.load_sinks()?);
         if sinks.is_empty() {
-            tracing::warn!("No webhook sinks are configured: every record will be skipped.");
+            if !config.allow_no_sinks {
+                return Err(BridgeError::NoSinks);
+            }
+            tracing::warn!(
+                "No webhook sinks are configured: every record goes to the dead-letter topic."
+            );
         }
         // Registered before the first event, so every unlabelled metric reads 0 from start.
         events::register();

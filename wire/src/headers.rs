@@ -73,6 +73,8 @@ pub enum DeadLetterReason {
     Exhausted,
     /// It is not a record (or buffer entry) that Locus can read.
     Malformed,
+    /// Its tenant has no sink: it waits here to be replayed once the sink exists.
+    NoSink,
 }
 
 impl DeadLetterReason {
@@ -82,6 +84,7 @@ impl DeadLetterReason {
             Self::Rejected => "rejected",
             Self::Exhausted => "exhausted",
             Self::Malformed => "malformed",
+            Self::NoSink => "no_sink",
         }
     }
 }
@@ -138,5 +141,6 @@ mod tests {
         );
         assert_eq!(DeadLetterReason::Rejected.as_str(), "rejected");
         assert_eq!(DeadLetterReason::Malformed.as_str(), "malformed");
+        assert_eq!(DeadLetterReason::NoSink.as_str(), "no_sink");
     }
 }

@@ -6,6 +6,6 @@ mod delivery;
 mod health;
 mod helpers;
 mod lag;
+mod no_sink;
 mod restart;
 mod retries;
-mod skipping;
