@@ -251,11 +251,11 @@ async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
     assert_eq!(records.len(), 500);
 }
 
-fn spawn_forwarder(scope: &Scope) -> Child {
+fn spawn_forwarder(scope: &Scope, consumer: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_locus-ingest"))
         .arg("serve")
         .args(scope.args("forwarder"))
-        .args(["--forwarder-consumer", "forwarder-under-test"])
+        .args(["--forwarder-consumer", consumer])
         .args(["--redis-url", &kit::redis_url()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -270,7 +270,7 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     // The API runs in the test; the forwarder is the real binary in its own process, so
     // it can be SIGKILLed mid-flight.
     let api = spawn_in(&scope, &[Role::Api], |_| {}).await;
-    let mut forwarder = spawn_forwarder(&scope);
+    let mut forwarder = spawn_forwarder(&scope, "forwarder-killed");
 
     let devices = 4;
     let batches = 30;
@@ -303,11 +303,19 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Kill only while a forward is in flight: entries read by the forwarder and not yet
+    // acknowledged. Those are what a crash puts at risk.
+    let in_flight = kit::eventually(Duration::from_secs(30), || async {
+        let pending = pending_of(&scope, "forwarder-killed").await;
+        (pending > 0).then_some(pending)
+    })
+    .await
+    .expect("the forwarder had entries in flight during the load");
     forwarder.kill().expect("SIGKILL the forwarder");
     forwarder.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut forwarder = spawn_forwarder(&scope);
+    // Another name, as a replacement replica would have: the entries left pending with
+    // the dead consumer must be claimed across consumers (XAUTOCLAIM), not just re-read.
+    let mut forwarder = spawn_forwarder(&scope, "forwarder-replacement");
 
     let mut expected = HashSet::new();
     for task in load {
@@ -325,7 +333,7 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     );
 
     let mut seen: HashSet<String> = HashSet::new();
-    kit::read_topic_until(
+    let records = kit::read_topic_until(
         &scope.locations_topic(),
         Duration::from_secs(60),
         |records| {
@@ -338,6 +346,35 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     .await;
     let missing = expected.difference(&seen).count();
     assert_eq!(missing, 0, "{missing} accepted fixes never reached Kafka");
+    // Copies are allowed (at-least-once), disorder is not: after dropping copies by
+    // record id, each session's records are in the order they were posted.
+    let mut first_seen = HashSet::new();
+    let mut order: std::collections::HashMap<String, Vec<(u64, u64)>> = Default::default();
+    for r in &records {
+        if !first_seen.insert(r.value["record_id"].as_str().unwrap().to_owned()) {
+            continue;
+        }
+        let batch_id = r.value["batch_id"].as_str().unwrap();
+        let seq: u64 = batch_id.rsplit_once("-b").unwrap().1.parse().unwrap();
+        order
+            .entry(r.key.clone())
+            .or_default()
+            .push((seq, r.value["batch_index"].as_u64().unwrap()));
+    }
+    for (session, seen_order) in &order {
+        let mut sorted = seen_order.clone();
+        sorted.sort();
+        assert_eq!(
+            seen_order, &sorted,
+            "session {session} is in order on Kafka"
+        );
+    }
+    // The replacement took over what the killed forwarder had in flight.
+    assert_eq!(
+        pending_of(&scope, "forwarder-killed").await,
+        0,
+        "the {in_flight} entries in flight at the kill were claimed by the replacement"
+    );
     forwarder.kill().unwrap();
     forwarder.wait().unwrap();
     api.stop().await;
@@ -480,4 +517,35 @@ async fn buffered_count(scope: &Scope) -> u64 {
         .query_async(&mut conn)
         .await
         .unwrap()
+}
+
+/// Entries read but not acknowledged by `consumer`, over every shard of `scope`.
+async fn pending_of(scope: &Scope, consumer: &str) -> u64 {
+    let mut conn = kit::require_redis().await;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut total = 0;
+    for shard in 0..4 {
+        // XPENDING's summary form: [count, first id, last id, [[consumer, count], ...]].
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(keys.stream(shard))
+            .arg(locus_ingest::forwarder::GROUP)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        let redis::Value::Array(parts) = summary else {
+            continue;
+        };
+        let Some(redis::Value::Array(consumers)) = parts.get(3) else {
+            continue;
+        };
+        for entry in consumers {
+            let Ok((name, count)) = redis::from_redis_value::<(String, String)>(entry) else {
+                continue;
+            };
+            if name == consumer {
+                total += count.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
