@@ -7,8 +7,9 @@
 //! Atomicity matters: a dedupe key written apart from its entry could claim a batch that
 //! was never stored, or store a batch twice.
 
-use locus_wire::api::BatchResponse;
+use locus_wire::api::{BatchResponse, StopReason};
 use locus_wire::buffer::{BufferEntry, ENTRY_FIELD, shard_of};
+use locus_wire::record::SessionEventKind;
 use locus_wire::{BatchId, SessionId};
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
@@ -37,15 +38,20 @@ pub enum Append {
     Duplicate(BatchResponse),
     /// The batch id was used earlier in this session for other fixes: nothing stored.
     Reused,
+    /// The session's stop event is already in the buffer: nothing stored, so that no
+    /// batch lands after it.
+    Closed(StopReason),
 }
 
 /// What the buffer remembers of a batch id: `fp:<fingerprint><answer JSON>`. Values
 /// written before fingerprints existed are the bare answer, and count as the same batch.
 const FINGERPRINT_TAG: &str = "fp:";
 
-/// KEYS: the shard stream, the batch id's dedupe key. ARGV: the entry, the shard bound, the
-/// dedupe window in seconds, what to remember (tag, fingerprint, answer), the entry field,
-/// the fingerprint. Returns {0} stored, {1, answer} duplicate, {2} full, {3} reused.
+/// KEYS: the shard stream, the batch id's dedupe key, the session's closed mark. ARGV: the
+/// entry, the shard bound, the dedupe window in seconds, what to remember (tag, fingerprint,
+/// answer), the entry field, the fingerprint. Returns {0} stored, {1, answer} duplicate,
+/// {2} full, {3} reused, {4, stop reason} closed. A retry of a stored batch gets its answer
+/// even after the stop; a new batch after the stop event does not get in.
 const APPEND_BATCH: &str = r"
 local previous = redis.call('GET', KEYS[2])
 if previous then
@@ -57,12 +63,25 @@ if previous then
   end
   return {1, string.sub(previous, 4 + string.len(ARGV[6]))}
 end
+local closed = redis.call('GET', KEYS[3])
+if closed then
+  return {4, closed}
+end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return {2, ''}
 end
 redis.call('XADD', KEYS[1], '*', ARGV[5], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
 return {0, ''}
+";
+
+/// KEYS: the shard stream, the session's closed mark. ARGV: the entry field, the stop
+/// event entry, the stop reason, the mark's lifetime in seconds. The event and the mark go
+/// in together, so a batch appended after the event is refused by [`APPEND_BATCH`].
+const APPEND_STOP: &str = r"
+redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+return 0
 ";
 
 /// A batch id's earlier answer, as [`Buffer::previous_answer`] finds it.
@@ -101,6 +120,11 @@ impl Keys {
         format!("{}:{{s{shard}}}:fixes", self.prefix)
     }
 
+    /// The mark that says a session's stop event is buffered.
+    fn closed(&self, shard: u32, session: SessionId) -> String {
+        format!("{}:{{s{shard}}}:closed:{session}", self.prefix)
+    }
+
     /// The lease that says which forwarder owns shard `shard`.
     pub fn lease(&self, shard: u32) -> String {
         format!("{}:{{s{shard}}}:owner", self.prefix)
@@ -125,6 +149,7 @@ pub struct Buffer {
     max_entries: u64,
     dedupe_window_secs: u64,
     append: Script,
+    append_stop: Script,
 }
 
 impl Buffer {
@@ -141,6 +166,7 @@ impl Buffer {
             max_entries,
             dedupe_window_secs,
             append: Script::new(APPEND_BATCH),
+            append_stop: Script::new(APPEND_STOP),
         }
     }
 
@@ -160,6 +186,7 @@ impl Buffer {
             .append
             .key(self.keys.stream(shard))
             .key(self.keys.batch(shard, session, batch_id))
+            .key(self.keys.closed(shard, session))
             .arg(serde_json::to_string(entry)?)
             .arg(self.max_entries)
             .arg(self.dedupe_window_secs)
@@ -175,14 +202,36 @@ impl Buffer {
             0 => Ok(Append::Stored),
             1 => Ok(Append::Duplicate(serde_json::from_str(&previous)?)),
             3 => Ok(Append::Reused),
+            4 => Ok(Append::Closed(
+                StopReason::parse(&previous).unwrap_or(StopReason::Requested),
+            )),
             _ => Err(BufferError::Full(shard)),
         }
     }
 
     /// Appends a session event. It ignores the bound: events are rare and small, and
-    /// refusing one would leave PostgreSQL and Kafka telling different stories.
+    /// refusing one would leave PostgreSQL and Kafka telling different stories. A stop
+    /// event also marks the session closed (for the dedupe window), so no batch is
+    /// buffered after it.
     pub async fn append_event(&self, entry: &BufferEntry) -> Result<(), BufferError> {
-        let shard = self.keys.shard_of(entry.session_id());
+        let session = entry.session_id();
+        let shard = self.keys.shard_of(session);
+        if let BufferEntry::SessionEvent(event) = entry
+            && event.kind == SessionEventKind::Stopped
+        {
+            let reason = event.reason.unwrap_or(StopReason::Requested);
+            let _: i64 = self
+                .append_stop
+                .key(self.keys.stream(shard))
+                .key(self.keys.closed(shard, session))
+                .arg(ENTRY_FIELD)
+                .arg(serde_json::to_string(entry)?)
+                .arg(reason.as_str())
+                .arg(self.dedupe_window_secs.max(1))
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            return Ok(());
+        }
         let _: String = redis::cmd("XADD")
             .arg(self.keys.stream(shard))
             .arg("*")

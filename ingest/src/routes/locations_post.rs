@@ -102,6 +102,8 @@ pub async fn handler(
         }
         Ok(Append::Duplicate(previous)) => Ok(duplicate(previous)),
         Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
+        // The session stopped between its read above and this append.
+        Ok(Append::Closed(reason)) => Err(ApiError::SessionStopped(reason)),
         Err(e) => {
             match &e {
                 BufferError::Full(_) => events::AdmissionRefused {

@@ -148,3 +148,78 @@ async fn a_retry_of_a_stored_batch_after_the_stop_still_hears_it_was_stored() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_batch_is_buffered_after_its_sessions_stop_event_even_when_they_race() {
+    let scope = crate::helpers::Scope::new().await;
+    let app = crate::helpers::spawn_in(&scope, &[locus_ingest::config::Role::Api], |c| {
+        c.rates.device_fixes_per_sec = 1_000_000;
+        c.rates.device_burst = 1_000_000;
+    })
+    .await;
+    let token = kit::device_token("acme", "racer");
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Posters that do not pause, so that some batch is between its session read and its
+    // append when the stop lands.
+    let mut posters = Vec::new();
+    for t in 0..8 {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/v1/sessions/{id}/locations")),
+            token.clone(),
+        );
+        posters.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for n in 0.. {
+                let batch_id = format!("p{t}-{n}");
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&batch(&batch_id, 1))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    202 => accepted.push(batch_id),
+                    409 => return accepted,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            accepted
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = app.stop_session(&token, &id).await;
+    assert_eq!(stopped.status(), 200);
+    let mut accepted = Vec::new();
+    for p in posters {
+        accepted.extend(p.await.unwrap());
+    }
+    assert!(!accepted.is_empty());
+
+    let entries: Vec<Value> = crate::helpers::buffered_entries(&scope, 4)
+        .await
+        .into_iter()
+        .filter(|e| e["session_id"] == id.as_str())
+        .collect();
+    let stop_at = entries
+        .iter()
+        .position(|e| e["type"] == "session_event" && e["kind"] == "stopped")
+        .expect("the stop event is buffered");
+    let late: Vec<&Value> = entries[stop_at..]
+        .iter()
+        .filter(|e| e["type"] == "fixes")
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} batches were buffered after the stop event, e.g. {}",
+        late.len(),
+        late[0]["batch_id"]
+    );
+    let buffered = entries.iter().filter(|e| e["type"] == "fixes").count();
+    assert_eq!(buffered, accepted.len(), "every 202 is in the buffer, once");
+    app.stop().await;
+}
