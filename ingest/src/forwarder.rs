@@ -128,9 +128,20 @@ impl Forwarder {
                 return;
             };
             tracing::info!(shard, "Forwarder took the shard.");
+            // The depth is reported beside the work, on the keeper's connection: a read can
+            // wait on Kafka for as long as the broker is away, and that is exactly when the
+            // buffer's depth matters.
+            let depth = tokio::spawn(report_depth(
+                keeper_conn.clone(),
+                reader.stream().to_owned(),
+                shard,
+            ));
             let end = self
                 .work_shard(&mut conn, shard, &reader, lease.lost(), &shutdown, grace)
                 .await;
+            // Only the owner reports a shard's depth; aborting at the sleep or mid-XLEN is
+            // harmless.
+            depth.abort();
             match end {
                 ShardEnd::LeaseLost => {
                     // Dropping the guard stops the renewals and frees the slot for another
@@ -196,22 +207,10 @@ impl Forwarder {
             return ShardEnd::LeaseLost;
         }
         let mut pending_first = true;
-        let mut depth_reported = Instant::now() - DEPTH_INTERVAL;
         let mut drain_deadline = None;
         loop {
             if lost.is_cancelled() {
                 return ShardEnd::LeaseLost;
-            }
-            if depth_reported.elapsed() >= DEPTH_INTERVAL {
-                // Only a gauge: a failed XLEN shows as a stale depth, not as an error.
-                if let Ok(depth) = reader.depth(conn).await {
-                    events::BufferDepth {
-                        shard,
-                        entries: depth,
-                    }
-                    .emit();
-                }
-                depth_reported = Instant::now();
             }
             // On shutdown, keep going without blocking until the stream is empty or the
             // grace period is over: what ingest accepted while draining gets out too.
@@ -348,6 +347,22 @@ impl Forwarder {
             }
         }
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Sets the depth gauge of `shard` from its stream's XLEN every [`DEPTH_INTERVAL`], until
+/// aborted.
+async fn report_depth(mut conn: ConnectionManager, stream: String, shard: u32) {
+    let mut tick = tokio::time::interval(DEPTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Only a gauge: a failed XLEN shows as a stale depth, not as an error.
+        let depth: redis::RedisResult<u64> =
+            redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await;
+        if let Ok(entries) = depth {
+            events::BufferDepth { shard, entries }.emit();
+        }
     }
 }
 

@@ -19,9 +19,11 @@ pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
         .set("acks", "all")
         .set("linger.ms", config.producer.linger_ms.to_string())
         .set("compression.type", &config.producer.compression)
-        // Records stay in the producer's queue while the broker is away; the entry stays
-        // pending in Redis meanwhile, so a long timeout loses nothing.
-        .set("message.timeout.ms", "120000")
+        // No timeout: records stay in the producer's queue while the broker is away, and
+        // their entry stays pending in Redis. A timeout would be worse than useless: a
+        // record reported as timed out may still be written after its successors, and
+        // producing it again then puts its session out of order on Kafka.
+        .set("message.timeout.ms", "0")
         .set("queue.buffering.max.messages", "500000")
         .create()
 }

@@ -284,7 +284,7 @@ fn first_seen_per_session<'a>(
     out
 }
 
-async fn broker_restart_loses_nothing(how: Stop) {
+async fn broker_restart_loses_nothing(how: Stop, outage: Duration) {
     // The services' warnings go to the test's captured output: shown when it fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn,locus_ingest=info,locus_stream_bridge=info")
@@ -355,7 +355,7 @@ async fn broker_restart_loses_nothing(how: Stop) {
         buffered.is_some(),
         "ingest keeps accepting while the broker is down"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(outage).await;
     tokio::task::block_in_place(|| node.restart());
     devices.broker_down.store(false, Ordering::SeqCst);
     let accepted_while_down = devices.accepted_while_down.load(Ordering::SeqCst);
@@ -483,10 +483,20 @@ async fn broker_restart_loses_nothing(how: Stop) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_accepted_fix_is_delivered_once_after_dedupe_across_a_broker_sigterm_and_restart() {
-    broker_restart_loses_nothing(Stop::Term).await;
+    broker_restart_loses_nothing(Stop::Term, Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_accepted_fix_is_delivered_once_after_dedupe_across_a_broker_sigkill_and_restart() {
-    broker_restart_loses_nothing(Stop::Kill).await;
+    broker_restart_loses_nothing(Stop::Kill, Duration::from_secs(2)).await;
+}
+
+/// The broker away for longer than any producer timeout: a record that timed out in the
+/// producer could be written after its successors, and re-producing it then puts a session
+/// out of order. Over two minutes long, so `./locus test` leaves it out; run it with
+/// `cargo test -p locus-stream-bridge --test broker_restart -- --ignored` (docs/guarantees.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long fault (over 2 minutes): run with --ignored, see docs/guarantees.md"]
+async fn every_accepted_fix_is_delivered_in_order_after_a_broker_outage_longer_than_any_timeout() {
+    broker_restart_loses_nothing(Stop::Term, Duration::from_secs(130)).await;
 }

@@ -170,11 +170,6 @@ impl ShardReader {
             .query_async::<()>(conn)
             .await
     }
-
-    /// Entries in the stream (read or not).
-    pub async fn depth(&self, conn: &mut ConnectionManager) -> redis::RedisResult<u64> {
-        redis::cmd("XLEN").arg(&self.stream).query_async(conn).await
-    }
 }
 
 impl ShardReader {
