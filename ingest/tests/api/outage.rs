@@ -29,6 +29,29 @@ impl PrivateRedis {
 
     /// A fresh, empty server on `port` (a restart without persistence).
     fn start_on(port: u16) -> Self {
+        Self::spawn(port, &["--appendonly", "no"])
+    }
+
+    /// A server on `port` persisting to `dir` as the local stack's does (AOF, fsync every
+    /// second, noeviction: the flags of `./locus services`); started again on the same
+    /// `dir`, it has what it had.
+    fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
+        Self::spawn(
+            port,
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn spawn(port: u16, persistence: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -37,13 +60,22 @@ impl PrivateRedis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(persistence)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (./locus services installs it)");
         Self { port, child }
+    }
+
+    /// Stops the server with `signal` (`TERM` or `KILL`) and waits for it to exit.
+    fn stop(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+        self.child.wait().unwrap();
     }
 
     fn url(&self) -> String {
@@ -263,4 +295,75 @@ async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwar
         .count();
     assert_eq!(after, 3, "a batch accepted after the restart reaches Kafka");
     app.stop().await;
+}
+
+/// Posts `batches` batches of 5 fixes to a fresh session on `app`; returns the batch ids.
+async fn post_batches(app: &crate::helpers::TestApp, device: &str, batches: usize) -> Vec<String> {
+    let token = kit::device_token("acme", device);
+    let id = app.start_session(&token).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ids = Vec::new();
+    for b in 0..batches {
+        let batch_id = format!("{device}-{b}");
+        let r = app.post_fixes(&token, &id, &batch(&batch_id, 5)).await;
+        assert_eq!(r.status(), 202);
+        ids.push(batch_id);
+    }
+    ids
+}
+
+/// Restarts a persistent Redis with `signal` between the 202s and the forwarder's start,
+/// then checks that every accepted fix reaches Kafka.
+async fn a_redis_restart_loses_no_accepted_batch(signal: &str) {
+    let dir = std::env::temp_dir().join(kit::unique("locus-test-redis-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = PrivateRedis::start_persistent(port, &dir);
+    redis.wait_up().await;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    // The API alone: nothing is forwarded before the restart, so everything must survive it.
+    let api = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url.clone()).await;
+    let accepted = post_batches(&api, &format!("durable-{signal}"), 20).await;
+    if signal == "KILL" {
+        // everysec: what was appended more than a second ago is on disk.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    redis.stop(signal);
+    let redis = PrivateRedis::start_persistent(port, &dir);
+    redis.wait_up().await;
+
+    let forwarder = spawn_in(&scope, &[Role::Forwarder], |c| c.redis.url = url).await;
+    let records = kit::read_topic(&scope.locations_topic(), 100, Duration::from_secs(60)).await;
+    let on_kafka: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r.value["batch_id"].as_str().unwrap())
+        .collect();
+    for id in &accepted {
+        assert!(
+            on_kafka.contains(id.as_str()),
+            "batch {id} was lost in the restart"
+        );
+    }
+    assert_eq!(records.len(), 100, "20 batches of 5 fixes");
+    forwarder.stop().await;
+    api.stop().await;
+    drop(redis);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_sigterm_restart_with_the_local_persistence_loses_no_accepted_batch() {
+    a_redis_restart_loses_no_accepted_batch("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_sigkill_with_the_local_persistence_loses_nothing_older_than_a_second() {
+    a_redis_restart_loses_no_accepted_batch("KILL").await;
 }
