@@ -37,12 +37,13 @@ pub enum Body {
     Decoded(BufferEntry),
     /// Bytes that are not a buffer entry (a bug or a foreign writer): dead-letter them.
     Undecodable {
-        /// The raw value.
+        /// The raw value (for an entry without Locus's field: its fields as a JSON object).
         raw: Vec<u8>,
         /// Why it did not decode.
-        error: serde_json::Error,
+        error: String,
     },
-    /// The entry was deleted while pending: nothing to produce, only to acknowledge.
+    /// The entry was deleted while pending (Redis then returns it without fields): nothing
+    /// to produce, only to acknowledge.
     Gone,
 }
 
@@ -197,10 +198,32 @@ fn decode(entry: StreamId) -> Entry {
             Ok(decoded) => Body::Decoded(decoded),
             Err(error) => Body::Undecodable {
                 raw: bytes.clone(),
-                error,
+                error: error.to_string(),
             },
         },
-        _ => Body::Gone,
+        // Only an entry with no fields at all was deleted; anything else is data that
+        // must not leave the path unseen.
+        None if entry.map.is_empty() => Body::Gone,
+        _ => Body::Undecodable {
+            raw: fields_as_json(&entry),
+            error: format!("the entry has no bulk-string field {ENTRY_FIELD:?}"),
+        },
     };
     Entry { id: entry.id, body }
+}
+
+/// An entry's fields as a JSON object, for the dead letter of an entry Locus did not write.
+fn fields_as_json(entry: &StreamId) -> Vec<u8> {
+    let fields: serde_json::Map<String, serde_json::Value> = entry
+        .map
+        .iter()
+        .map(|(field, value)| {
+            let text = match value {
+                redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                other => format!("{other:?}"),
+            };
+            (field.clone(), serde_json::Value::String(text))
+        })
+        .collect();
+    serde_json::to_vec(&fields).expect("a map of strings serializes")
 }

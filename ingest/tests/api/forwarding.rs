@@ -549,3 +549,27 @@ async fn pending_of(scope: &Scope, consumer: &str) -> u64 {
     }
     total
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_without_the_entry_field_is_dead_lettered_not_deleted_silently() {
+    let scope = Scope::new().await;
+    // A foreign writer's entry: fields, but not Locus's.
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut conn = kit::require_redis().await;
+    let id: String = redis::cmd("XADD")
+        .arg(keys.stream(1))
+        .arg("*")
+        .arg("fix")
+        .arg("52.5,13.4")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app = spawn_in(&scope, &[Role::Forwarder], |_| {}).await;
+
+    let dead = kit::read_topic(scope.topics().dead_letter(), 1, Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), 1, "the entry is dead-lettered, not dropped");
+    assert_eq!(dead[0].key, id);
+    assert_eq!(dead[0].headers["locus-dlq-reason"], "malformed");
+    assert_eq!(dead[0].value, serde_json::json!({"fix": "52.5,13.4"}));
+    app.stop().await;
+}
