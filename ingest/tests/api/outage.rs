@@ -111,20 +111,7 @@ impl Drop for PrivateRedis {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
     let mut redis = PrivateRedis::start();
-    let url = redis.url();
-    kit::eventually(Duration::from_secs(5), || {
-        let url = url.clone();
-        async move {
-            let client = redis::Client::open(url).ok()?;
-            client
-                .get_multiplexed_async_connection()
-                .await
-                .ok()
-                .map(|_| ())
-        }
-    })
-    .await
-    .expect("private redis-server starts");
+    redis.wait_up().await;
 
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = redis.url()).await;
