@@ -2,6 +2,8 @@
 //! PostgreSQL, Redis and Kafka compatible broker. One binary, one module per area.
 
 mod bad_input;
+mod dead_letter;
+mod dedupe;
 mod forwarding;
 mod helpers;
 mod outage;
