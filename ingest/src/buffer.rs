@@ -48,20 +48,15 @@ pub enum Append {
 const FINGERPRINT_TAG: &str = "fp:";
 
 /// KEYS: the shard stream, the batch id's dedupe key, the session's closed mark. ARGV: the
-/// entry, the shard bound, the dedupe window in seconds, what to remember (tag, fingerprint,
-/// answer), the entry field, the fingerprint. Returns {0} stored, {1, answer} duplicate,
-/// {2} full, {3} reused, {4, stop reason} closed. A retry of a stored batch gets its answer
-/// even after the stop; a new batch after the stop event does not get in.
+/// entry, the shard bound, the dedupe window in seconds, what to remember (see
+/// [`FINGERPRINT_TAG`]), the entry field. Returns {0} stored, {1, what was remembered} seen
+/// before (compared by [`remembered`]), {2} full, {4, stop reason} closed. A retry of a
+/// stored batch gets its answer even after the stop; a new batch after the stop event does
+/// not get in.
 const APPEND_BATCH: &str = r"
 local previous = redis.call('GET', KEYS[2])
 if previous then
-  if string.sub(previous, 1, 3) ~= 'fp:' then
-    return {1, previous}
-  end
-  if string.sub(previous, 4, 3 + string.len(ARGV[6])) ~= ARGV[6] then
-    return {3, ''}
-  end
-  return {1, string.sub(previous, 4 + string.len(ARGV[6]))}
+  return {1, previous}
 end
 local closed = redis.call('GET', KEYS[3])
 if closed then
@@ -91,6 +86,19 @@ pub enum Previous {
     Same(BatchResponse),
     /// Other fixes were stored under it.
     Other,
+}
+
+/// Compares what the buffer remembered of a batch id with the `fingerprint` of the batch
+/// posted now: the one reader of the `fp:<fingerprint><answer>` format.
+fn remembered(stored: &str, fingerprint: &str) -> Result<Previous, serde_json::Error> {
+    let answer = match stored.strip_prefix(FINGERPRINT_TAG) {
+        None => stored,
+        Some(rest) => match rest.strip_prefix(fingerprint) {
+            Some(answer) => answer,
+            None => return Ok(Previous::Other),
+        },
+    };
+    Ok(Previous::Same(serde_json::from_str(answer)?))
 }
 
 /// Names of the keys of one deployment (one prefix).
@@ -195,13 +203,14 @@ impl Buffer {
                 serde_json::to_string(answer)?
             ))
             .arg(ENTRY_FIELD)
-            .arg(fingerprint)
             .invoke_async(&mut self.conn.clone())
             .await?;
         match code {
             0 => Ok(Append::Stored),
-            1 => Ok(Append::Duplicate(serde_json::from_str(&previous)?)),
-            3 => Ok(Append::Reused),
+            1 => Ok(match remembered(&previous, fingerprint)? {
+                Previous::Same(answer) => Append::Duplicate(answer),
+                Previous::Other => Append::Reused,
+            }),
             4 => Ok(Append::Closed(
                 StopReason::parse(&previous).unwrap_or(StopReason::Requested),
             )),
@@ -255,17 +264,9 @@ impl Buffer {
             .arg(self.keys.batch(shard, session, batch_id))
             .query_async(&mut self.conn.clone())
             .await?;
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        let answer = match stored.strip_prefix(FINGERPRINT_TAG) {
-            None => &stored[..],
-            Some(rest) => match rest.strip_prefix(fingerprint) {
-                Some(answer) => answer,
-                None => return Ok(Some(Previous::Other)),
-            },
-        };
-        Ok(Some(Previous::Same(serde_json::from_str(answer)?)))
+        Ok(stored
+            .map(|stored| remembered(&stored, fingerprint))
+            .transpose()?)
     }
 
     /// PING, for readiness.
@@ -274,5 +275,30 @@ impl Buffer {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &str = r#"{"batch_id":"b","accepted":2,"rejected":[],"duplicate":false}"#;
+
+    #[test]
+    fn a_remembered_answer_is_the_same_batch_only_with_the_same_fingerprint() {
+        let stored = format!("{FINGERPRINT_TAG}{}{ANSWER}", "a".repeat(32));
+        assert!(matches!(
+            remembered(&stored, &"a".repeat(32)).unwrap(),
+            Previous::Same(answer) if answer.accepted == 2
+        ));
+        assert!(matches!(
+            remembered(&stored, &"b".repeat(32)).unwrap(),
+            Previous::Other
+        ));
+        // Written before fingerprints existed: taken as the same batch.
+        assert!(matches!(
+            remembered(ANSWER, &"b".repeat(32)).unwrap(),
+            Previous::Same(_)
+        ));
     }
 }

@@ -24,10 +24,7 @@ async fn each_bad_input_gets_its_status_and_a_json_reason_and_nothing_is_buffere
     })
     .await;
     let token = kit::device_token("acme", "phone-1");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let url = app.url(&format!("/v1/sessions/{id}/locations"));
     let post = || app.client.post(&url).bearer_auth(&token);
     let old = (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339();
@@ -99,10 +96,7 @@ async fn a_partly_valid_batch_is_accepted_with_each_rejected_fix_named() {
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api], |_| {}).await;
     let token = kit::device_token("acme", "phone-1");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let now = chrono::Utc::now();
     let body = json!({
         "batch_id": "mixed",

@@ -12,10 +12,7 @@ use crate::helpers::{batch, spawn_app};
 async fn a_retried_batch_is_answered_again_but_stored_once() {
     let (app, scope) = spawn_app().await;
     let token = kit::device_token("acme", "phone-2");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let body = batch("same-batch", 10);
     let first: Value = app
         .post_fixes(&token, &id, &body)
@@ -41,10 +38,7 @@ async fn a_retried_batch_is_answered_again_but_stored_once() {
 async fn a_batch_id_reused_for_other_fixes_is_refused_with_409_and_not_stored() {
     let (app, scope) = spawn_app().await;
     let token = kit::device_token("acme", "phone-reuse");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let first = batch("reused", 2);
     assert_eq!(app.post_fixes(&token, &id, &first).await.status(), 202);
     // Other fixes under the same id: a client bug, not a retry.
@@ -63,11 +57,9 @@ async fn a_batch_id_reused_for_other_fixes_is_refused_with_409_and_not_stored() 
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["duplicate"], true);
 
-    app.post_fixes(&token, &id, &batch("marker", 1)).await;
-    let records = kit::read_topic_until(&scope.locations_topic(), Duration::from_secs(15), |r| {
-        r.iter().any(|r| r.value["batch_id"] == "marker")
-    })
-    .await;
+    let records = app
+        .records_through_marker(&token, &id, &scope.locations_topic())
+        .await;
     assert_eq!(records.len(), 3, "the first batch once, plus the marker");
     app.stop().await;
 }
@@ -76,10 +68,7 @@ async fn a_batch_id_reused_for_other_fixes_is_refused_with_409_and_not_stored() 
 async fn a_batch_without_an_id_retried_after_a_lost_answer_is_stored_once() {
     let (app, scope) = spawn_app().await;
     let token = kit::device_token("acme", "phone-noid");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let mut body = batch("unused", 4);
     body.as_object_mut().unwrap().remove("batch_id");
     let first: Value = app
@@ -99,11 +88,9 @@ async fn a_batch_without_an_id_retried_after_a_lost_answer_is_stored_once() {
     assert_eq!(second["duplicate"], true);
     assert_eq!(second["batch_id"], first["batch_id"]);
 
-    app.post_fixes(&token, &id, &batch("marker", 1)).await;
-    let records = kit::read_topic_until(&scope.locations_topic(), Duration::from_secs(15), |r| {
-        r.iter().any(|r| r.value["batch_id"] == "marker")
-    })
-    .await;
+    let records = app
+        .records_through_marker(&token, &id, &scope.locations_topic())
+        .await;
     assert_eq!(records.len(), 5, "4 fixes once, plus the marker");
     let ids: HashSet<&str> = records
         .iter()

@@ -123,10 +123,7 @@ async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |_| {}).await;
     let token = kit::device_token("acme", "phone-3");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     for b in 0..20 {
         assert_eq!(
             app.post_fixes(&token, &id, &batch(&format!("g{b}"), 25))
@@ -172,10 +169,7 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     let mut load = Vec::new();
     for d in 0..devices {
         let token = kit::device_token("acme", &format!("kill-{d}"));
-        let id = api.start_session(&token).await["session_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = api.session_id(&token).await;
         let client = api.client.clone();
         let url = api.url(&format!("/v1/sessions/{id}/locations"));
         load.push(tokio::spawn(async move {
@@ -293,10 +287,7 @@ async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
     let mut sessions = Vec::new();
     for d in 0..6 {
         let token = kit::device_token("acme", &format!("pair-{d}"));
-        let id = api.start_session(&token).await["session_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = api.session_id(&token).await;
         sessions.push((token, id));
     }
     for b in 0..8 {

@@ -155,6 +155,29 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// Starts a session as the device of `token` and returns its id.
+    pub async fn session_id(&self, token: &str) -> String {
+        self.start_session(token).await["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Posts a one-fix batch `marker` to `session`, then reads `topic` until the marker is
+    /// on it: once it is, any copy of an earlier batch would be too.
+    pub async fn records_through_marker(
+        &self,
+        token: &str,
+        session: &str,
+        topic: &str,
+    ) -> Vec<kit::KafkaRecord> {
+        self.post_fixes(token, session, &batch("marker", 1)).await;
+        kit::read_topic_until(topic, Duration::from_secs(15), |r| {
+            r.iter().any(|r| r.value["batch_id"] == "marker")
+        })
+        .await
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -116,10 +116,7 @@ async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = redis.url()).await;
     let token = kit::device_token("acme", "phone-1");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("before", 2))
             .await
@@ -162,10 +159,7 @@ async fn past_the_buffer_bound_ingest_answers_503_buffer_full() {
     })
     .await;
     let token = kit::device_token("acme", "phone-1");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     // The start event is entry 1; two batches fill the shard to its bound of 3.
     for b in 0..2 {
         assert_eq!(
@@ -191,10 +185,7 @@ async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
     })
     .await;
     let token = kit::device_token("acme", "chatty");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("first", 10))
             .await
@@ -212,10 +203,7 @@ async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
     // Another device of the tenant has its own budget.
     let other = kit::device_token("acme", "quiet");
-    let other_id = app.start_session(&other).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other_id = app.session_id(&other).await;
     assert_eq!(
         app.post_fixes(&other, &other_id, &batch("b", 10))
             .await
@@ -242,10 +230,7 @@ async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwar
     let url = redis.url();
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| c.redis.url = url).await;
     let token = kit::device_token("acme", "phone-1");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("before", 2))
             .await
@@ -287,10 +272,7 @@ async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwar
 /// Posts `batches` batches of 5 fixes to a fresh session on `app`; returns the batch ids.
 async fn post_batches(app: &crate::helpers::TestApp, device: &str, batches: usize) -> Vec<String> {
     let token = kit::device_token("acme", device);
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let mut ids = Vec::new();
     for b in 0..batches {
         let batch_id = format!("{device}-{b}");

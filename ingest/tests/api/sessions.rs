@@ -127,10 +127,7 @@ async fn health_readiness_and_metrics_answer() {
 async fn a_retry_of_a_stored_batch_after_the_stop_still_hears_it_was_stored() {
     let (app, _scope) = spawn_app().await;
     let token = kit::device_token("acme", "retrier");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     let body = batch("last-batch", 3);
     assert_eq!(app.post_fixes(&token, &id, &body).await.status(), 202);
     let stop = app.stop_session(&token, &id).await;
@@ -158,10 +155,7 @@ async fn no_batch_is_buffered_after_its_sessions_stop_event_even_when_they_race(
     })
     .await;
     let token = kit::device_token("acme", "racer");
-    let id = app.start_session(&token).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&token).await;
     // Posters that do not pause, so that some batch is between its session read and its
     // append when the stop lands.
     let mut posters = Vec::new();

@@ -12,10 +12,7 @@ async fn a_second_tenant_cannot_read_stop_or_post_to_the_session() {
     // API only: whatever a refused request wrote would still be in Redis to be seen.
     let app = spawn_in(&scope, &[Role::Api], |_| {}).await;
     let owner = kit::device_token("acme", "phone-1");
-    let id = app.start_session(&owner).await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.session_id(&owner).await;
     // Same device id, other tenant: the tenant is the wall, not the device name.
     let intruder = kit::device_token("globex", "phone-1");
 
