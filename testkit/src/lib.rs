@@ -204,6 +204,59 @@ pub async fn read_topic_until(
     out
 }
 
+/// Reads `topic` until at least `expected` records arrived, then on to the end of every
+/// partition as the broker reports it at that moment, so that a copy written after the
+/// first `expected` records is read too and an exact count can fail. Gives up at `timeout`.
+pub async fn read_topic_to_end(
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<KafkaRecord> {
+    let deadline = Instant::now() + timeout;
+    let first = read_topic(topic, expected, timeout).await;
+    let ends = high_watermarks(topic).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    // A fresh reader from the beginning: simpler than resuming the first one, and the
+    // topics of one test are small.
+    let all = read_topic_until(topic, left.max(Duration::from_secs(5)), |records| {
+        ends.iter().all(|(&partition, &end)| {
+            end == 0
+                || records
+                    .iter()
+                    .any(|r| r.partition == partition && r.offset + 1 >= end)
+        })
+    })
+    .await;
+    if all.len() < first.len() { first } else { all }
+}
+
+/// The high watermark (next offset to be written) of every partition of `topic`.
+pub async fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
+    let topic = topic.to_owned();
+    // Metadata and watermark requests block; keep them off the test's async threads.
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .create()
+            .expect("create a Kafka client");
+        let metadata = client
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("Kafka metadata for {topic} failed: {e}"));
+        let mut ends = HashMap::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                let (_, high) = client
+                    .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("watermarks of {topic}/{} failed: {e}", p.id()));
+                ends.insert(p.id(), high);
+            }
+        }
+        ends
+    })
+    .await
+    .expect("the watermark request does not panic")
+}
+
 /// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where

@@ -5,6 +5,7 @@ mod bad_input;
 mod dead_letter;
 mod dedupe;
 mod forwarding;
+mod handover;
 mod helpers;
 mod outage;
 mod sessions;

@@ -309,7 +309,7 @@ async fn a_redis_restart_loses_no_accepted_batch(signal: &str) {
     redis.wait_up().await;
 
     let forwarder = spawn_in(&scope, &[Role::Forwarder], |c| c.redis.url = url).await;
-    let records = kit::read_topic(&scope.locations_topic(), 100, Duration::from_secs(60)).await;
+    let records = kit::read_topic_to_end(&scope.locations_topic(), 100, Duration::from_secs(60)).await;
     let on_kafka: std::collections::HashSet<&str> = records
         .iter()
         .map(|r| r.value["batch_id"].as_str().unwrap())
