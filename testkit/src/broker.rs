@@ -22,6 +22,19 @@ pub enum Stop {
     Kill,
 }
 
+/// Where a node listens and which quorum it belongs to.
+pub(crate) struct Settings<'a> {
+    pub node_id: u32,
+    pub port: u16,
+    pub controller_port: u16,
+    /// `controller.quorum.voters`.
+    pub voters: String,
+    /// One cluster id for every node of a cluster; `None` for a fresh one.
+    pub cluster_id: Option<&'a str>,
+    /// Properties appended to the local stack's settings.
+    pub overrides: &'a str,
+}
+
 /// One KRaft node (broker and controller in one JVM) run by a test.
 #[derive(Debug)]
 pub struct KafkaNode {
@@ -44,7 +57,7 @@ fn kafka_libs() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".locus/kafka/libs"))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -56,6 +69,22 @@ impl KafkaNode {
     /// metadata request is answered. Panics (the test fails) when Kafka is not installed
     /// or does not come up within 90 s.
     pub fn start() -> Self {
+        let port = free_port();
+        let controller_port = free_port();
+        let mut node = Self::format(Settings {
+            node_id: 1,
+            port,
+            voters: format!("1@127.0.0.1:{controller_port}"),
+            controller_port,
+            cluster_id: None,
+            overrides: "",
+        });
+        node.launch();
+        node
+    }
+
+    /// A node with its log directory formatted, not started.
+    pub(crate) fn format(settings: Settings<'_>) -> Self {
         let libs = kafka_libs();
         assert!(
             libs.is_dir(),
@@ -64,24 +93,30 @@ impl KafkaNode {
         );
         let dir = std::env::temp_dir().join(crate::unique("locus-test-kafka-"));
         std::fs::create_dir_all(dir.join("data")).expect("create the node's directory");
-        let port = free_port();
-        let controller_port = free_port();
         let template =
             std::fs::read_to_string(workspace_root().join("scripts/kafka/server.properties.in"))
                 .expect("read scripts/kafka/server.properties.in");
+        // Later keys win in a Java properties file, so overrides are appended.
         let config = template
-            .replace("@PORT@", &port.to_string())
-            .replace("@CONTROLLER_PORT@", &controller_port.to_string())
+            .replace("@PORT@", &settings.port.to_string())
+            .replace("@CONTROLLER_PORT@", &settings.controller_port.to_string())
             .replace("@DATA_DIR@", &dir.join("data").display().to_string())
-            .replace("@RETENTION_HOURS@", "1");
+            .replace("@RETENTION_HOURS@", "1")
+            + &format!(
+                "\nnode.id={}\ncontroller.quorum.voters={}\n{}",
+                settings.node_id, settings.voters, settings.overrides
+            );
         std::fs::write(dir.join("server.properties"), config).expect("write server.properties");
 
-        let mut node = KafkaNode {
+        let node = KafkaNode {
             dir,
-            port,
+            port: settings.port,
             child: None,
         };
-        let id = node.tool(&["kafka.tools.StorageTool", "random-uuid"]);
+        let id = match settings.cluster_id {
+            Some(id) => id.to_owned(),
+            None => node.tool(&["kafka.tools.StorageTool", "random-uuid"]),
+        };
         let config = node.config_path();
         node.tool(&[
             "kafka.tools.StorageTool",
@@ -91,8 +126,23 @@ impl KafkaNode {
             "--config",
             &config,
         ]);
-        node.launch();
         node
+    }
+
+    /// A cluster id for [`KafkaNode::format`], from Kafka's own tool.
+    pub(crate) fn random_cluster_id() -> String {
+        // A node that never starts, only for its tool runner; its directory (the tool's
+        // log directory) is deleted on drop.
+        let probe = KafkaNode {
+            dir: std::env::temp_dir().join(crate::unique("locus-test-kafka-id-")),
+            port: 0,
+            child: None,
+        };
+        std::fs::create_dir_all(&probe.dir).expect("create a scratch directory");
+        probe
+            .tool(&["kafka.tools.StorageTool", "random-uuid"])
+            .trim()
+            .to_owned()
     }
 
     /// The bootstrap servers of this node.
@@ -180,7 +230,8 @@ impl KafkaNode {
         String::from_utf8(out.stdout).expect("tool output is UTF-8")
     }
 
-    fn launch(&mut self) {
+    /// Starts the JVM without waiting for it.
+    pub(crate) fn spawn(&mut self) {
         let jvm_log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -197,11 +248,15 @@ impl KafkaNode {
             .spawn()
             .expect("start the broker (java)");
         self.child = Some(child);
+    }
+
+    fn launch(&mut self) {
+        self.spawn();
         self.wait_ready();
     }
 
     /// Waits until a client gets metadata that lists this broker.
-    fn wait_ready(&mut self) {
+    pub(crate) fn wait_ready(&mut self) {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()

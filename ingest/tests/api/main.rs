@@ -2,6 +2,7 @@
 //! PostgreSQL, Redis and Kafka compatible broker. One binary, one module per area.
 
 mod bad_input;
+mod cluster;
 mod dead_letter;
 mod dedupe;
 mod forwarding;
