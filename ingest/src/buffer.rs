@@ -6,9 +6,17 @@
 //! otherwise appends the entry and remembers the batch id with the batch's fingerprint.
 //! Atomicity matters: a dedupe key written apart from its entry could claim a batch that
 //! was never stored, or store a batch twice.
+//!
+//! What a retry needs is kept small and per session: one hash per session (its dedupe
+//! state) maps an 8-byte tag of each batch id to 8 bytes of the batch's fingerprint, its
+//! accepted count and, only when there were any, its rejections. The hash lives for the
+//! dedupe window after the session's last stored batch, so it expires with the session's
+//! retry horizon instead of one key per batch (about 320 bytes each) for a day.
 
+use locus_wire::api::RejectedFix;
 use locus_wire::api::{BatchResponse, StopReason};
 use locus_wire::buffer::{BufferEntry, ENTRY_FIELD, shard_of};
+use locus_wire::fingerprint::{Fingerprint, SHORT_LEN, batch_tag};
 use locus_wire::record::SessionEventKind;
 use locus_wire::{BatchId, SessionId};
 use redis::aio::ConnectionManager;
@@ -26,13 +34,19 @@ pub enum BufferError {
     /// An entry or stored answer did not (de)serialize.
     #[error("encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+    /// What the dedupe state kept of a batch is not in the format [`remember`] writes.
+    #[error("unreadable dedupe state: {0:?}")]
+    Remembered(String),
 }
 
 /// Outcome of appending a batch.
 #[derive(Debug)]
 pub enum Append {
-    /// Stored now.
-    Stored,
+    /// Stored now, as the stream entry `entry_id`.
+    Stored {
+        /// The id Redis gave the entry (what the forwarder acknowledges).
+        entry_id: String,
+    },
     /// Stored earlier under the same batch id with the same fixes; this is the answer
     /// given then.
     Duplicate(BatchResponse),
@@ -43,20 +57,29 @@ pub enum Append {
     Closed(StopReason),
 }
 
-/// What the buffer remembers of a batch id: `fp:<fingerprint><answer JSON>`. Values
-/// written before fingerprints existed are the bare answer, and count as the same batch.
-const FINGERPRINT_TAG: &str = "fp:";
+/// What the layout before per-session dedupe state kept under a batch's own key:
+/// `fp:<fingerprint><answer JSON>` (or, before fingerprints, the bare answer). Still read so
+/// that a retry across the upgrade is not stored twice; such keys are gone one dedupe
+/// window after the upgrade, and this reading with them.
+const LEGACY_FINGERPRINT_TAG: &str = "fp:";
 
-/// KEYS: the shard stream, the batch id's dedupe key, the session's closed mark. ARGV: the
-/// entry, the shard bound, the dedupe window in seconds, what to remember (see
-/// [`FINGERPRINT_TAG`]), the entry field. Returns {0} stored, {1, what was remembered} seen
-/// before (compared by [`remembered`]), {2} full, {4, stop reason} closed. A retry of a
-/// stored batch gets its answer even after the stop; a new batch after the stop event does
-/// not get in.
+/// KEYS: the shard stream, the session's dedupe state, the session's closed mark, the
+/// batch's legacy dedupe key. ARGV: the entry, the shard bound, the dedupe window in
+/// seconds, what to remember (see [`remember`]), the entry field, the batch id's tag.
+/// Returns {0, entry id} stored, {1, what was remembered} seen before (compared by
+/// [`remembered`]), {3, legacy value} seen before the upgrade, {2} full, {4, stop reason}
+/// closed. A retry of a stored batch gets its answer even after the stop; a new batch after
+/// the stop event does not get in. The state's lifetime restarts with every stored batch,
+/// so a batch is remembered for at least the window, and a session's state goes one window
+/// after its last batch.
 const APPEND_BATCH: &str = r"
-local previous = redis.call('GET', KEYS[2])
+local previous = redis.call('HGET', KEYS[2], ARGV[6])
 if previous then
   return {1, previous}
+end
+local legacy = redis.call('GET', KEYS[4])
+if legacy then
+  return {3, legacy}
 end
 local closed = redis.call('GET', KEYS[3])
 if closed then
@@ -65,9 +88,10 @@ end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return {2, ''}
 end
-redis.call('XADD', KEYS[1], '*', ARGV[5], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
-return {0, ''}
+local id = redis.call('XADD', KEYS[1], '*', ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[6], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {0, id}
 ";
 
 /// KEYS: the shard stream, the session's closed mark. ARGV: the entry field, the stop
@@ -88,12 +112,60 @@ pub enum Previous {
     Other,
 }
 
-/// Compares what the buffer remembered of a batch id with the `fingerprint` of the batch
-/// posted now: the one reader of the `fp:<fingerprint><answer>` format.
-fn remembered(stored: &str, fingerprint: &str) -> Result<Previous, serde_json::Error> {
-    let answer = match stored.strip_prefix(FINGERPRINT_TAG) {
+/// What the session's dedupe state keeps of a stored batch: the first [`SHORT_LEN`] bytes
+/// of its fingerprint, then its accepted count in decimal, then, only when fixes were
+/// rejected, `:` and the rejections as JSON. The batch id is the field's name (as a tag),
+/// and `duplicate` is always true on a retry, so neither is kept.
+fn remember(
+    fingerprint: &Fingerprint,
+    answer: &BatchResponse,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(SHORT_LEN + 8);
+    out.extend_from_slice(&fingerprint.short());
+    out.extend_from_slice(answer.accepted.to_string().as_bytes());
+    if !answer.rejected.is_empty() {
+        out.push(b':');
+        serde_json::to_writer(&mut out, &answer.rejected)?;
+    }
+    Ok(out)
+}
+
+/// Compares what [`remember`] kept of `batch_id` with the `fingerprint` of the batch
+/// posted now, and rebuilds the answer given then: the one reader of that format.
+fn remembered(
+    stored: &[u8],
+    fingerprint: &Fingerprint,
+    batch_id: &BatchId,
+) -> Result<Previous, BufferError> {
+    let malformed = || BufferError::Remembered(String::from_utf8_lossy(stored).into_owned());
+    let (short, rest) = stored.split_at_checked(SHORT_LEN).ok_or_else(malformed)?;
+    if short != fingerprint.short() {
+        return Ok(Previous::Other);
+    }
+    let (accepted, rejected) = match rest.iter().position(|&b| b == b':') {
+        Some(at) => (
+            &rest[..at],
+            serde_json::from_slice::<Vec<RejectedFix>>(&rest[at + 1..])?,
+        ),
+        None => (rest, Vec::new()),
+    };
+    let accepted = std::str::from_utf8(accepted)
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(malformed)?;
+    Ok(Previous::Same(BatchResponse {
+        batch_id: batch_id.to_string(),
+        accepted,
+        rejected,
+        duplicate: false,
+    }))
+}
+
+/// Reads a value of the legacy layout (see [`LEGACY_FINGERPRINT_TAG`]).
+fn remembered_legacy(stored: &str, fingerprint: &Fingerprint) -> Result<Previous, BufferError> {
+    let answer = match stored.strip_prefix(LEGACY_FINGERPRINT_TAG) {
         None => stored,
-        Some(rest) => match rest.strip_prefix(fingerprint) {
+        Some(rest) => match rest.strip_prefix(fingerprint.to_string().as_str()) {
             Some(answer) => answer,
             None => return Ok(Previous::Other),
         },
@@ -138,8 +210,13 @@ impl Keys {
         format!("{}:{{s{shard}}}:owner", self.prefix)
     }
 
-    /// The dedupe key of a batch.
-    fn batch(&self, shard: u32, session: SessionId, batch_id: &BatchId) -> String {
+    /// The dedupe state of a session: a hash from batch id tags to what [`remember`] kept.
+    fn dedupe(&self, shard: u32, session: SessionId) -> String {
+        format!("{}:{{s{shard}}}:dedupe:{session}", self.prefix)
+    }
+
+    /// The dedupe key of a batch in the legacy layout (see [`LEGACY_FINGERPRINT_TAG`]).
+    fn legacy_batch(&self, shard: u32, session: SessionId, batch_id: &BatchId) -> String {
         format!("{}:{{s{shard}}}:batch:{session}:{batch_id}", self.prefix)
     }
 
@@ -185,37 +262,45 @@ impl Buffer {
         &self,
         entry: &BufferEntry,
         batch_id: &BatchId,
-        fingerprint: &str,
+        fingerprint: &Fingerprint,
         answer: &BatchResponse,
     ) -> Result<Append, BufferError> {
         let session = entry.session_id();
         let shard = self.keys.shard_of(session);
-        let (code, previous): (i64, String) = self
+        let (code, reply): (i64, Vec<u8>) = self
             .append
             .key(self.keys.stream(shard))
-            .key(self.keys.batch(shard, session, batch_id))
+            .key(self.keys.dedupe(shard, session))
             .key(self.keys.closed(shard, session))
+            .key(self.keys.legacy_batch(shard, session, batch_id))
             .arg(serde_json::to_string(entry)?)
             .arg(self.max_entries)
-            .arg(self.dedupe_window_secs)
-            .arg(format!(
-                "{FINGERPRINT_TAG}{fingerprint}{}",
-                serde_json::to_string(answer)?
-            ))
+            .arg(self.dedupe_window_secs.max(1))
+            .arg(remember(fingerprint, answer)?)
             .arg(ENTRY_FIELD)
+            .arg(&batch_tag(batch_id)[..])
             .invoke_async(&mut self.conn.clone())
             .await?;
-        match code {
-            0 => Ok(Append::Stored),
-            1 => Ok(match remembered(&previous, fingerprint)? {
-                Previous::Same(answer) => Append::Duplicate(answer),
-                Previous::Other => Append::Reused,
-            }),
-            4 => Ok(Append::Closed(
-                StopReason::parse(&previous).unwrap_or(StopReason::Requested),
-            )),
-            _ => Err(BufferError::Full(shard)),
-        }
+        let previous = match code {
+            0 => {
+                return Ok(Append::Stored {
+                    entry_id: String::from_utf8_lossy(&reply).into_owned(),
+                });
+            }
+            1 => remembered(&reply, fingerprint, batch_id)?,
+            3 => remembered_legacy(&String::from_utf8_lossy(&reply), fingerprint)?,
+            4 => {
+                return Ok(Append::Closed(
+                    StopReason::parse(&String::from_utf8_lossy(&reply))
+                        .unwrap_or(StopReason::Requested),
+                ));
+            }
+            _ => return Err(BufferError::Full(shard)),
+        };
+        Ok(match previous {
+            Previous::Same(answer) => Append::Duplicate(answer),
+            Previous::Other => Append::Reused,
+        })
     }
 
     /// Appends a session event. It ignores the bound: events are rare and small, and
@@ -257,16 +342,22 @@ impl Buffer {
         &self,
         session: SessionId,
         batch_id: &BatchId,
-        fingerprint: &str,
+        fingerprint: &Fingerprint,
     ) -> Result<Option<Previous>, BufferError> {
         let shard = self.keys.shard_of(session);
-        let stored: Option<String> = redis::cmd("GET")
-            .arg(self.keys.batch(shard, session, batch_id))
+        let (stored, legacy): (Option<Vec<u8>>, Option<String>) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys.dedupe(shard, session))
+            .arg(&batch_tag(batch_id)[..])
+            .cmd("GET")
+            .arg(self.keys.legacy_batch(shard, session, batch_id))
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(stored
-            .map(|stored| remembered(&stored, fingerprint))
-            .transpose()?)
+        match (stored, legacy) {
+            (Some(stored), _) => remembered(&stored, fingerprint, batch_id).map(Some),
+            (None, Some(legacy)) => remembered_legacy(&legacy, fingerprint).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// PING, for readiness.
@@ -280,24 +371,86 @@ impl Buffer {
 
 #[cfg(test)]
 mod tests {
+    use locus_wire::api::RejectReason;
+
     use super::*;
 
-    const ANSWER: &str = r#"{"batch_id":"b","accepted":2,"rejected":[],"duplicate":false}"#;
+    fn fingerprint(seed: f64) -> Fingerprint {
+        let fix = locus_wire::decode::FixSlot(Ok(locus_wire::api::FixInput {
+            lat: seed,
+            lon: 13.4,
+            recorded_at: chrono::Utc::now(),
+            accuracy: None,
+            altitude: None,
+            speed: None,
+            heading: None,
+            battery: None,
+        }));
+        locus_wire::fingerprint::of_fixes(&[fix])
+    }
+
+    fn answer(accepted: u32, rejected: Vec<RejectedFix>) -> BatchResponse {
+        BatchResponse {
+            batch_id: "b".into(),
+            accepted,
+            rejected,
+            duplicate: false,
+        }
+    }
 
     #[test]
-    fn a_remembered_answer_is_the_same_batch_only_with_the_same_fingerprint() {
-        let stored = format!("{FINGERPRINT_TAG}{}{ANSWER}", "a".repeat(32));
+    fn a_remembered_batch_is_the_same_batch_only_with_the_same_fingerprint() {
+        let id = BatchId::parse("b").unwrap();
+        let (a, b) = (fingerprint(1.0), fingerprint(2.0));
+        let kept = remember(&a, &answer(2, Vec::new())).unwrap();
+        assert_eq!(
+            kept.len(),
+            SHORT_LEN + 1,
+            "no rejections, no bytes for them"
+        );
         assert!(matches!(
-            remembered(&stored, &"a".repeat(32)).unwrap(),
+            remembered(&kept, &a, &id).unwrap(),
+            Previous::Same(answer) if answer.accepted == 2 && answer.rejected.is_empty() && answer.batch_id == "b"
+        ));
+        assert!(matches!(
+            remembered(&kept, &b, &id).unwrap(),
+            Previous::Other
+        ));
+    }
+
+    #[test]
+    fn rejections_are_remembered_when_there_were_any() {
+        let id = BatchId::parse("b").unwrap();
+        let a = fingerprint(1.0);
+        let rejected = vec![RejectedFix {
+            index: 1,
+            reason: RejectReason::LatitudeOutOfRange,
+            message: "lat: 200 is outside -90..=90".into(),
+        }];
+        let kept = remember(&a, &answer(40, rejected.clone())).unwrap();
+        let Previous::Same(again) = remembered(&kept, &a, &id).unwrap() else {
+            panic!("the same batch");
+        };
+        assert_eq!((again.accepted, again.rejected), (40, rejected));
+        assert!(remembered(b"short", &a, &id).is_err());
+    }
+
+    #[test]
+    fn a_legacy_answer_is_the_same_batch_only_with_the_same_fingerprint() {
+        const ANSWER: &str = r#"{"batch_id":"b","accepted":2,"rejected":[],"duplicate":false}"#;
+        let (a, b) = (fingerprint(1.0), fingerprint(2.0));
+        let stored = format!("{LEGACY_FINGERPRINT_TAG}{a}{ANSWER}");
+        assert!(matches!(
+            remembered_legacy(&stored, &a).unwrap(),
             Previous::Same(answer) if answer.accepted == 2
         ));
         assert!(matches!(
-            remembered(&stored, &"b".repeat(32)).unwrap(),
+            remembered_legacy(&stored, &b).unwrap(),
             Previous::Other
         ));
         // Written before fingerprints existed: taken as the same batch.
         assert!(matches!(
-            remembered(ANSWER, &"b".repeat(32)).unwrap(),
+            remembered_legacy(ANSWER, &b).unwrap(),
             Previous::Same(_)
         ));
     }

@@ -382,6 +382,8 @@ impl From<BufferError> for ApiError {
                     .into(),
                 retry_after_secs: 2,
             },
+            // A bug (or a foreign writer): retrying gets the same unreadable value.
+            BufferError::Remembered(_) => Self::Internal(e.to_string()),
         }
     }
 }

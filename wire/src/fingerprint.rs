@@ -12,8 +12,43 @@ use crate::{BatchId, SessionId};
 /// Length of a fingerprint, in hex characters (128 bits).
 pub const LEN: usize = 32;
 
-/// The fingerprint of the fixes of a batch, in posted order: 32 hex characters.
-pub fn of_fixes(fixes: &[FixSlot]) -> String {
+/// Bytes of a fingerprint (or of a batch id's tag) that the dedupe state keeps: 64 bits.
+/// Two batches of one session are told apart by these, so a collision needs about 2^32
+/// batches in one session; the dedupe state pays for each byte on every batch.
+pub const SHORT_LEN: usize = 8;
+
+/// The fingerprint of a batch: 128 bits of a SHA-256 of its fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; LEN / 2]);
+
+impl Fingerprint {
+    /// The first [`SHORT_LEN`] bytes: what the dedupe state remembers of a batch.
+    pub fn short(&self) -> [u8; SHORT_LEN] {
+        let mut out = [0; SHORT_LEN];
+        out.copy_from_slice(&self.0[..SHORT_LEN]);
+        out
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    /// 32 lowercase hex characters.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// The tag of a batch id in its session's dedupe state: [`SHORT_LEN`] bytes of a SHA-256
+/// of the id, so that an id of any length (a derived one is 70 characters) costs the same
+/// few bytes.
+pub fn batch_tag(batch_id: &BatchId) -> [u8; SHORT_LEN] {
+    let digest = Sha256::digest(batch_id.as_str().as_bytes());
+    let mut out = [0; SHORT_LEN];
+    out.copy_from_slice(&digest[..SHORT_LEN]);
+    out
+}
+
+/// The fingerprint of the fixes of a batch, in posted order.
+pub fn of_fixes(fixes: &[FixSlot]) -> Fingerprint {
     let mut hash = Sha256::new();
     for slot in fixes {
         match &slot.0 {
@@ -49,13 +84,15 @@ pub fn of_fixes(fixes: &[FixSlot]) -> String {
             }
         }
     }
-    hex::encode(&hash.finalize()[..LEN / 2])
+    let mut out = [0; LEN / 2];
+    out.copy_from_slice(&hash.finalize()[..LEN / 2]);
+    Fingerprint(out)
 }
 
 /// The batch id of a batch posted without one: derived from its session and fingerprint,
 /// so that a retry after a lost answer gets the same id, hence the same record ids, and is
 /// not stored twice.
-pub fn derived_batch_id(session: SessionId, fingerprint: &str) -> BatchId {
+pub fn derived_batch_id(session: SessionId, fingerprint: &Fingerprint) -> BatchId {
     BatchId::parse(format!("auto-{}-{fingerprint}", session.0.simple()))
         .expect("a uuid and hex digits are printable ASCII and short enough")
 }
@@ -83,7 +120,11 @@ mod tests {
     #[test]
     fn the_same_fixes_give_the_same_fingerprint_and_any_change_another() {
         let a = of_fixes(&[fix(52.5), fix(52.6)]);
-        assert_eq!(a.len(), LEN);
+        assert_eq!(a.to_string().len(), LEN);
+        assert_eq!(
+            a.short()[..],
+            hex::decode(&a.to_string()[..16]).unwrap()[..]
+        );
         assert_eq!(a, of_fixes(&[fix(52.5), fix(52.6)]));
         assert_ne!(a, of_fixes(&[fix(52.6), fix(52.5)]), "order matters");
         assert_ne!(a, of_fixes(&[fix(52.5)]), "count matters");
@@ -106,5 +147,13 @@ mod tests {
             derived_batch_id(SessionId::new(), &fp)
         );
         assert!(derived_batch_id(s, &fp).as_str().len() <= BatchId::MAX_LEN);
+    }
+
+    #[test]
+    fn a_batch_tag_is_stable_and_differs_between_ids() {
+        let a = BatchId::parse("0191c5a2-7b3e-7000-8000-000000000001").unwrap();
+        let b = BatchId::parse("0191c5a2-7b3e-7000-8000-000000000002").unwrap();
+        assert_eq!(batch_tag(&a), batch_tag(&a.clone()));
+        assert_ne!(batch_tag(&a), batch_tag(&b));
     }
 }

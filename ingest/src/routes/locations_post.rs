@@ -96,7 +96,7 @@ pub async fn handler(
         .append_batch(&entry, &batch_id, &fingerprint, &answer)
         .await
     {
-        Ok(Append::Stored) => {
+        Ok(Append::Stored { .. }) => {
             events::FixesAccepted { count: n }.emit();
             Ok((StatusCode::ACCEPTED, axum::Json(answer)))
         }
