@@ -12,6 +12,13 @@
 //! reading new ones ([`reader`]). A graceful stop releases the leases at once; a crashed
 //! owner's lapse after `LOCUS_FORWARDER_LEASE_MS`.
 //!
+//! The lease fences the work: the owner checks it right before each read and each
+//! acknowledgement, against a local deadline that a hung renewal cannot hold up, and Redis
+//! refuses a read or claim that reaches it after the lease moved on. Every Redis call of
+//! the forwarder has a response timeout under a third of the lease, so no call can outlast
+//! the lease unseen. Every two leases, the owner also claims entries that have sat idle in
+//! any consumer's pending list for two leases, and forwards them before new ones.
+//!
 //! This file is the loop; the parts are the lease, the shard reader, the record producer
 //! ([`producer`]) and the session progress tally ([`progress`]).
 
@@ -27,21 +34,22 @@ use locus_session::SessionStore;
 use locus_wire::buffer::BufferEntry;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use self::lease::Leases;
+use self::lease::{LeaseGuard, Leases};
 use self::producer::RecordProducer;
 use self::progress::Tally;
-use self::reader::{Body, Entry, ReadFrom, ShardReader};
+use self::reader::{Body, Entry, Read, ReadFrom, ShardReader};
 use crate::buffer::Keys;
 use crate::config::Config;
 use crate::events;
 
 pub use self::reader::GROUP;
 
-/// How long one XREADGROUP blocks: also how quickly a shard task notices shutdown.
-const BLOCK_MS: u64 = 500;
+/// Longest wait for new entries: also how quickly a shard task notices shutdown. Shorter
+/// when the response timeout is (a wait must end well within it).
+const MAX_BLOCK: Duration = Duration::from_millis(500);
 /// Wait after a failure before reading the pending entries again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How often each shard task reports its stream's depth.
@@ -65,6 +73,8 @@ pub struct Forwarder {
     consumer: String,
     read_count: usize,
     leases: Leases,
+    /// The lease's length.
+    lease: Duration,
     producer: RecordProducer,
     store: SessionStore,
 }
@@ -88,6 +98,7 @@ impl Forwarder {
                 Duration::from_millis(settings.lease_ms),
                 settings.max_shards,
             ),
+            lease: Duration::from_millis(settings.lease_ms),
             producer: RecordProducer::new(producer, config.topic_names()),
             store,
         }
@@ -137,7 +148,7 @@ impl Forwarder {
                 shard,
             ));
             let end = self
-                .work_shard(&mut conn, shard, &reader, lease.lost(), &shutdown, grace)
+                .work_shard(&mut conn, shard, &reader, &lease, &shutdown, grace)
                 .await;
             // Only the owner reports a shard's depth; aborting at the sleep or mid-XLEN is
             // harmless.
@@ -160,8 +171,19 @@ impl Forwarder {
         }
     }
 
+    /// The response timeout of the forwarder's Redis connections: a quarter of the lease,
+    /// so that a call that hangs fails while the lease can still be renewed.
+    fn response_timeout(&self) -> Duration {
+        self.lease / 4
+    }
+
+    /// How long a wait for new entries blocks: well within the response timeout.
+    fn block(&self) -> Duration {
+        MAX_BLOCK.min(self.response_timeout() / 2)
+    }
+
     /// Two connections per shard, retried until Redis answers or shutdown: one for reads,
-    /// as XREADGROUP BLOCK holds the connection it runs on, and one for the lease keeper,
+    /// as a blocking XREAD holds the connection it runs on, and one for the lease keeper,
     /// so a renewal never waits behind a blocked read.
     async fn connect(
         &self,
@@ -170,10 +192,16 @@ impl Forwarder {
         shutdown: &CancellationToken,
     ) -> Option<(ConnectionManager, ConnectionManager)> {
         loop {
+            let settings = ConnectionManagerConfig::new()
+                .set_response_timeout(self.response_timeout())
+                .set_connection_timeout(self.response_timeout());
             let both = async {
-                let mut conn = ConnectionManager::new(self.redis.clone()).await?;
+                let mut conn =
+                    ConnectionManager::new_with_config(self.redis.clone(), settings.clone())
+                        .await?;
                 reader.ensure_group(&mut conn).await?;
-                let keeper = ConnectionManager::new(self.redis.clone()).await?;
+                let keeper =
+                    ConnectionManager::new_with_config(self.redis.clone(), settings).await?;
                 Ok::<_, redis::RedisError>((conn, keeper))
             };
             match both.await {
@@ -196,20 +224,24 @@ impl Forwarder {
         conn: &mut ConnectionManager,
         shard: u32,
         reader: &ShardReader,
-        lost: &CancellationToken,
+        lease: &LeaseGuard,
         shutdown: &CancellationToken,
         grace: Duration,
     ) -> ShardEnd {
+        let fence = lease.fence();
         // Entries the previous owner read but did not acknowledge come first, in stream
         // order: they are older than anything not yet read.
-        if let Err(e) = reader.claim_all(conn).await {
+        if let Err(e) = reader.claim(conn, fence, Duration::ZERO).await {
             tracing::warn!(shard, error = %e, "Could not claim the previous owner's entries.");
             return ShardEnd::LeaseLost;
         }
-        let mut pending_first = true;
+        let mut from = first_pending();
         let mut drain_deadline = None;
+        let mut next_sweep = Instant::now() + self.sweep_interval();
         loop {
-            if lost.is_cancelled() {
+            // Right before each read: once the deadline passed, a stalled owner reads
+            // nothing more, whatever its renewals are doing.
+            if !lease.holds() {
                 return ShardEnd::LeaseLost;
             }
             // On shutdown, keep going without blocking until the stream is empty or the
@@ -225,37 +257,76 @@ impl Forwarder {
                     return ShardEnd::Stopped;
                 }
             }
-            let from = if pending_first {
-                ReadFrom::Pending
-            } else {
-                ReadFrom::New {
-                    block_ms: (!draining).then_some(BLOCK_MS),
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + self.sweep_interval();
+                // Entries idle that long are in no one's hands: a consumer that read them
+                // and then lost the shard in a way the fence did not see (an older version,
+                // an operator's XREADGROUP). Taking them now puts them out of order, which
+                // is still better than never.
+                match reader.claim(conn, fence, self.sweep_interval()).await {
+                    Err(e) if reader::not_owner(&e) => return ShardEnd::LeaseLost,
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "Could not claim idle pending entries.");
+                    }
+                    Ok(_) => {}
                 }
-            };
-            let entries = match reader.read(conn, from).await {
-                Ok(entries) => entries,
+                // Our own pending entries are read again too: that is how entries held
+                // back (undecodable ones) get their next attempt.
+                from = first_pending();
+            }
+            let entries = match reader.read(conn, fence, &from).await {
+                Ok(Read::Entries(entries)) => entries,
+                Ok(Read::Empty { last_delivered }) => {
+                    match from {
+                        ReadFrom::Pending { .. } => from = ReadFrom::New,
+                        ReadFrom::New if draining => return ShardEnd::Stopped,
+                        ReadFrom::New => {
+                            let waited = reader
+                                .wait_for_new(conn, &last_delivered, self.block())
+                                .await;
+                            if let Err(e) = waited {
+                                tracing::warn!(shard, error = %e, "Forwarder wait on Redis failed; retrying.");
+                                tokio::time::sleep(RETRY_DELAY).await;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(e) if reader::not_owner(&e) => return ShardEnd::LeaseLost,
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "Forwarder read from Redis failed; retrying.");
+                    // The read may have run with its answer lost (a response timeout):
+                    // its entries are then pending with us, unseen, so read those first.
+                    from = first_pending();
                     tokio::time::sleep(RETRY_DELAY).await;
                     continue;
                 }
             };
-            if entries.is_empty() {
-                if draining && !pending_first {
-                    return ShardEnd::Stopped;
-                }
-                pending_first = false;
-                continue;
+            if let ReadFrom::Pending { after } = &mut from
+                && let Some(last) = entries.last()
+            {
+                after.clone_from(&last.id);
             }
-            if let Err(e) = self.forward(conn, reader, entries).await {
-                tracing::warn!(shard, error = %e, "Forwarding stopped short; pending entries will be retried.");
-                pending_first = true;
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(RETRY_DELAY) => {}
+            match self.forward(conn, reader, lease, entries).await {
+                Ok(()) => {}
+                Err(ForwardError::LeaseLost) => return ShardEnd::LeaseLost,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "Forwarding stopped short; pending entries will be retried.");
+                    from = first_pending();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(RETRY_DELAY) => {}
+                    }
                 }
             }
         }
+    }
+
+    /// How often the owner of a shard claims entries idle in any pending list, and how
+    /// long they must have been idle: two leases, so that an entry of a live owner that
+    /// is merely slow is not taken from it.
+    fn sweep_interval(&self) -> Duration {
+        self.lease * 2
     }
 
     /// Produces the records of `entries` and acknowledges the entries Kafka confirmed, in
@@ -265,6 +336,7 @@ impl Forwarder {
         &self,
         conn: &mut ConnectionManager,
         reader: &ShardReader,
+        lease: &LeaseGuard,
         entries: Vec<Entry>,
     ) -> Result<(), ForwardError> {
         let started = Instant::now();
@@ -330,6 +402,12 @@ impl Forwarder {
         }
 
         if !acked.is_empty() {
+            // Right before the acknowledgement: an owner past its deadline leaves the
+            // entries pending for the new owner, who produces them again (copies with the
+            // same record ids) in their place in the stream.
+            if !lease.holds() {
+                return Err(ForwardError::LeaseLost);
+            }
             reader
                 .ack(conn, &acked)
                 .await
@@ -381,4 +459,14 @@ pub enum ForwardError {
     /// A record did not serialize.
     #[error("encoding: {0}")]
     Encoding(serde_json::Error),
+    /// The shard's lease is no longer surely ours: nothing more may be acknowledged.
+    #[error("the shard lease was lost")]
+    LeaseLost,
+}
+
+/// Where a pass over this consumer's pending entries starts.
+fn first_pending() -> ReadFrom {
+    ReadFrom::Pending {
+        after: "0".to_owned(),
+    }
 }

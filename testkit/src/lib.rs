@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 pub mod broker;
 pub mod cluster;
+pub mod proxy;
 
 /// Secret used to sign test tokens.
 pub const JWT_SECRET: &str = "locus-test-secret";

@@ -6,9 +6,18 @@
 //! every third of that TTL by a keeper task. Renewal and release run as Lua scripts that
 //! act only while the key still holds our token: a lapsed lease may already be someone
 //! else's, and we must neither extend nor delete theirs.
+//!
+//! The lease is also a fence, in two layers. Locally, [`LeaseGuard::holds`] compares the
+//! clock with a deadline: the time the last successful acquire or renewal was *sent*, plus
+//! the lease, minus a margin. Redis started the key's TTL after it received the command,
+//! so the key cannot lapse before that deadline; a renewal that hangs simply lets the
+//! deadline pass, without waiting for any answer. In Redis, every command that moves
+//! entries to this consumer (a read of new entries, a claim) runs in a script that first
+//! checks the key still holds our token ([`Fence`]): a command that was sent in time but
+//! reaches Redis late, after another forwarder took the shard, does nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -77,6 +86,8 @@ impl Leases {
                 return None;
             }
             if let Some(slot) = self.take_slot() {
+                // Before sending: the key's TTL starts later than this, never earlier.
+                let sent = Instant::now();
                 let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
                     .arg(key)
                     .arg(&self.token)
@@ -86,7 +97,9 @@ impl Leases {
                     .query_async(conn)
                     .await;
                 match taken {
-                    Ok(Some(_)) => return Some(self.guard(slot, keeper_conn.clone(), key)),
+                    Ok(Some(_)) => {
+                        return Some(self.guard(slot, keeper_conn.clone(), key, sent));
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(shard, error = %e, "Could not ask for the shard lease.")
@@ -113,8 +126,9 @@ impl Leases {
         taken.then(|| Slot(Arc::clone(&self.owned)))
     }
 
-    fn guard(&self, slot: Slot, conn: ConnectionManager, key: &str) -> LeaseGuard {
+    fn guard(&self, slot: Slot, conn: ConnectionManager, key: &str, sent: Instant) -> LeaseGuard {
         let lost = CancellationToken::new();
+        let deadline = Deadline::new(self.ttl, sent);
         // Renewals run beside the work: forwarding one read can wait on Kafka for longer
         // than the lease, and the shard must not change hands meanwhile.
         let keeper = tokio::spawn(keep(
@@ -123,15 +137,72 @@ impl Leases {
             self.token.clone(),
             self.ttl,
             lost.clone(),
+            deadline.clone(),
         ));
         LeaseGuard {
             _slot: slot,
-            key: key.to_owned(),
-            token: self.token.clone(),
+            fence: Fence {
+                key: key.to_owned(),
+                token: self.token.clone(),
+            },
             lost,
+            deadline,
             keeper,
         }
     }
+}
+
+/// Until when a lease is surely still ours, as far as this process can tell without asking
+/// Redis: shared by the keeper, which moves it on each renewal, and the shard's work.
+#[derive(Clone)]
+struct Deadline {
+    ttl: Duration,
+    until: Arc<Mutex<Instant>>,
+}
+
+impl Deadline {
+    /// The deadline of a lease whose acquire was sent at `sent`.
+    fn new(ttl: Duration, sent: Instant) -> Self {
+        Self {
+            ttl,
+            until: Arc::new(Mutex::new(sent + Self::valid_for(ttl))),
+        }
+    }
+
+    /// How long a lease counts as ours after its acquire or renewal was sent: a tenth of
+    /// it is kept as a margin for the two machines' clocks running at slightly different
+    /// rates.
+    fn valid_for(ttl: Duration) -> Duration {
+        ttl - ttl / 10
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    fn renewed(&self, sent: Instant) {
+        let mut until = self
+            .until
+            .lock()
+            .expect("the deadline lock is never poisoned");
+        *until = (*until).max(sent + Self::valid_for(self.ttl));
+    }
+
+    /// Whether the deadline is still ahead.
+    fn ahead(&self) -> bool {
+        Instant::now()
+            < *self
+                .until
+                .lock()
+                .expect("the deadline lock is never poisoned")
+    }
+}
+
+/// What a Redis script needs to act only while this forwarder holds a shard's lease: the
+/// lease key and the token it must hold.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The lease key.
+    pub key: String,
+    /// This process's token.
+    pub token: String,
 }
 
 /// One unit of `owned`, given back when dropped.
@@ -148,16 +219,23 @@ impl Drop for Slot {
 /// deletes the key, so another forwarder can take the shard at once.
 pub struct LeaseGuard {
     _slot: Slot,
-    key: String,
-    token: String,
+    fence: Fence,
     lost: CancellationToken,
+    deadline: Deadline,
     keeper: JoinHandle<()>,
 }
 
 impl LeaseGuard {
-    /// Cancelled once the lease could not be renewed: stop working the shard.
-    pub fn lost(&self) -> &CancellationToken {
-        &self.lost
+    /// Whether the lease is surely still ours: not known lost, and its deadline ahead.
+    /// Checked right before each read and each acknowledgement; it asks nothing of Redis,
+    /// so a stalled connection cannot make it wait.
+    pub fn holds(&self) -> bool {
+        !self.lost.is_cancelled() && self.deadline.ahead()
+    }
+
+    /// The key and token for Redis scripts that must act only while the lease is ours.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// Gives the shard back now (a graceful stop), rather than after the lease lapses.
@@ -165,8 +243,8 @@ impl LeaseGuard {
         // Stop renewing first, so the keeper cannot race the delete.
         self.keeper.abort();
         let released: redis::RedisResult<i64> = Script::new(RELEASE_LEASE)
-            .key(&self.key)
-            .arg(&self.token)
+            .key(&self.fence.key)
+            .arg(&self.fence.token)
             .invoke_async(conn)
             .await;
         // Failing to release costs only time: the lease lapses after its TTL.
@@ -184,31 +262,41 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Renews the lease every third of `ttl` until it cannot, then cancels `lost`.
+/// Renews the lease every third of `ttl` until it cannot, moving `deadline` on with each
+/// renewal, then cancels `lost`.
 async fn keep(
     mut conn: ConnectionManager,
     key: String,
     token: String,
     ttl: Duration,
     lost: CancellationToken,
+    deadline: Deadline,
 ) {
     let script = Script::new(RENEW_LEASE);
-    let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(ttl / 3).await;
-        let result: redis::RedisResult<i64> = script
-            .key(&key)
-            .arg(&token)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await;
+        let sent = Instant::now();
+        // The connection has a response timeout below a third of the lease; this bound is
+        // for a renewal stuck reconnecting. Either way the deadline does not wait for it.
+        let result = tokio::time::timeout(
+            ttl / 3,
+            script
+                .key(&key)
+                .arg(&token)
+                .arg(ttl.as_millis() as u64)
+                .invoke_async::<i64>(&mut conn),
+        )
+        .await;
         match result {
-            Ok(1) => renewed = Instant::now(),
+            Ok(Ok(1)) => deadline.renewed(sent),
             // Another forwarder holds it now (ours lapsed).
-            Ok(_) => break,
-            // Past the lease's length it may be someone else's: stop to be safe.
-            Err(_) if renewed.elapsed() >= ttl => break,
-            Err(e) => tracing::warn!(error = %e, "Could not renew a shard lease; retrying."),
+            Ok(Ok(_)) => break,
+            // Past the deadline it may be someone else's: stop to be safe.
+            _ if !deadline.ahead() => break,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Could not renew a shard lease; retrying.");
+            }
+            Err(_) => tracing::warn!("A shard lease renewal timed out; retrying."),
         }
     }
     lost.cancel();
@@ -237,6 +325,29 @@ mod tests {
         assert_eq!(leases.owned.load(Ordering::SeqCst), 64);
         drop(slots);
         assert_eq!(leases.owned.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_deadline_ends_before_the_lease_and_only_moves_forward() {
+        let ttl = Duration::from_secs(10);
+        let sent = Instant::now();
+        let deadline = Deadline::new(ttl, sent);
+        assert!(deadline.ahead());
+        assert_eq!(
+            *deadline.until.lock().unwrap(),
+            sent + Duration::from_secs(9)
+        );
+        // A renewal sent before the last one (answered late) does not move it back.
+        deadline.renewed(sent - Duration::from_secs(5));
+        assert_eq!(
+            *deadline.until.lock().unwrap(),
+            sent + Duration::from_secs(9)
+        );
+        let expired = Deadline::new(ttl, sent - ttl);
+        assert!(
+            !expired.ahead(),
+            "a lease sent a whole lease ago is not ours"
+        );
     }
 
     #[test]

@@ -1,24 +1,89 @@
 //! Reading a buffer shard: the reading twin of `crate::buffer`, on the same keys. Entries
 //! are read through the consumer group [`GROUP`], so an entry read but not yet
 //! acknowledged stays pending, and whoever owns the shard next claims and forwards it.
+//!
+//! Every command that gives this consumer entries (reads and claims) runs in a Lua script
+//! behind the shard's lease ([`Fence`]): Redis runs it only while the lease key holds this
+//! forwarder's token. A read that reaches Redis after another forwarder took the shard
+//! (sent before a stall, delivered after it) is refused instead of handing a dead owner
+//! entries that the new owner would then skip.
+
+use std::time::Duration;
 
 use locus_wire::buffer::{BufferEntry, ENTRY_FIELD};
+use redis::Script;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
+use super::lease::Fence;
 use crate::events;
+
+/// KEYS: the stream, the lease. ARGV: the token, the group, the consumer, the count, the id
+/// to read after (`>`: new entries, else this consumer's pending ones after it). Returns
+/// {entries (nil when none), the group's last delivered id when there were no new
+/// entries, else ''}; refuses with NOTOWNER unless the lease holds the token. It never
+/// blocks (scripts cannot): [`ShardReader::wait_for_new`] waits instead, from that id.
+const FENCED_READ: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('NOTOWNER the shard lease is not ours')
+end
+local read = redis.pcall('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], ARGV[5])
+if type(read) == 'table' and read.err then
+  return read
+end
+if read then
+  return {read, ''}
+end
+local last = ''
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for i = 1, #group, 2 do
+    fields[group[i]] = group[i + 1]
+  end
+  if fields['name'] == ARGV[2] then
+    last = fields['last-delivered-id']
+  end
+end
+return {false, last}
+";
+
+/// KEYS: the stream, the lease. ARGV: the token, the group, the consumer, the minimum idle
+/// time in ms, the cursor, the count. XAUTOCLAIM JUSTID behind the lease, like
+/// [`FENCED_READ`]: a late claim must not take entries from the shard's new owner.
+const FENCED_CLAIM: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('NOTOWNER the shard lease is not ours')
+end
+return redis.pcall('XAUTOCLAIM', KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 'COUNT', ARGV[6], 'JUSTID')
+";
 
 /// Consumer group of the forwarders in every shard stream.
 pub const GROUP: &str = "forwarder";
 
 /// Where to read a shard from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadFrom {
-    /// Entries this consumer already read (or claimed) and did not acknowledge yet.
-    Pending,
-    /// Entries no consumer has read yet, waiting at most this many milliseconds for one
-    /// (`None`: answer at once).
-    New { block_ms: Option<u64> },
+    /// Entries this consumer already read (or claimed) and did not acknowledge yet, after
+    /// this entry id (`0` from the first).
+    Pending {
+        /// The last pending entry already seen in this pass.
+        after: String,
+    },
+    /// Entries no consumer has read yet.
+    New,
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum Read {
+    /// Entries, oldest first.
+    Entries(Vec<Entry>),
+    /// No entries; for a read of new entries, the group's last delivered id to wait from
+    /// (empty when unknown).
+    Empty {
+        /// The id to wait after.
+        last_delivered: String,
+    },
 }
 
 /// One entry read from a shard.
@@ -86,67 +151,138 @@ impl ShardReader {
         }
     }
 
-    /// Reads up to `read_count` entries, oldest first.
+    /// Reads up to `read_count` entries, oldest first, if `fence` still holds. Never
+    /// blocks; see [`ShardReader::wait_for_new`].
     pub async fn read(
         &self,
         conn: &mut ConnectionManager,
-        from: ReadFrom,
-    ) -> redis::RedisResult<Vec<Entry>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer);
-        cmd.arg("COUNT").arg(self.read_count);
+        fence: &Fence,
+        from: &ReadFrom,
+    ) -> redis::RedisResult<Read> {
         let id = match from {
-            ReadFrom::Pending => "0",
-            ReadFrom::New { block_ms } => {
-                if let Some(ms) = block_ms {
-                    cmd.arg("BLOCK").arg(ms);
-                }
-                ">"
-            }
+            ReadFrom::Pending { after } => after.as_str(),
+            ReadFrom::New => ">",
         };
-        cmd.arg("STREAMS").arg(&self.stream).arg(id);
-        let reply: Option<StreamReadReply> = match cmd.query_async(conn).await {
+        let reply: (Option<StreamReadReply>, String) = match Script::new(FENCED_READ)
+            .key(&self.stream)
+            .key(&fence.key)
+            .arg(&fence.token)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(self.read_count)
+            .arg(id)
+            .invoke_async(conn)
+            .await
+        {
             Err(e) if lost_group(&e) => {
                 self.recreate_group(conn).await?;
-                return Ok(Vec::new());
+                return Ok(Read::Empty {
+                    last_delivered: String::new(),
+                });
             }
             reply => reply?,
         };
-        Ok(reply
+        let entries: Vec<Entry> = reply
+            .0
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(decode).collect())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(if entries.is_empty() {
+            Read::Empty {
+                last_delivered: reply.1,
+            }
+        } else {
+            Read::Entries(entries)
+        })
     }
 
-    /// Moves every entry pending with any consumer of the group to this one, so that a
-    /// new owner forwards what the previous one read but did not acknowledge.
-    pub async fn claim_all(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    /// Waits at most `block` for an entry after `last_delivered` (the group's last
+    /// delivered id) to be in the stream, without reading it for the group: a plain XREAD
+    /// has no effect on the group, so it needs no fence, and the fenced read that follows
+    /// takes the entries.
+    pub async fn wait_for_new(
+        &self,
+        conn: &mut ConnectionManager,
+        last_delivered: &str,
+        block: Duration,
+    ) -> redis::RedisResult<()> {
+        let after = if last_delivered.is_empty() {
+            "$"
+        } else {
+            last_delivered
+        };
+        let _: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(after)
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves every entry pending with any consumer of the group for at least `min_idle`
+    /// to this one, if `fence` still holds; returns how many. With no minimum, a new owner
+    /// takes over everything the previous one read but did not acknowledge; with one, an
+    /// owner picks up, now and then, entries that some consumer left behind anyway.
+    pub async fn claim(
+        &self,
+        conn: &mut ConnectionManager,
+        fence: &Fence,
+        min_idle: Duration,
+    ) -> redis::RedisResult<usize> {
         let mut cursor = "0-0".to_owned();
+        let mut claimed = 0;
         loop {
-            let reply: StreamAutoClaimReply = match redis::cmd("XAUTOCLAIM")
-                .arg(&self.stream)
+            let reply: StreamAutoClaimReply = match Script::new(FENCED_CLAIM)
+                .key(&self.stream)
+                .key(&fence.key)
+                .arg(&fence.token)
                 .arg(GROUP)
                 .arg(&self.consumer)
-                .arg(0)
+                .arg(min_idle.as_millis() as u64)
                 .arg(&cursor)
-                .arg("COUNT")
                 .arg(self.read_count)
-                .arg("JUSTID")
-                .query_async(conn)
+                .invoke_async(conn)
                 .await
             {
                 // A group made now has nothing pending to claim.
-                Err(e) if lost_group(&e) => return self.recreate_group(conn).await,
+                Err(e) if lost_group(&e) => {
+                    self.recreate_group(conn).await?;
+                    return Ok(claimed);
+                }
                 reply => reply?,
             };
+            claimed += reply.claimed.len();
             events::EntriesClaimed {
                 count: reply.claimed.len(),
             }
             .emit();
             if reply.next_stream_id == "0-0" {
-                return Ok(());
+                return Ok(claimed);
             }
             cursor = reply.next_stream_id;
         }
+    }
+
+    /// How many times entry `id` was delivered to a consumer of the group (XPENDING's
+    /// delivery count); 0 if it is not pending.
+    pub async fn deliveries(
+        &self,
+        conn: &mut ConnectionManager,
+        id: &str,
+    ) -> redis::RedisResult<u64> {
+        let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(reply.ids.first().map_or(0, |p| p.times_delivered as u64))
     }
 
     /// Acknowledges and deletes `ids` in one atomic step.
@@ -190,6 +326,11 @@ impl ShardReader {
 /// Whether Redis answered that the stream or its consumer group does not exist.
 fn lost_group(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP")
+}
+
+/// Whether a fenced script refused because the lease is someone else's (or lapsed).
+pub fn not_owner(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOTOWNER")
 }
 
 fn decode(entry: StreamId) -> Entry {

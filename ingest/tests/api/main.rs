@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod dead_letter;
 mod dedupe;
+mod fence;
 mod forwarding;
 mod handover;
 mod helpers;
