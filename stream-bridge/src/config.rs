@@ -98,7 +98,8 @@ pub struct Config {
     #[arg(long, env = "LOCUS_BRIDGE_BATCH_LINGER_MS", default_value_t = 100)]
     pub batch_linger_ms: u64,
 
-    /// Most webhook deliveries (one per tenant in a batch) in flight at once.
+    /// Most webhook HTTP attempts (each one tenant's batch) in flight at once, across
+    /// tenants. A tenant's lane sends one batch at a time.
     #[arg(
         long,
         env = "LOCUS_BRIDGE_MAX_CONCURRENT_DELIVERIES",
@@ -106,16 +107,20 @@ pub struct Config {
     )]
     pub max_concurrent_deliveries: usize,
 
-    /// HTTP attempts per delivery before its records go to the dead-letter topic.
-    #[arg(long, env = "LOCUS_BRIDGE_MAX_ATTEMPTS", default_value_t = 8)]
-    pub max_attempts: u32,
+    /// Most records one tenant's lane holds (queued or being delivered). When a paused or
+    /// slow tenant's lane is full, the partitions feeding it stop being read until it
+    /// drains below half; until then other tenants are not held back at all.
+    #[arg(long, env = "LOCUS_BRIDGE_LANE_CAPACITY", default_value_t = 10_000)]
+    pub lane_capacity: usize,
 
-    /// Backoff before the second attempt; it doubles on each retry (with jitter).
+    /// Backoff before the second attempt; it doubles on each retry (with jitter). A failing
+    /// webhook is retried without a limit on attempts: its tenant's delivery pauses.
     #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_INITIAL_MS", default_value_t = 200)]
     pub backoff_initial_ms: u64,
 
-    /// Longest backoff between two attempts; also caps a webhook's Retry-After.
-    #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_MAX_MS", default_value_t = 10_000)]
+    /// Longest backoff between two attempts, so how often a paused webhook is probed; also
+    /// caps a webhook's Retry-After.
+    #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_MAX_MS", default_value_t = 30_000)]
     pub backoff_max_ms: u64,
 
     /// Timeout of one webhook HTTP request, connect to last body byte.
@@ -126,8 +131,9 @@ pub struct Config {
     )]
     pub request_timeout_ms: u64,
 
-    /// How the bridge stops (shared with ingest): how long shutdown waits for the in-flight
-    /// batch before giving up on it (its records are then delivered again after the restart).
+    /// How the bridge stops (shared with ingest): how long shutdown waits for the lanes to
+    /// deliver what they hold before giving up on it (those records are then delivered again
+    /// after the restart).
     #[command(flatten)]
     pub shutdown: ShutdownSettings,
 }
@@ -202,8 +208,13 @@ impl Config {
         RetryPolicy {
             initial: Duration::from_millis(self.backoff_initial_ms),
             max: Duration::from_millis(self.backoff_max_ms),
-            max_attempts: self.max_attempts.max(1),
         }
+    }
+
+    /// How long a revocation waits for webhook attempts in flight: one request timeout (no
+    /// attempt runs longer), at most 60 s, well inside the group's rebalance timeout.
+    pub fn revoke_wait(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms).min(Duration::from_secs(60))
     }
 
     /// The sink table: the file's entries, overridden per tenant by the inline ones, each
@@ -279,9 +290,10 @@ mod tests {
         assert_eq!(c.shutdown.grace_secs, 30);
         assert_eq!(c.batch_max_records, 500);
         assert_eq!(c.batch_linger_ms, 100);
-        assert_eq!(c.max_attempts, 8);
+        assert_eq!(c.lane_capacity, 10_000);
+        assert_eq!(c.max_concurrent_deliveries, 16);
         assert_eq!(c.backoff_initial_ms, 200);
-        assert_eq!(c.backoff_max_ms, 10_000);
+        assert_eq!(c.backoff_max_ms, 30_000);
         assert_eq!(c.request_timeout_ms, 10_000);
     }
 
@@ -291,11 +303,11 @@ mod tests {
             "locus-stream-bridge",
             "--sinks",
             r#"{"acme": {"url": "https://hooks.example.com/a", "secret": "s"}}"#,
-            "--max-attempts",
+            "--lane-capacity",
             "3",
         ])
         .expect("valid command line");
-        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.lane_capacity, 3);
         assert_eq!(c.load_sinks().unwrap().len(), 1);
     }
 

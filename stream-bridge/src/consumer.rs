@@ -1,60 +1,76 @@
-//! The Kafka loop: read a batch, hand every record to its fate (webhook, dead-letter topic,
-//! or skipped), then store offsets. The order of those steps is the at-least-once
-//! guarantee, so it is spelled out here.
+//! The Kafka side of the bridge: a polling thread that reads records and routes each to its
+//! lane ([`lane`]), never waiting for a delivery, and the rules that make that at least
+//! once. The order of operations is the guarantee, so it is spelled out here.
 //!
+//! - The polling thread only reads and routes, so it polls the consumer every 100 ms or
+//!   faster whatever the webhooks do: `max.poll.interval.ms` is never exceeded, and a
+//!   slow or failing tenant holds back its own lane only.
 //! - Offsets are stored by hand (`enable.auto.offset.store=false`) and committed by
-//!   librdkafka's auto-commit, as in rust-rdkafka's `examples/at_least_once.rs`.
-//! - A batch is handled completely (every tenant group delivered, dead-lettered or
-//!   skipped) before its offsets are stored and before the consumer is polled again. So a
-//!   stored offset always covers records that are done, and per-session order holds across
-//!   batches: batch N+1 is not read until batch N is finished.
-//! - librdkafka serves rebalances only while the consumer is polled, which this loop does
-//!   only between batches (or while filling one). A revocation therefore never interrupts a
-//!   delivery; [`BridgeContext`] commits the stored offsets synchronously before the
-//!   partitions go, and records read before the revocation are dropped unhandled: their
-//!   partition's new owner reads them again.
-//! - On shutdown the in-flight batch is finished (within the grace period), the offsets are
-//!   committed synchronously, and only then is the consumer closed.
+//!   librdkafka's auto-commit, as in rust-rdkafka's `examples/at_least_once.rs`. Records
+//!   of one partition finish out of order (each tenant's lane at its own pace), so each
+//!   partition stores the position below its oldest unfinished record
+//!   ([`offsets::Watermarks`]): a stored offset never passes a record that is not done.
+//! - Memory is bounded per lane: when a lane holds `lane_capacity` records, the partition
+//!   its latest record came from is paused (no longer fetched) until the lane drains below
+//!   half. Isolation holds until then: from that point the other tenants of that partition
+//!   wait too, since Kafka order within a partition cannot be split further without
+//!   buffering it.
+//! - A revocation (served inside `poll`, on the polling thread) stops the lanes' work of
+//!   the old generation, waits, bounded, for the deliveries in flight, commits what is
+//!   stored, and forgets the rest ([`ownership`] has the steps): records queued for the
+//!   revoked partitions are dropped unhandled and their new owner reads them again, and
+//!   two replicas never deliver one session at the same time.
+//! - On shutdown, reading stops, the lanes finish what they hold within the grace period,
+//!   the offsets are committed synchronously, and only then is the consumer closed.
 
-pub mod batch;
 pub mod lag;
+pub mod lane;
+pub mod offsets;
+pub mod ownership;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use locus_wire::TenantId;
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, TopicPartitionList};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use self::batch::{Consumed, group_by_tenant, offsets_to_store};
+use self::lane::{Consumed, Lane, LaneContext, LaneKey};
+use self::ownership::Ownership;
 use crate::dead_letter::DeadLetterWriter;
 use crate::error::BridgeError;
 use crate::events::{
-    CommitFailed, ConsumeFailed, DeadLetterReason, OffsetStoreFailed, RecordsConsumed,
+    CommitFailed, ConsumeFailed, PartitionPaused, PartitionResumed, RecordsConsumed,
+    RevocationWaitExpired,
 };
 use crate::record::ParsedRecord;
-use crate::webhook::config::{Sink, Sinks};
-use crate::webhook::{DeliveryResult, WebhookDeliverer};
+use crate::webhook::WebhookDeliverer;
+use crate::webhook::config::Sinks;
 
-/// The consumer's context: commits on revocation and counts rebalances.
-#[derive(Debug, Default)]
+/// How long one poll waits for a record: also how often the thread looks at shutdown and at
+/// paused partitions.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The consumer's context: on a revocation, stops the old generation's work, waits for
+/// what is in flight, and commits.
+#[derive(Debug)]
 pub struct BridgeContext {
-    /// Bumped on every revocation. A record read under an older generation may belong to
-    /// another consumer by now.
-    generation: AtomicU64,
+    ownership: Arc<Ownership>,
+    revoke_wait: Duration,
 }
 
 impl BridgeContext {
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// A context waiting up to `revoke_wait` for deliveries in flight on a revocation.
+    pub fn new(revoke_wait: Duration) -> Self {
+        Self {
+            ownership: Arc::default(),
+            revoke_wait,
+        }
     }
 }
 
@@ -63,22 +79,34 @@ impl ClientContext for BridgeContext {}
 impl ConsumerContext for BridgeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
-            self.generation.fetch_add(1, Ordering::SeqCst);
             tracing::info!(
                 partitions = partitions.count(),
-                "Partitions revoked; committing stored offsets."
+                "Partitions revoked; finishing deliveries in flight and committing."
             );
-            // This runs inside a poll, that is, between batches: every stored offset
-            // belongs to a finished batch. Committing now, synchronously, hands the next
-            // owner exactly where we stopped instead of the last auto-commit. It blocks
-            // the polling thread briefly, which is what a revocation should do.
+            // This runs on the polling thread, inside `poll`: blocking here blocks only
+            // reading, which is what a revocation should do; the lanes run on the async
+            // runtime and finish their attempts meanwhile.
+            let old = self.ownership.revoke();
+            let started = Instant::now();
+            if !self.ownership.wait_idle(self.revoke_wait) {
+                old.fenced.cancel();
+                RevocationWaitExpired {
+                    waited: started.elapsed(),
+                }
+                .emit();
+                // Dropped attempts let go at their task's next turn.
+                self.ownership.wait_idle(Duration::from_secs(1));
+            }
+            // The partitions are still ours until this returns: hand the next owner
+            // exactly where we stopped instead of the last auto-commit.
             commit_sync(consumer, "revocation");
+            self.ownership.forget();
         }
     }
 }
 
-/// The bridge's Kafka consumer.
-pub type BridgeConsumer = StreamConsumer<BridgeContext>;
+/// The bridge's Kafka consumer, polled by one thread of its own.
+pub type BridgeConsumer = BaseConsumer<BridgeContext>;
 
 /// Commits the stored offsets synchronously; "nothing to commit" is not an error.
 fn commit_sync<C: Consumer<BridgeContext>>(consumer: &C, during: &'static str) {
@@ -129,13 +157,13 @@ pub struct LoopSettings {
     pub batch_max_records: usize,
     /// How long a batch waits for more records after its first.
     pub batch_linger: Duration,
-    /// Most tenant deliveries in flight at once.
-    pub max_concurrent_deliveries: usize,
-    /// How long shutdown waits for the in-flight batch.
+    /// Most records one lane holds before the partitions feeding it are paused.
+    pub lane_capacity: usize,
+    /// How long shutdown waits for the lanes.
     pub shutdown_grace: Duration,
 }
 
-/// The consume, deliver, store loop.
+/// The poll, route, deliver, store loop.
 pub struct ConsumerLoop {
     consumer: Arc<BridgeConsumer>,
     deliverer: WebhookDeliverer,
@@ -162,9 +190,9 @@ impl ConsumerLoop {
         }
     }
 
-    /// Runs until `shutdown` is cancelled, then finishes the in-flight batch (giving up on
-    /// it after the grace period), commits synchronously and returns. The caller closes
-    /// the consumer.
+    /// Runs until `shutdown` is cancelled, then lets the lanes finish what they hold
+    /// (giving up on it after the grace period), commits synchronously and returns. The
+    /// caller closes the consumer.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BridgeError> {
         self.consumer.subscribe(&[&self.settings.topic])?;
         tracing::info!(topic = %self.settings.topic, "Consuming.");
@@ -172,203 +200,186 @@ impl ConsumerLoop {
         // `abort` fires once the grace period after shutdown has passed: deliveries and
         // dead-letter writes still running then give up, and their records stay unstored.
         let abort = CancellationToken::new();
-        let watchdog = tokio::spawn({
-            let shutdown = shutdown.clone();
-            let abort = abort.clone();
-            let grace = self.settings.shutdown_grace;
-            async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-                abort.cancel();
-            }
+        let context = Arc::new(LaneContext {
+            consumer: Arc::clone(&self.consumer),
+            topic: self.settings.topic.clone(),
+            ownership: Arc::clone(&self.consumer.context().ownership),
+            deliverer: self.deliverer,
+            dead_letter: self.dead_letter,
+            batch_max_records: self.settings.batch_max_records.max(1),
+            batch_linger: self.settings.batch_linger,
+            abort: abort.clone(),
         });
+        let poller = Poller {
+            consumer: Arc::clone(&self.consumer),
+            sinks: self.sinks,
+            settings: self.settings.clone(),
+            context,
+            runtime: Handle::current(),
+            lanes: HashMap::new(),
+            paused: HashMap::new(),
+        };
+        // A thread of its own: polling blocks, and so does a revocation waiting for the
+        // lanes, which must not take an async worker from them.
+        let lanes = tokio::task::spawn_blocking({
+            let shutdown = shutdown.clone();
+            move || poller.run(&shutdown)
+        })
+        .await?;
 
-        while let Some(batch) = self.next_batch(&shutdown).await {
-            let complete = self.handle(batch, &abort).await;
-            if !complete {
-                // Only an abort leaves records unhandled, and aborts happen only after
-                // shutdown: stop here, since a later batch would store offsets past them.
+        // Reading has stopped; the lanes finish what they hold, within the grace period.
+        let all = futures::future::join_all(lanes.into_values().map(Lane::close));
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => {}
+            _ = tokio::time::sleep(self.settings.shutdown_grace) => {
                 tracing::warn!(
                     "Shutdown grace period over; unfinished records will be delivered again after the restart."
                 );
-                break;
-            }
-            if shutdown.is_cancelled() {
-                break;
+                abort.cancel();
+                all.await;
             }
         }
-        // The loop is done, so the grace deadline has nothing left to abort.
-        watchdog.abort();
 
-        // Everything handled is stored; make it durable before the consumer leaves the
+        // Everything finished is stored; make it durable before the consumer leaves the
         // group. Blocking call, so off the async threads.
         let consumer = Arc::clone(&self.consumer);
         tokio::task::spawn_blocking(move || commit_sync(consumer.as_ref(), "shutdown")).await?;
         tracing::info!("Consumer stopped; offsets committed.");
         Ok(())
     }
+}
 
-    /// Reads the next batch: waits for a first record, then takes more until the batch is
-    /// full, the linger time passed or shutdown began. `None` once shutdown began with
-    /// nothing read.
-    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<Consumed>> {
-        let first = loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return None,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => break self.consumed(&message),
-                    Err(error) => {
-                        ConsumeFailed { error: &error }.emit();
-                        // Errors here are mostly transient (broker down); do not spin.
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return None,
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        }
-                    }
-                },
+/// The polling thread's state.
+struct Poller {
+    consumer: Arc<BridgeConsumer>,
+    sinks: Arc<Sinks>,
+    settings: LoopSettings,
+    context: Arc<LaneContext>,
+    runtime: Handle,
+    lanes: HashMap<LaneKey, Lane>,
+    /// Partitions paused, with the full lanes that asked for it.
+    paused: HashMap<i32, Vec<LaneKey>>,
+}
+
+impl Poller {
+    /// Polls and routes until `shutdown`; returns the lanes, still running.
+    fn run(mut self, shutdown: &CancellationToken) -> HashMap<LaneKey, Lane> {
+        let ownership = Arc::clone(&self.context.ownership);
+        let consumer = Arc::clone(&self.consumer);
+        let mut generation = ownership.current().number;
+        while !shutdown.is_cancelled() {
+            let polled = consumer.poll(POLL_TIMEOUT);
+            // A revocation may have run inside that poll.
+            let now = ownership.current().number;
+            if now != generation {
+                generation = now;
+                self.resume_all();
+            }
+            match polled {
+                None => {}
+                Some(Err(error)) => {
+                    ConsumeFailed { error: &error }.emit();
+                    // Errors here are mostly transient (broker down); do not spin.
+                    std::thread::sleep(POLL_TIMEOUT);
+                }
+                Some(Ok(message)) => {
+                    let message = message.detach();
+                    self.route(message, generation);
+                }
+            }
+            self.resume_drained();
+        }
+        self.lanes
+    }
+
+    fn route(&mut self, message: rdkafka::message::OwnedMessage, generation: u64) {
+        RecordsConsumed { count: 1 }.emit();
+        let (partition, offset) = (message.partition(), message.offset());
+        self.context.ownership.read(partition, offset);
+        let parsed = ParsedRecord::parse(message.payload());
+        let sink = parsed
+            .as_ref()
+            .ok()
+            .and_then(|p| self.sinks.get(&p.record.tenant_id).map(|s| (p, s)));
+        let key = match sink {
+            Some((p, _)) => LaneKey::Sink(p.record.tenant_id.clone()),
+            None => LaneKey::DeadLetter,
+        };
+        let lane = match self.lanes.get(&key) {
+            Some(lane) => lane,
+            None => {
+                let sink = sink.map(|(_, s)| s.clone());
+                let lane = Lane::spawn(&self.runtime, &key, sink, Arc::clone(&self.context));
+                self.lanes.entry(key.clone()).or_insert(lane)
             }
         };
-        let mut batch = vec![first];
-        let linger = tokio::time::sleep(self.settings.batch_linger);
-        tokio::pin!(linger);
-        while batch.len() < self.settings.batch_max_records {
-            tokio::select! {
-                biased;
-                // What was read is finished, not dropped: it is the in-flight batch.
-                _ = shutdown.cancelled() => break,
-                _ = &mut linger => break,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => batch.push(self.consumed(&message)),
-                    Err(error) => ConsumeFailed { error: &error }.emit(),
-                },
-            }
-        }
-        // Records read before a revocation are someone else's now (maybe ours again, in
-        // which case they are read again from the committed offset).
-        let generation = self.consumer.context().generation();
-        batch.retain(|c| c.generation == generation);
-        Some(batch)
-    }
-
-    fn consumed(&self, message: &BorrowedMessage<'_>) -> Consumed {
-        let message: OwnedMessage = message.detach();
-        Consumed {
-            partition: message.partition(),
-            offset: message.offset(),
-            generation: self.consumer.context().generation(),
-            parsed: ParsedRecord::parse(message.payload()),
+        lane.push(Consumed {
             message,
-        }
-    }
-
-    /// Handles every record of `batch`, then stores the offsets it may. Returns whether
-    /// every record was handled (false only after an abort).
-    async fn handle(&self, batch: Vec<Consumed>, abort: &CancellationToken) -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        RecordsConsumed { count: batch.len() }.emit();
-        let mut handled = vec![false; batch.len()];
-        let groups = group_by_tenant(&batch);
-
-        // Unreadable values: straight to the dead-letter topic, each with its own reason.
-        for &i in &groups.malformed {
-            let detail = batch[i].parsed.as_ref().err().map_or("", String::as_str);
-            handled[i] = self
-                .dead_letter
-                .write(
-                    &[&batch[i].message],
-                    DeadLetterReason::Malformed,
-                    "none",
-                    detail,
-                    abort,
-                )
-                .await;
-        }
-
-        // One delivery per tenant, tenants concurrently; a tenant's records stay in one
-        // delivery in Kafka order, so per-session order holds.
-        let mut deliveries = Vec::new();
-        for (tenant, indices) in &groups.tenants {
-            match self.sinks.get(tenant) {
-                // Not dropped: a sink table missing a tenant (a partial deploy, a typo) must
-                // not consume and commit that tenant's backlog. The records wait in the
-                // dead-letter topic, in order, to be replayed once the sink exists.
-                None => {
-                    let messages: Vec<_> = indices.iter().map(|&i| &batch[i].message).collect();
-                    let detail = format!("tenant {tenant} has no sink configured");
-                    let written = self
-                        .dead_letter
-                        .write(&messages, DeadLetterReason::NoSink, "none", &detail, abort)
-                        .await;
-                    for &i in indices {
-                        handled[i] = written;
-                    }
-                }
-                Some(sink) => deliveries.push((tenant, sink, indices)),
-            }
-        }
-        // The futures are built first and only then driven: a closure returning an async
-        // block that borrows from the batch trips the compiler's Send inference.
-        let pending: Vec<_> = deliveries
-            .into_iter()
-            .map(|(tenant, sink, indices)| self.deliver_group(&batch, tenant, sink, indices, abort))
-            .collect();
-        let results: Vec<(&Vec<usize>, bool)> = futures::stream::iter(pending)
-            .buffer_unordered(self.settings.max_concurrent_deliveries.max(1))
-            .collect()
-            .await;
-        for (indices, done) in results {
-            for &i in indices {
-                handled[i] = done;
-            }
-        }
-
-        for (partition, offset) in offsets_to_store(&batch, &handled) {
-            // `store_offset` stores `offset + 1` (librdkafka's rd_kafka_offset_store): the
-            // committed position is the next record to read, so a restart resumes right
-            // after the last handled one.
-            if let Err(error) = self
-                .consumer
-                .store_offset(&self.settings.topic, partition, offset)
-            {
-                OffsetStoreFailed {
+            partition,
+            offset,
+            generation,
+            parsed,
+        });
+        let queued = lane.queued();
+        if queued >= self.settings.lane_capacity {
+            let keys = self.paused.entry(partition).or_default();
+            if keys.is_empty() {
+                set_paused(&self.consumer, &self.settings.topic, partition, true);
+                PartitionPaused {
                     partition,
-                    offset,
-                    error: &error,
+                    lane: key.name(),
+                    queued,
                 }
                 .emit();
             }
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
         }
-        handled.iter().all(|h| *h)
     }
 
-    /// Delivers one tenant's records of `batch`, or dead-letters them. Returns them with
-    /// whether they are handled.
-    async fn deliver_group<'a>(
-        &self,
-        batch: &[Consumed],
-        tenant: &TenantId,
-        sink: &Sink,
-        indices: &'a Vec<usize>,
-        abort: &CancellationToken,
-    ) -> (&'a Vec<usize>, bool) {
-        let records: Vec<&ParsedRecord> = indices
+    /// Resumes every paused partition whose full lanes all drained below half.
+    fn resume_drained(&mut self) {
+        let low = (self.settings.lane_capacity / 2).max(1);
+        let lanes = &self.lanes;
+        let drained: Vec<i32> = self
+            .paused
             .iter()
-            .filter_map(|&i| batch[i].parsed.as_ref().ok())
+            .filter(|(_, keys)| {
+                keys.iter()
+                    .all(|k| lanes.get(k).is_none_or(|lane| lane.queued() < low))
+            })
+            .map(|(&partition, _)| partition)
             .collect();
-        let done = match self.deliverer.deliver(tenant, sink, &records, abort).await {
-            DeliveryResult::Delivered => true,
-            DeliveryResult::Abandoned => false,
-            DeliveryResult::DeadLetter { reason, detail } => {
-                let messages: Vec<&OwnedMessage> =
-                    indices.iter().map(|&i| &batch[i].message).collect();
-                self.dead_letter
-                    .write(&messages, reason, "webhook", &detail, abort)
-                    .await
-            }
-        };
-        (indices, done)
+        for partition in drained {
+            self.paused.remove(&partition);
+            set_paused(&self.consumer, &self.settings.topic, partition, false);
+            PartitionResumed { partition }.emit();
+        }
+    }
+
+    /// After a revocation: the lanes dropped the old generation's records, and whatever we
+    /// own now starts unpaused.
+    fn resume_all(&mut self) {
+        for (partition, _) in std::mem::take(&mut self.paused) {
+            set_paused(&self.consumer, &self.settings.topic, partition, false);
+            PartitionResumed { partition }.emit();
+        }
+    }
+}
+
+/// Pauses or resumes fetching one partition. An error (the partition is no longer ours)
+/// is logged and otherwise harmless.
+fn set_paused(consumer: &BridgeConsumer, topic: &str, partition: i32, pause: bool) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let result = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    if let Err(error) = result {
+        ConsumeFailed { error: &error }.emit();
     }
 }

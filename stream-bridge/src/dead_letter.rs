@@ -1,6 +1,7 @@
-//! The dead-letter topic: records no sink could take are written there with their original
-//! key, value and headers, plus headers saying why, so an operator can inspect and replay
-//! them. A record's offset is stored only after the broker confirmed its dead-letter copy.
+//! The dead-letter topic: records that cannot be delivered (a value that is not a record, a
+//! tenant without a sink) are written there with their original key, value and headers,
+//! plus headers saying why, so an operator can inspect and replay them. A failing webhook
+//! never sends records here: it pauses its tenant's lane instead. A record's offset is stored only after the broker confirmed its dead-letter copy.
 
 use std::time::Duration;
 
@@ -25,18 +26,21 @@ pub struct DeadLetterWriter {
 
 impl DeadLetterWriter {
     /// The producer settings: every in-sync replica must have the copy before the original
-    /// offset may be stored.
+    /// offset may be stored, and the copies stay in their original order, which a replay
+    /// follows: idempotence keeps librdkafka's own retries in order, and without a message
+    /// timeout a copy is never timed out and sent again behind its successors.
     pub fn producer_config(brokers: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", brokers)
             .set("client.id", "locus-stream-bridge-dlq")
             .set("acks", "all")
-            .set("message.timeout.ms", "30000");
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "0");
         c
     }
 
-    /// A writer to `topic`, waiting per `backoff` between attempts (its `max_attempts` is
-    /// ignored: a dead-letter write is retried until it succeeds or shutdown gives up).
+    /// A writer to `topic`, waiting per `backoff` between attempts (a dead-letter write is
+    /// retried until it succeeds or shutdown gives up).
     pub fn new(producer: FutureProducer, topic: String, backoff: RetryPolicy) -> Self {
         Self {
             producer,

@@ -1,6 +1,7 @@
 //! Internal events of the bridge: each one logs and counts in one place, and this is the
 //! only file that names a metric (docs/metrics.md lists them). Label values are bounded:
-//! outcomes, reasons, and the location topic's partitions; never tenants.
+//! outcomes, reasons, the location topic's partitions, and the tenants of the sink table
+//! (bounded by configuration); never a tenant read from a record.
 //!
 //! The metrics are created and registered with the process registry
 //! ([`locus_service::metrics`]) together, on first use; [`register`] makes that happen at
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use locus_service::metrics::{counter, counter_vec, gauge_vec, latency_histogram};
+use locus_wire::TenantId;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 use uuid::Uuid;
 
@@ -29,6 +31,8 @@ struct Metrics {
     delivery_duration: Histogram,
     end_to_end: Histogram,
     consumer_lag: IntGaugeVec,
+    sink_paused: IntGaugeVec,
+    partitions_paused: IntGaugeVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -63,6 +67,19 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Records of a partition past the group's committed offset (high watermark minus \
          committed offset), per partition this replica owns; 0 for one it gave up.",
         &["topic", "partition"],
+    ),
+    sink_paused: gauge_vec(
+        "locus_bridge_sink_paused",
+        "1 while a tenant's webhook is failing and its delivery is paused (the same batch is \
+         retried with capped backoff until the webhook takes it), else 0; per tenant of the \
+         sink table.",
+        &["tenant"],
+    ),
+    partitions_paused: gauge_vec(
+        "locus_bridge_partitions_paused",
+        "Partitions this replica stopped reading because a tenant's lane is full \
+         (LOCUS_BRIDGE_LANE_CAPACITY); every tenant of those partitions waits meanwhile.",
+        &[],
     ),
 });
 
@@ -108,18 +125,16 @@ impl DeliveryAttempt<'_> {
                 attempt = self.attempt,
                 "Webhook accepted the delivery."
             ),
-            Outcome::Retriable { reason, .. } => tracing::warn!(
-                delivery_id = %self.delivery_id,
-                attempt = self.attempt,
-                reason = %reason,
-                "Webhook attempt failed; will retry."
-            ),
-            Outcome::Rejected { reason } => tracing::warn!(
-                delivery_id = %self.delivery_id,
-                attempt = self.attempt,
-                reason = %reason,
-                "Webhook rejected the delivery."
-            ),
+            // Debug: a paused sink is probed for as long as it fails; SinkPaused and
+            // SinkResumed say so once each.
+            Outcome::Retriable { reason, .. } | Outcome::Rejected { reason, .. } => {
+                tracing::debug!(
+                    delivery_id = %self.delivery_id,
+                    attempt = self.attempt,
+                    reason = %reason,
+                    "Webhook attempt failed; will retry."
+                )
+            }
         }
         METRICS
             .delivery_attempts
@@ -159,6 +174,130 @@ impl RecordsDelivered<'_> {
             let seconds = (now - *received_at).to_std().unwrap_or_default();
             METRICS.end_to_end.observe(seconds.as_secs_f64());
         }
+    }
+}
+
+/// A tenant's webhook failed: its lane stops moving and retries the same batch.
+pub struct SinkPaused<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// The failed attempt.
+    pub outcome: &'a Outcome,
+}
+
+impl SinkPaused<'_> {
+    /// Logs the event and sets the tenant's paused gauge.
+    pub fn emit(self) {
+        match self.outcome {
+            // An error: the partner refuses the bridge (a key, a route, a size limit);
+            // someone must act before the tenant's records move again.
+            Outcome::Rejected { reason, .. } => tracing::error!(
+                tenant = %self.tenant,
+                reason = %reason,
+                "Webhook refused a delivery; the tenant's delivery is paused and retried until it is taken."
+            ),
+            Outcome::Retriable { reason, .. } => tracing::warn!(
+                tenant = %self.tenant,
+                reason = %reason,
+                "Webhook failed; the tenant's delivery is paused and retried until it is taken."
+            ),
+            Outcome::Delivered => {}
+        }
+        METRICS
+            .sink_paused
+            .with_label_values(&[self.tenant.as_str()])
+            .set(1);
+    }
+}
+
+/// A paused tenant's webhook took its batch: the lane moves again.
+pub struct SinkResumed<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// How long it was paused.
+    pub paused_for: Duration,
+    /// Failed attempts meanwhile.
+    pub failed_attempts: u32,
+}
+
+impl SinkResumed<'_> {
+    /// Logs the event and clears the tenant's paused gauge.
+    pub fn emit(self) {
+        tracing::info!(
+            tenant = %self.tenant,
+            paused_for = ?self.paused_for,
+            failed_attempts = self.failed_attempts,
+            "Webhook took the delivery again; the tenant's delivery resumed."
+        );
+        METRICS
+            .sink_paused
+            .with_label_values(&[self.tenant.as_str()])
+            .set(0);
+    }
+}
+
+/// A tenant's lane is full: the partition its latest record came from is no longer read.
+pub struct PartitionPaused<'a> {
+    /// The partition.
+    pub partition: i32,
+    /// The tenant whose lane is full, or `dead-letter`.
+    pub lane: &'a str,
+    /// Records the lane holds.
+    pub queued: usize,
+}
+
+impl PartitionPaused<'_> {
+    /// Logs the event and counts the partition.
+    pub fn emit(self) {
+        // A warning: from here on, other tenants of this partition wait too.
+        tracing::warn!(
+            partition = self.partition,
+            lane = self.lane,
+            queued = self.queued,
+            "A lane is full; reading of its partition is paused until it drains."
+        );
+        METRICS
+            .partitions_paused
+            .with_label_values::<&str>(&[])
+            .inc();
+    }
+}
+
+/// A paused partition is read again (its lanes drained below half, or it was revoked).
+pub struct PartitionResumed {
+    /// The partition.
+    pub partition: i32,
+}
+
+impl PartitionResumed {
+    /// Logs the event and uncounts the partition.
+    pub fn emit(self) {
+        tracing::info!(
+            partition = self.partition,
+            "Lanes drained; reading of the partition resumed."
+        );
+        METRICS
+            .partitions_paused
+            .with_label_values::<&str>(&[])
+            .dec();
+    }
+}
+
+/// A revocation stopped waiting for deliveries in flight.
+pub struct RevocationWaitExpired {
+    /// How long it waited.
+    pub waited: Duration,
+}
+
+impl RevocationWaitExpired {
+    /// Logs the event.
+    pub fn emit(self) {
+        // A warning: the attempts are dropped now, but one may already have reached its
+        // webhook, which can then see it after the new owner's copy (record_id tells).
+        tracing::warn!(
+            waited = ?self.waited,
+            "Deliveries still in flight when the partitions were revoked; dropping them."
+        );
     }
 }
 

@@ -57,14 +57,14 @@ impl Application {
             config.heartbeat_interval_ms,
             config.fetch_wait_max_ms,
         )
-        .create_with_context(BridgeContext::default())?;
+        .create_with_context(BridgeContext::new(config.revoke_wait()))?;
         let consumer = Arc::new(consumer);
         let producer: FutureProducer =
             DeadLetterWriter::producer_config(&config.kafka.brokers).create()?;
         let policy = config.retry_policy();
         let dead_letter = DeadLetterWriter::new(producer, topics.dead_letter().to_owned(), policy);
         let service = WebhookService::new(Duration::from_millis(config.request_timeout_ms))?;
-        let deliverer = WebhookDeliverer::new(service, policy);
+        let deliverer = WebhookDeliverer::new(service, policy, config.max_concurrent_deliveries);
 
         let consumer_loop = ConsumerLoop::new(
             Arc::clone(&consumer),
@@ -75,7 +75,7 @@ impl Application {
                 topic: topic.clone(),
                 batch_max_records: config.batch_max_records.max(1),
                 batch_linger: Duration::from_millis(config.batch_linger_ms),
-                max_concurrent_deliveries: config.max_concurrent_deliveries,
+                lane_capacity: config.lane_capacity.max(1),
                 shutdown_grace: config.shutdown_grace(),
             },
         );
@@ -125,7 +125,7 @@ impl Application {
     }
 
     /// Consumes, measures the consumer lag and serves HTTP until `shutdown` is cancelled,
-    /// then drains: the in-flight batch is finished (within the grace period), offsets are
+    /// then drains: the lanes finish what they hold (within the grace period), offsets are
     /// committed, the lag monitor and the HTTP listener stop, and the consumer leaves its
     /// group. Returns early with the error if the consumer loop or the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), BridgeError> {

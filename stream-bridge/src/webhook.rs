@@ -1,17 +1,20 @@
 //! The webhook sink, split like Vector's sinks: [`config`] (the checked sink table),
 //! [`request_builder`] (body and signed headers, no I/O), [`service`] (one HTTP attempt,
 //! classified) and [`retry`] (which outcomes to retry, and when). [`WebhookDeliverer`]
-//! drives them for one delivery until it is delivered, dead-lettered or abandoned.
+//! drives them for one delivery until it is delivered or abandoned: a webhook failure never
+//! sends records to the dead-letter topic.
 
 pub mod config;
 pub mod request_builder;
 pub mod retry;
 pub mod service;
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use locus_wire::TenantId;
 use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 use uuid::Uuid;
@@ -20,7 +23,8 @@ use self::config::Sink;
 use self::request_builder::WebhookRequest;
 use self::retry::{Outcome, RetryPolicy};
 use self::service::WebhookService;
-use crate::events::{DeadLetterReason, DeliveryAttempt, RecordsDelivered};
+use crate::consumer::ownership::Generation;
+use crate::events::{DeliveryAttempt, RecordsDelivered, SinkPaused, SinkResumed};
 use crate::record::ParsedRecord;
 
 /// How one delivery ended.
@@ -28,40 +32,57 @@ use crate::record::ParsedRecord;
 pub enum DeliveryResult {
     /// The webhook answered 2xx.
     Delivered,
-    /// The records belong in the dead-letter topic.
-    DeadLetter {
-        /// Rejected or exhausted.
-        reason: DeadLetterReason,
-        /// The last failure, in words.
-        detail: String,
-    },
-    /// Shutdown's grace period ran out first: the records are neither delivered nor
-    /// dead-lettered, and their offsets must not be stored.
+    /// Given up before the webhook took it: shutdown's grace period ran out, or the
+    /// records' partitions were revoked. They are not finished, their offsets must not be
+    /// stored, and whoever owns their partitions delivers them again.
     Abandoned,
 }
 
-/// Delivers batches of one tenant's records to its webhook, retrying per [`RetryPolicy`].
+/// Whether a tenant's sink is paused, kept by its lane across deliveries so that the pause
+/// and the recovery are each logged once.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    /// Since when, and after how many failed attempts so far.
+    paused: Option<(Instant, u32)>,
+}
+
+/// Delivers batches of one tenant's records to its webhook, retrying until it takes them.
 #[derive(Debug, Clone)]
 pub struct WebhookDeliverer {
     service: WebhookService,
     policy: RetryPolicy,
+    /// Bounds the HTTP attempts in flight across tenants; a paused sink holds a permit only
+    /// while an attempt runs, not while it backs off.
+    permits: Arc<Semaphore>,
 }
 
 impl WebhookDeliverer {
-    /// A deliverer sending through `service` and retrying per `policy`.
-    pub fn new(service: WebhookService, policy: RetryPolicy) -> Self {
-        Self { service, policy }
+    /// A deliverer sending through `service`, retrying per `policy`, with at most
+    /// `max_in_flight` attempts in flight at once.
+    pub fn new(service: WebhookService, policy: RetryPolicy, max_in_flight: usize) -> Self {
+        Self {
+            service,
+            policy,
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        }
     }
 
     /// Delivers `records` (all of `tenant`, in Kafka order) to `sink` as one delivery: one
-    /// delivery id and one body for every attempt. Gives up with
-    /// [`DeliveryResult::Abandoned`] as soon as `abort` is cancelled.
+    /// delivery id and one body for every attempt. A failure of any kind pauses the sink
+    /// and the same delivery is tried again with capped backoff, for as long as it takes:
+    /// skipping it would leave a hole in the tenant's sessions.
+    ///
+    /// Gives up with [`DeliveryResult::Abandoned`] when `abort` fires (shutdown's grace is
+    /// over), when `generation` is revoked between attempts, or when it is fenced during
+    /// one (see [`crate::consumer::ownership`]).
     #[instrument(skip_all, fields(tenant = %tenant, records = records.len(), delivery_id))]
     pub async fn deliver(
         &self,
         tenant: &TenantId,
         sink: &Sink,
         records: &[&ParsedRecord],
+        health: &mut SinkHealth,
+        generation: &Generation,
         abort: &CancellationToken,
     ) -> DeliveryResult {
         // v7: ids sort by time, which helps a partner reading its delivery log.
@@ -73,57 +94,73 @@ impl WebhookDeliverer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let started = Instant::now();
             let outcome = tokio::select! {
-                // Dropping the request mid-flight is safe: the webhook may or may not have
-                // taken it, and the records will be delivered again after the restart.
+                // Dropping the request mid-flight is safe for at-least-once: the webhook
+                // may or may not have taken it, and the records are delivered again.
                 _ = abort.cancelled() => return DeliveryResult::Abandoned,
-                outcome = self.service.send(sink, &request) => outcome,
+                _ = generation.fenced.cancelled() => return DeliveryResult::Abandoned,
+                outcome = self.attempt(sink, &request) => outcome,
+            };
+            let (outcome, duration) = match outcome {
+                Some(done) => done,
+                // The semaphore is never closed; treat it like an abort if it were.
+                None => return DeliveryResult::Abandoned,
             };
             DeliveryAttempt {
                 outcome: &outcome,
                 attempt,
-                duration: started.elapsed(),
+                duration,
                 delivery_id,
             }
             .emit();
-            match outcome {
-                Outcome::Delivered => {
-                    let received_at: Vec<_> =
-                        records.iter().map(|r| r.record.received_at).collect();
-                    RecordsDelivered {
-                        received_at: &received_at,
-                        delivery_id,
-                        attempts: attempt,
+            if outcome == Outcome::Delivered {
+                if let Some((since, failed)) = health.paused.take() {
+                    SinkResumed {
+                        tenant,
+                        paused_for: since.elapsed(),
+                        failed_attempts: failed,
                     }
                     .emit();
-                    return DeliveryResult::Delivered;
                 }
-                Outcome::Rejected { reason } => {
-                    return DeliveryResult::DeadLetter {
-                        reason: DeadLetterReason::Rejected,
-                        detail: reason,
-                    };
+                let received_at: Vec<_> = records.iter().map(|r| r.record.received_at).collect();
+                RecordsDelivered {
+                    received_at: &received_at,
+                    delivery_id,
+                    attempts: attempt,
                 }
-                Outcome::Retriable {
-                    retry_after,
-                    reason,
-                } => {
-                    let Some(delay) =
-                        self.policy
-                            .delay(attempt, retry_after, rand::random::<f64>())
-                    else {
-                        return DeliveryResult::DeadLetter {
-                            reason: DeadLetterReason::Exhausted,
-                            detail: format!("{reason} (after {attempt} attempts)"),
-                        };
-                    };
-                    tokio::select! {
-                        _ = abort.cancelled() => return DeliveryResult::Abandoned,
-                        _ = tokio::time::sleep(delay) => {}
+                .emit();
+                return DeliveryResult::Delivered;
+            }
+            match &mut health.paused {
+                Some((_, failed)) => *failed += 1,
+                None => {
+                    health.paused = Some((Instant::now(), 1));
+                    SinkPaused {
+                        tenant,
+                        outcome: &outcome,
                     }
+                    .emit();
                 }
             }
+            let delay = self
+                .policy
+                .delay(attempt, outcome.retry_after(), rand::random::<f64>());
+            tokio::select! {
+                _ = abort.cancelled() => return DeliveryResult::Abandoned,
+                _ = generation.revoked.cancelled() => return DeliveryResult::Abandoned,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            if generation.revoked.is_cancelled() {
+                return DeliveryResult::Abandoned;
+            }
         }
+    }
+
+    /// One HTTP attempt under a permit, with its duration; `None` if the semaphore closed.
+    async fn attempt(&self, sink: &Sink, request: &WebhookRequest) -> Option<(Outcome, Duration)> {
+        let _permit = self.permits.acquire().await.ok()?;
+        let started = Instant::now();
+        let outcome = self.service.send(sink, request).await;
+        Some((outcome, started.elapsed()))
     }
 }

@@ -1,6 +1,12 @@
-//! Retry rules of webhook deliveries: which answers are worth another attempt, and how long
-//! to wait before it. Pure: the service feeds it statuses and headers, the clock and the
-//! dice are parameters.
+//! Retry rules of webhook deliveries: how an answer is classified, and how long to wait
+//! before the next attempt. Pure: the service feeds it statuses and headers, the clock and
+//! the dice are parameters.
+//!
+//! Every failure is retried, without a limit on attempts: a sink that fails pauses its
+//! tenant's delivery (the retry is the health probe), because skipping past a batch would
+//! leave a hole in the tenant's sessions. The classification still tells a passing trouble
+//! (retriable) from one someone must fix (rejected: a 401, 404 or 413 during a partner's
+//! deploy) for logs and metrics.
 
 use std::time::Duration;
 
@@ -12,18 +18,22 @@ use reqwest::StatusCode;
 pub enum Outcome {
     /// The webhook answered 2xx: the records are delivered.
     Delivered,
-    /// Try again later: a network error, a timeout, 5xx, 408 or 429. `retry_after` is the
-    /// webhook's own Retry-After, if it sent one.
+    /// A passing trouble: a network error, a timeout, 5xx, 408 or 429. `retry_after` is
+    /// the webhook's own Retry-After, if it sent one.
     Retriable {
         /// The webhook's Retry-After.
         retry_after: Option<Duration>,
-        /// What went wrong, for logs and the dead-letter header.
+        /// What went wrong, for logs.
         reason: String,
     },
-    /// The webhook refused the delivery for good (any other 4xx, or a redirect, which is
-    /// not followed so that a sink cannot bounce the bridge to another address).
+    /// The webhook refused the delivery (any other 4xx, or a redirect, which is not
+    /// followed so that a sink cannot bounce the bridge to another address). Sending the
+    /// same bytes again helps only once the partner fixed something, so it is retried too,
+    /// but logged as needing someone.
     Rejected {
-        /// What went wrong, for logs and the dead-letter header.
+        /// The webhook's Retry-After.
+        retry_after: Option<Duration>,
+        /// What went wrong, for logs.
         reason: String,
     },
 }
@@ -37,6 +47,16 @@ impl Outcome {
             Outcome::Rejected { .. } => "rejected",
         }
     }
+
+    /// The webhook's Retry-After of a failed attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Outcome::Delivered => None,
+            Outcome::Retriable { retry_after, .. } | Outcome::Rejected { retry_after, .. } => {
+                *retry_after
+            }
+        }
+    }
 }
 
 /// The outcome of an HTTP answer with `status` and the raw `Retry-After` header, read at
@@ -46,17 +66,22 @@ pub fn classify(status: StatusCode, retry_after: Option<&str>, now: DateTime<Utc
         return Outcome::Delivered;
     }
     let reason = format!("webhook answered {status}");
+    let retry_after = retry_after.and_then(|v| parse_retry_after(v, now));
     let retriable = status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS;
     if retriable {
         Outcome::Retriable {
-            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
+            retry_after,
             reason,
         }
     } else {
-        // Other 4xx, 3xx and the odd 1xx: sending the same bytes again will not help.
-        Outcome::Rejected { reason }
+        // Other 4xx, 3xx and the odd 1xx: the same bytes will not pass until the partner
+        // changes something (a key, a route, a size limit).
+        Outcome::Rejected {
+            retry_after,
+            reason,
+        }
     }
 }
 
@@ -74,15 +99,14 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
-/// Exponential backoff with jitter, capped, and a bounded number of attempts.
+/// Exponential backoff with jitter, capped; attempts never run out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Backoff before the second attempt.
     pub initial: Duration,
-    /// Longest wait between two attempts, Retry-After included.
+    /// Longest wait between two attempts, Retry-After included: how often a paused sink is
+    /// probed.
     pub max: Duration,
-    /// Attempts in all, the first one included (at least 1).
-    pub max_attempts: u32,
 }
 
 impl RetryPolicy {
@@ -93,26 +117,17 @@ impl RetryPolicy {
         self.initial.saturating_mul(1u32 << doublings).min(self.max)
     }
 
-    /// How long to wait after failed attempt number `attempt`, or `None` when it was the
-    /// last one. `jitter` in [0, 1] picks a point in the upper half of the backoff (so
-    /// replicas that failed together do not retry together, yet the wait still grows);
-    /// a Retry-After longer than that is honoured, up to `max`.
-    pub fn delay(
-        &self,
-        attempt: u32,
-        retry_after: Option<Duration>,
-        jitter: f64,
-    ) -> Option<Duration> {
-        if attempt >= self.max_attempts {
-            return None;
-        }
+    /// How long to wait after failed attempt number `attempt`. `jitter` in [0, 1] picks a
+    /// point in the upper half of the backoff (so replicas that failed together do not
+    /// retry together, yet the wait still grows); a Retry-After longer than that is
+    /// honoured, up to `max`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
         let backoff = self.backoff(attempt);
         let jittered = backoff.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-        let wait = match retry_after {
+        match retry_after {
             Some(asked) => jittered.max(asked.min(self.max)),
             None => jittered,
-        };
-        Some(wait)
+        }
     }
 }
 
@@ -124,7 +139,6 @@ mod tests {
         RetryPolicy {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(10),
-            max_attempts: 8,
         }
     }
 
@@ -148,22 +162,20 @@ mod tests {
     #[test]
     fn jitter_keeps_the_delay_in_the_upper_half_of_the_backoff() {
         let p = policy();
-        assert_eq!(p.delay(3, None, 0.0), Some(Duration::from_millis(400)));
-        assert_eq!(p.delay(3, None, 1.0), Some(Duration::from_millis(800)));
-        assert_eq!(p.delay(3, None, 0.5), Some(Duration::from_millis(600)));
-        assert_eq!(p.delay(3, None, 7.0), Some(Duration::from_millis(800)));
+        assert_eq!(p.delay(3, None, 0.0), Duration::from_millis(400));
+        assert_eq!(p.delay(3, None, 1.0), Duration::from_millis(800));
+        assert_eq!(p.delay(3, None, 0.5), Duration::from_millis(600));
+        assert_eq!(p.delay(3, None, 7.0), Duration::from_millis(800));
     }
 
     #[test]
-    fn there_is_no_delay_after_the_last_attempt() {
+    fn attempts_never_run_out_and_a_paused_sink_is_probed_at_the_cap() {
         let p = policy();
-        assert!(p.delay(7, None, 0.5).is_some());
-        assert_eq!(p.delay(8, None, 0.5), None);
-        let once = RetryPolicy {
-            max_attempts: 1,
-            ..p
-        };
-        assert_eq!(once.delay(1, None, 0.5), None);
+        for attempt in [8, 100, 10_000, u32::MAX] {
+            let delay = p.delay(attempt, None, 1.0);
+            assert_eq!(delay, Duration::from_secs(10), "attempt {attempt}");
+            assert!(p.delay(attempt, None, 0.0) >= Duration::from_secs(5));
+        }
     }
 
     #[test]
@@ -171,16 +183,16 @@ mod tests {
         let p = policy();
         assert_eq!(
             p.delay(1, Some(Duration::from_secs(3)), 0.0),
-            Some(Duration::from_secs(3))
+            Duration::from_secs(3)
         );
         // A Retry-After shorter than the backoff does not shorten it.
         assert_eq!(
             p.delay(6, Some(Duration::from_secs(1)), 1.0),
-            Some(Duration::from_millis(6400))
+            Duration::from_millis(6400)
         );
         assert_eq!(
             p.delay(1, Some(Duration::from_secs(3600)), 0.0),
-            Some(Duration::from_secs(10))
+            Duration::from_secs(10)
         );
     }
 
@@ -200,7 +212,8 @@ mod tests {
     }
 
     #[test]
-    fn statuses_are_classified_as_delivered_retriable_or_rejected() {
+    fn statuses_are_classified_as_delivered_retriable_or_rejected_and_every_failure_keeps_its_retry_after()
+     {
         for code in [200, 201, 202, 204] {
             let s = StatusCode::from_u16(code).unwrap();
             assert_eq!(classify(s, None, now()), Outcome::Delivered, "{code}");
@@ -216,6 +229,12 @@ mod tests {
             let s = StatusCode::from_u16(code).unwrap();
             assert!(
                 matches!(classify(s, None, now()), Outcome::Rejected { .. }),
+                "{code}"
+            );
+            // A partner answering 413 or 401 during a deploy may say when to come back.
+            assert_eq!(
+                classify(s, Some("4"), now()).retry_after(),
+                Some(Duration::from_secs(4)),
                 "{code}"
             );
         }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -42,6 +42,9 @@ pub enum Behaviour {
     FailFirst { remaining: usize, status: u16 },
     /// `status` to everything.
     Always(u16),
+    /// Holds every request open, answering nothing, until the behaviour is changed; the
+    /// request is then answered per the new behaviour.
+    Hang,
 }
 
 /// One request the receiver got.
@@ -55,6 +58,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     /// The raw body.
     pub body: Bytes,
+    /// When the receiver answered it.
+    pub at: Instant,
 }
 
 impl Received {
@@ -157,10 +162,18 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    // A hanging webhook: the connection stays open without an answer for as long as the
+    // test keeps the behaviour.
+    while matches!(
+        state.behaviours.lock().unwrap().get(&tenant),
+        Some(Behaviour::Hang)
+    ) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = {
         let mut behaviours = state.behaviours.lock().unwrap();
         match behaviours.get_mut(&tenant).copied() {
-            None | Some(Behaviour::Accept) => 200,
+            None | Some(Behaviour::Accept | Behaviour::Hang) => 200,
             Some(Behaviour::Always(status)) => status,
             Some(Behaviour::FailFirst { remaining, status }) => {
                 let next = if remaining <= 1 {
@@ -185,6 +198,7 @@ async fn receive(
         status,
         headers,
         body,
+        at: Instant::now(),
     });
     StatusCode::from_u16(status).unwrap()
 }

@@ -11,9 +11,8 @@ async fn the_lag_metric_counts_per_partition_the_records_a_failing_webhook_has_n
     let prefix = fresh_topics(2).await;
     let topic = Topics::new(&prefix).locations().to_owned();
     let receiver = Receiver::spawn().await;
-    let mut config = config(&prefix).with_sink("acme", &receiver.url("acme"), "s");
-    // The webhook fails for as long as the test says, and nothing goes to the dead letters.
-    config.max_attempts = 10_000;
+    // The webhook fails for as long as the test says; its tenant's delivery pauses.
+    let config = config(&prefix).with_sink("acme", &receiver.url("acme"), "s");
     let bridge = TestBridge::spawn(config).await;
 
     // Caught up first, so that the lag must run from committed offsets, not from the start.

@@ -5,7 +5,10 @@ mod dead_letter;
 mod delivery;
 mod health;
 mod helpers;
+mod isolation;
 mod lag;
 mod no_sink;
 mod restart;
 mod retries;
+#[path = "../support/mod.rs"]
+mod support;
