@@ -4,6 +4,7 @@
 //! types, runs, and prints its figures; errors go back to `main` as `anyhow` errors.
 
 pub mod demo;
+pub mod faults;
 pub mod receiver;
 pub mod run;
 pub mod sweep;
@@ -22,6 +23,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Open loop at rising rates until p99 or errors blow up; finds the knee; draws a chart.
     Sweep(sweep::SweepArgs),
+    /// The fault harness: load, a fault, a drain, then acknowledged against delivered.
+    Faults(faults::FaultsArgs),
 }
 
 impl Command {
@@ -35,6 +38,7 @@ impl Command {
             Self::Demo(args) => demo::execute(&args).await,
             Self::Run(args) => run::execute(&args).await,
             Self::Sweep(args) => sweep::execute(&args).await,
+            Self::Faults(args) => faults::execute(&args).await,
         }
     }
 }

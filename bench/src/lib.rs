@@ -16,6 +16,7 @@ pub mod ceiling;
 pub mod client;
 pub mod cmd;
 pub mod driver;
+pub mod faults;
 pub mod kafka;
 pub mod kafka_count;
 pub mod machine;
