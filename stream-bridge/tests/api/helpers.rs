@@ -45,6 +45,8 @@ pub enum Behaviour {
     /// Holds every request open, answering nothing, until the behaviour is changed; the
     /// request is then answered per the new behaviour.
     Hang,
+    /// 200 to everything, each after this many milliseconds.
+    Slow(u64),
 }
 
 /// One request the receiver got.
@@ -58,6 +60,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     /// The raw body.
     pub body: Bytes,
+    /// When the receiver got it.
+    pub started: Instant,
     /// When the receiver answered it.
     pub at: Instant,
 }
@@ -162,6 +166,14 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    let started = Instant::now();
+    let slow = match state.behaviours.lock().unwrap().get(&tenant) {
+        Some(Behaviour::Slow(ms)) => Some(Duration::from_millis(*ms)),
+        _ => None,
+    };
+    if let Some(delay) = slow {
+        tokio::time::sleep(delay).await;
+    }
     // A hanging webhook: the connection stays open without an answer for as long as the
     // test keeps the behaviour.
     while matches!(
@@ -173,7 +185,7 @@ async fn receive(
     let status = {
         let mut behaviours = state.behaviours.lock().unwrap();
         match behaviours.get_mut(&tenant).copied() {
-            None | Some(Behaviour::Accept | Behaviour::Hang) => 200,
+            None | Some(Behaviour::Accept | Behaviour::Hang | Behaviour::Slow(_)) => 200,
             Some(Behaviour::Always(status)) => status,
             Some(Behaviour::FailFirst { remaining, status }) => {
                 let next = if remaining <= 1 {
@@ -198,6 +210,7 @@ async fn receive(
         status,
         headers,
         body,
+        started,
         at: Instant::now(),
     });
     StatusCode::from_u16(status).unwrap()

@@ -7,7 +7,9 @@ mod health;
 mod helpers;
 mod isolation;
 mod lag;
+mod lanes;
 mod no_sink;
+mod rebalance;
 mod restart;
 mod retries;
 #[path = "../support/mod.rs"]
