@@ -388,6 +388,38 @@ pub struct ForwarderSettings {
         default_value_t = 0
     )]
     pub max_shards: u32,
+
+    /// Attempts at a buffer entry this forwarder cannot decode before it goes to the
+    /// dead-letter topic (XPENDING's delivery count). Until then it stays pending, counted
+    /// and logged, and is read again every two leases: during a rolling upgrade, a newer
+    /// forwarder that can read it may take the shard meanwhile.
+    #[arg(
+        id = "forwarder_undecodable_attempts",
+        long = "forwarder-undecodable-attempts",
+        env = "LOCUS_FORWARDER_UNDECODABLE_ATTEMPTS",
+        default_value_t = 10
+    )]
+    pub undecodable_attempts: u64,
+
+    /// Attempts at an entry whose records Kafka refuses for good (a record too large)
+    /// before the entry goes to the shard's dead-letter stream in Redis.
+    #[arg(
+        id = "forwarder_rejected_attempts",
+        long = "forwarder-rejected-attempts",
+        env = "LOCUS_FORWARDER_REJECTED_ATTEMPTS",
+        default_value_t = 5
+    )]
+    pub rejected_attempts: u64,
+
+    /// How long an owned shard may go without progress (an acknowledged entry, or finding
+    /// nothing to forward) before /readyz reports the forwarder stalled.
+    #[arg(
+        id = "forwarder_stall_secs",
+        long = "forwarder-stall-secs",
+        env = "LOCUS_FORWARDER_STALL_SECS",
+        default_value_t = 60
+    )]
+    pub stall_secs: u64,
 }
 
 impl Config {

@@ -100,6 +100,7 @@ struct ForwarderMetrics {
     entries_acked: IntCounter,
     entries_claimed: IntCounter,
     entries_dead_lettered: IntCounter,
+    entries_undecodable: IntCounter,
     groups_recreated: IntCounter,
     progress_errors: IntCounter,
 }
@@ -141,6 +142,12 @@ static FORWARDER: LazyLock<ForwarderMetrics> = LazyLock::new(|| ForwarderMetrics
     entries_dead_lettered: counter(
         "locus_forwarder_entries_dead_lettered_total",
         "Buffer entries that could not be decoded and were sent to the dead-letter topic.",
+    ),
+    entries_undecodable: counter(
+        "locus_forwarder_entries_undecodable_total",
+        "Reads of a buffer entry this forwarder could not decode and left pending for a \
+         later attempt (a newer writer during a rolling upgrade, or a broken entry); alert \
+         on any: after LOCUS_FORWARDER_UNDECODABLE_ATTEMPTS it is dead-lettered.",
     ),
     groups_recreated: counter(
         "locus_forwarder_groups_recreated_total",
@@ -415,6 +422,34 @@ impl EntryDeadLettered<'_> {
         // reach Kafka only through someone replaying the dead letter.
         tracing::error!(error = %self.error, "Undecodable buffer entry sent to the dead-letter topic.");
         FORWARDER.entries_dead_lettered.inc();
+    }
+}
+
+/// A buffer entry could not be decoded and was left pending for a later attempt.
+pub struct EntryUndecodable<'a> {
+    /// The shard's stream.
+    pub stream: &'a str,
+    /// The entry id.
+    pub id: &'a str,
+    /// Deliveries so far (XPENDING's count).
+    pub attempts: u64,
+    /// Why it could not be decoded.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl EntryUndecodable<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        // An error: the fixes of a 202 are not moving, and someone should look (a version
+        // skew between ingest replicas, or a foreign writer) before the attempts run out.
+        tracing::error!(
+            stream = self.stream,
+            id = self.id,
+            attempts = self.attempts,
+            error = %self.error,
+            "Undecodable buffer entry left pending for a later attempt."
+        );
+        FORWARDER.entries_undecodable.inc();
     }
 }
 

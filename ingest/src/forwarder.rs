@@ -75,6 +75,8 @@ pub struct Forwarder {
     leases: Leases,
     /// The lease's length.
     lease: Duration,
+    /// Deliveries of an undecodable entry before it is dead-lettered.
+    undecodable_attempts: u64,
     producer: RecordProducer,
     store: SessionStore,
 }
@@ -99,6 +101,7 @@ impl Forwarder {
                 settings.max_shards,
             ),
             lease: Duration::from_millis(settings.lease_ms),
+            undecodable_attempts: settings.undecodable_attempts.max(1),
             producer: RecordProducer::new(producer, config.topic_names()),
             store,
         }
@@ -331,7 +334,8 @@ impl Forwarder {
 
     /// Produces the records of `entries` and acknowledges the entries Kafka confirmed, in
     /// stream order: after the first entry with a failed record nothing is acknowledged,
-    /// so a retry cannot reorder a session.
+    /// so a retry cannot reorder a session. An undecodable entry is held (left pending)
+    /// until its attempts are used up; the entries after it go on.
     async fn forward(
         &self,
         conn: &mut ConnectionManager,
@@ -351,11 +355,29 @@ impl Forwarder {
                     sent.push((entry.id, futures, Some(decoded)));
                 }
                 Body::Undecodable { raw, error } => {
+                    // Left pending, not acknowledged: in a rolling upgrade it may be a
+                    // newer writer's entry that a newer forwarder can read. It cannot be
+                    // told apart from a broken one, so after enough attempts it goes to
+                    // the dead-letter topic rather than holding the buffer for good.
+                    let attempts = reader
+                        .deliveries(conn, &entry.id)
+                        .await
+                        .map_err(ForwardError::Redis)?;
+                    if attempts < self.undecodable_attempts {
+                        events::EntryUndecodable {
+                            stream: reader.stream(),
+                            id: &entry.id,
+                            attempts,
+                            error: &error,
+                        }
+                        .emit();
+                        continue;
+                    }
                     events::EntryDeadLettered { error: &error }.emit();
-                    let error = error.to_string();
+                    let detail = format!("{error} (dead-lettered after {attempts} attempts)");
                     let delivery = self
                         .producer
-                        .dead_letter(reader.stream(), &entry.id, &raw, &error)
+                        .dead_letter(reader.stream(), &entry.id, &raw, &detail)
                         .await?;
                     sent.push((entry.id, vec![delivery], None));
                 }

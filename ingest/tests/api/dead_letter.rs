@@ -1,5 +1,6 @@
-//! What the forwarder cannot read leaves the delivery path only through the dead-letter
-//! topic, with the headers the bridge's dead letters carry.
+//! What the forwarder cannot read waits, pending, for a forwarder that can (a newer one in
+//! a rolling upgrade), and leaves the delivery path only after its attempts, through the
+//! dead-letter topic, with the headers the bridge's dead letters carry.
 
 use std::time::Duration;
 
@@ -24,7 +25,11 @@ async fn an_undecodable_buffer_entry_goes_to_the_dead_letter_topic_with_the_brid
         .query_async(&mut conn)
         .await
         .unwrap();
-    let app = spawn_in(&scope, &[Role::Forwarder], |_| {}).await;
+    // One attempt: this test is about the dead letter's shape, not the wait before it.
+    let app = spawn_in(&scope, &[Role::Forwarder], |c| {
+        c.forwarder.undecodable_attempts = 1;
+    })
+    .await;
 
     let dead = kit::read_topic(scope.topics().dead_letter(), 1, Duration::from_secs(60)).await;
     assert_eq!(dead.len(), 1, "the entry is dead-lettered");
@@ -77,7 +82,11 @@ async fn an_entry_without_the_entry_field_is_dead_lettered_not_deleted_silently(
         .query_async(&mut conn)
         .await
         .unwrap();
-    let app = spawn_in(&scope, &[Role::Forwarder], |_| {}).await;
+    // One attempt: this test is about the dead letter's shape, not the wait before it.
+    let app = spawn_in(&scope, &[Role::Forwarder], |c| {
+        c.forwarder.undecodable_attempts = 1;
+    })
+    .await;
 
     let dead = kit::read_topic(scope.topics().dead_letter(), 1, Duration::from_secs(60)).await;
     assert_eq!(dead.len(), 1, "the entry is dead-lettered, not dropped");
@@ -85,4 +94,93 @@ async fn an_entry_without_the_entry_field_is_dead_lettered_not_deleted_silently(
     assert_eq!(dead[0].headers["locus-dlq-reason"], "malformed");
     assert_eq!(dead[0].value, serde_json::json!({"fix": "52.5,13.4"}));
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_entry_waits_pending_for_a_reader_while_later_entries_flow_then_is_dead_lettered_after_its_attempts()
+ {
+    let scope = Scope::new().await;
+    // Written by a newer version, say: this forwarder cannot read it. One in every shard,
+    // so that whatever shard the session lands on, its batch comes after one.
+    let raw = r#"{"type":"fixes_v2","data":{}}"#;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut conn = kit::require_redis().await;
+    let mut ids = Vec::new();
+    for shard in 0..4 {
+        let id: String = redis::cmd("XADD")
+            .arg(keys.stream(shard))
+            .arg("*")
+            .arg(locus_wire::buffer::ENTRY_FIELD)
+            .arg(raw)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| {
+        c.forwarder.undecodable_attempts = 3;
+    })
+    .await;
+    let token = kit::device_token("acme", "skew-1");
+    let session = app.session_id(&token).await;
+    assert_eq!(
+        app.post_fixes(&token, &session, &crate::helpers::batch("after", 5))
+            .await
+            .status(),
+        202
+    );
+
+    // Later entries are not held up behind it.
+    let records = kit::read_topic(&scope.locations_topic(), 5, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 5, "the later batch is forwarded");
+    // It is read again later, still pending, not acknowledged.
+    let reread = kit::eventually(Duration::from_secs(30), || async {
+        let count = deliveries(&scope, 0, &ids[0]).await;
+        (count >= 2).then_some(count)
+    })
+    .await;
+    assert!(
+        reread.is_some(),
+        "the undecodable entry stays pending and is read again (deliveries: {})",
+        deliveries(&scope, 0, &ids[0]).await
+    );
+
+    // After its attempts it goes to the dead-letter topic, and out of the buffer.
+    let dead = kit::read_topic(scope.topics().dead_letter(), 4, Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), 4, "one dead letter per shard");
+    let mut keys_seen: Vec<String> = dead.iter().map(|r| r.key.clone()).collect();
+    keys_seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(keys_seen, expected);
+    for record in &dead {
+        assert_eq!(record.headers["locus-dlq-reason"], "malformed");
+        assert!(
+            record.headers["locus-dlq-detail"].contains("3 attempts"),
+            "{:?}",
+            record.headers
+        );
+    }
+    let left = kit::eventually(Duration::from_secs(10), || async {
+        buffered_count(&scope).await.eq(&0).then_some(())
+    })
+    .await;
+    assert!(left.is_some(), "the dead-lettered entry is acknowledged");
+    app.stop().await;
+}
+
+/// XPENDING's delivery count of entry `id` of `shard` (0: not pending).
+async fn deliveries(scope: &Scope, shard: u32, id: &str) -> usize {
+    let mut conn = kit::require_redis().await;
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(keys.stream(shard))
+        .arg(locus_ingest::forwarder::GROUP)
+        .arg(id)
+        .arg(id)
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply.ids.first().map_or(0, |p| p.times_delivered)
 }
