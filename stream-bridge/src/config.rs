@@ -131,11 +131,31 @@ pub struct Config {
     )]
     pub request_timeout_ms: u64,
 
+    /// A one-off command instead of running the bridge.
+    #[command(subcommand)]
+    pub command: Option<BridgeCommand>,
+
     /// How the bridge stops (shared with ingest): how long shutdown waits for the lanes to
     /// deliver what they hold before giving up on it (those records are then delivered again
     /// after the restart).
     #[command(flatten)]
     pub shutdown: ShutdownSettings,
+}
+
+/// One-off commands of the bridge binary.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BridgeCommand {
+    /// Republish dead letters to the location topic, in their order, for delivery (for
+    /// example `no_sink` records once the tenant's sink exists). A second run with the
+    /// same filter does not replay them again.
+    ReplayDeadLetters {
+        /// Only dead letters with this `locus-dlq-reason` (`no_sink`, `malformed`, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only dead letters of this tenant (`locus-tenant-id`).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 impl Config {

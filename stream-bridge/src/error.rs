@@ -83,6 +83,12 @@ pub enum BridgeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A dead-letter replay did not reach the end of the topic in time.
+    #[error("the replay did not reach the end of {topic} within 60 s; nothing was committed")]
+    ReplayIncomplete {
+        /// The dead-letter topic.
+        topic: String,
+    },
     /// A task of the bridge panicked.
     #[error("a task of the bridge failed: {0}")]
     Task(#[from] tokio::task::JoinError),

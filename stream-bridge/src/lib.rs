@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod events;
 pub mod record;
+pub mod replay;
 pub mod routes;
 pub mod startup;
 pub mod webhook;

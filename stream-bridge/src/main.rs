@@ -7,12 +7,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
+use locus_stream_bridge::config::BridgeCommand;
+use locus_stream_bridge::replay::{ReplayFilter, replay_dead_letters};
 use locus_stream_bridge::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     locus_service::init_tracing();
+    if let Some(BridgeCommand::ReplayDeadLetters { reason, tenant }) = &config.command {
+        let filter = ReplayFilter {
+            reason: reason.clone(),
+            tenant: tenant.clone(),
+        };
+        let report = replay_dead_letters(&config, &filter)
+            .await
+            .context("replaying dead letters")?;
+        println!(
+            "read {} dead letters, replayed {} to {}",
+            report.read,
+            report.replayed,
+            config.topics().locations()
+        );
+        return Ok(());
+    }
     let app = Application::build(config)
         .await
         .context("building the stream bridge")?;

@@ -10,6 +10,7 @@ mod lag;
 mod lanes;
 mod no_sink;
 mod rebalance;
+mod replay;
 mod restart;
 mod retries;
 #[path = "../support/mod.rs"]
