@@ -6,7 +6,9 @@
 //!   backoff ([`retry`]); the timed runs send once and count what came back;
 //! - a cap on requests in flight, held only while a request is on the wire, so a device
 //!   waiting out a `Retry-After` does not block the others (the demo); the timed runs
-//!   bound their concurrency in the driver instead.
+//!   bound their concurrency in the driver instead;
+//! - a `Locus-Durability` level sent with every request (`run --durability`), to measure
+//!   what each level costs.
 //!
 //! Every answer's body is read: a client that does not is not what devices do.
 
@@ -165,6 +167,7 @@ pub struct IngestClient {
     base: String,
     retry: Retry,
     in_flight: Option<Semaphore>,
+    durability: Option<String>,
 }
 
 impl IngestClient {
@@ -175,7 +178,16 @@ impl IngestClient {
             base: base.into().trim_end_matches('/').to_owned(),
             retry: Retry::NEVER,
             in_flight: None,
+            durability: None,
         }
+    }
+
+    /// Sends `Locus-Durability: level` with every request (ingest reads it on batch posts
+    /// only); `None` sends none, so ingest's default applies.
+    #[must_use]
+    pub fn with_durability(mut self, level: Option<String>) -> Self {
+        self.durability = level;
+        self
     }
 
     /// Retries retriable answers and transport errors as `retry` says.
@@ -265,6 +277,9 @@ impl IngestClient {
         }
         if post.gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        if let Some(level) = &self.durability {
+            request = request.header("locus-durability", level);
         }
         let response = request.body(post.body.clone()).send().await?;
         let status = response.status();

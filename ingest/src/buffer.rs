@@ -103,6 +103,49 @@ redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 return 0
 ";
 
+/// KEYS: a shard stream. ARGV: the first and the last entry id of a range (`-` for the
+/// start of the stream), the forwarders' consumer group. Returns 1 when the range holds no
+/// entry and the group has read past its end, else 0. The forwarder deletes an entry only
+/// after Kafka confirmed all its records (XACK then XDEL), so an entry that is gone from a
+/// stream its group has read past was confirmed. A stream Redis lost has no group: never
+/// confirmed, so the caller hears "not confirmed" and retries, which stores the batch again.
+const FORWARDED: &str = r"
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', 1) > 0 then
+  return 0
+end
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then
+  return 0
+end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local end_ms, end_seq = parse(ARGV[2])
+for _, group in ipairs(groups) do
+  local fields = {}
+  for i = 1, #group, 2 do
+    fields[group[i]] = group[i + 1]
+  end
+  if fields['name'] == ARGV[3] then
+    local ms, seq = parse(fields['last-delivered-id'])
+    if ms > end_ms or (ms == end_ms and seq >= end_seq) then
+      return 1
+    end
+  end
+end
+return 0
+";
+
+/// How far the forwarder got with a batch, as [`Buffer::wait_forwarded`] saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Kafka confirmed every record of the batch.
+    Confirmed,
+    /// Not confirmed within the time given (the batch is in the buffer).
+    NotYet,
+}
+
 /// A batch id's earlier answer, as [`Buffer::previous_answer`] finds it.
 #[derive(Debug)]
 pub enum Previous {
@@ -235,6 +278,7 @@ pub struct Buffer {
     dedupe_window_secs: u64,
     append: Script,
     append_stop: Script,
+    forwarded: Script,
 }
 
 impl Buffer {
@@ -252,6 +296,7 @@ impl Buffer {
             dedupe_window_secs,
             append: Script::new(APPEND_BATCH),
             append_stop: Script::new(APPEND_STOP),
+            forwarded: Script::new(FORWARDED),
         }
     }
 
@@ -357,6 +402,64 @@ impl Buffer {
             (Some(stored), _) => remembered(&stored, fingerprint, batch_id).map(Some),
             (None, Some(legacy)) => remembered_legacy(&legacy, fingerprint).map(Some),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// Waits up to `timeout` until Kafka confirmed the batch of `session` stored as stream
+    /// entry `entry_id`; `None` for a batch stored earlier whose entry id is not kept (a
+    /// retry answered as a duplicate), which waits for every entry of the shard stored up
+    /// to now: the batch is among them.
+    ///
+    /// It polls Redis rather than hearing from the forwarder, because the forwarder of the
+    /// session's shard may be another process: a short sleep first (Kafka usually confirms
+    /// within milliseconds), growing to 10 ms, so a wait costs about a hundred cheap calls a
+    /// second at most.
+    pub async fn wait_forwarded(
+        &self,
+        session: SessionId,
+        entry_id: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<Forwarded, BufferError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let shard = self.keys.shard_of(session);
+        let stream = self.keys.stream(shard);
+        let mut conn = self.conn.clone();
+        let (start, end) = match entry_id {
+            Some(id) => (id.to_owned(), id.to_owned()),
+            None => {
+                let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                    .arg(&stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                match last.ids.into_iter().next() {
+                    Some(last) => ("-".to_owned(), last.id),
+                    // Nothing left in the stream: everything stored before was confirmed.
+                    None => return Ok(Forwarded::Confirmed),
+                }
+            }
+        };
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let done: i64 = self
+                .forwarded
+                .key(&stream)
+                .arg(&start)
+                .arg(&end)
+                .arg(crate::forwarder::reader::GROUP)
+                .invoke_async(&mut conn)
+                .await?;
+            if done == 1 {
+                return Ok(Forwarded::Confirmed);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Ok(Forwarded::NotYet);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
         }
     }
 

@@ -160,6 +160,26 @@ pub struct RedisSettings {
         default_value_t = 86_400
     )]
     pub dedupe_window_secs: u64,
+
+    /// How long a batch posted with `Locus-Durability: kafka` waits for the forwarder's
+    /// Kafka confirmation before the answer is 503 (stored, not yet confirmed).
+    #[arg(
+        id = "durability_kafka_timeout_ms",
+        long = "durability-kafka-timeout-ms",
+        env = "LOCUS_DURABILITY_KAFKA_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub durability_kafka_timeout_ms: u64,
+
+    /// Tenants whose batches default to `Locus-Durability: kafka` (comma-separated); a
+    /// request's header still decides for that request.
+    #[arg(
+        id = "durability_kafka_tenants",
+        long = "durability-kafka-tenants",
+        env = "LOCUS_DURABILITY_KAFKA_TENANTS",
+        value_delimiter = ','
+    )]
+    pub durability_kafka_tenants: Vec<String>,
 }
 
 /// The topics ingest creates at start.

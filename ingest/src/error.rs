@@ -49,6 +49,11 @@ pub enum ErrorCode {
     InvalidBatchId,
     /// 409: the batch id was used before in this session for other fixes.
     BatchIdReused,
+    /// 400: the `Locus-Durability` header is not a level ingest knows.
+    InvalidDurability,
+    /// 503: the batch is stored in the buffer, but Kafka did not confirm it in time (asked
+    /// for with `Locus-Durability: kafka`).
+    KafkaUnconfirmed,
     /// 400: the batch has no fixes.
     EmptyBatch,
     /// 400: the body is not JSON (or not UTF-8).
@@ -97,6 +102,8 @@ impl ErrorCode {
             Self::InvalidQuery => "invalid_query",
             Self::InvalidBatchId => "invalid_batch_id",
             Self::BatchIdReused => "batch_id_reused",
+            Self::InvalidDurability => "invalid_durability",
+            Self::KafkaUnconfirmed => "kafka_unconfirmed",
             Self::EmptyBatch => "empty_batch",
             Self::MalformedJson => "malformed_json",
             Self::InvalidBody => "invalid_body",
@@ -129,6 +136,7 @@ impl ErrorCode {
             Self::InvalidMaxDuration
             | Self::InvalidQuery
             | Self::InvalidBatchId
+            | Self::InvalidDurability
             | Self::EmptyBatch
             | Self::MalformedJson
             | Self::InvalidBody
@@ -140,9 +148,10 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::AllFixesRejected => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::BufferFull | Self::BufferUnavailable | Self::DatabaseUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::BufferFull
+            | Self::BufferUnavailable
+            | Self::DatabaseUnavailable
+            | Self::KafkaUnconfirmed => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -398,6 +407,8 @@ mod tests {
             (ErrorCode::SessionExpired, "session_expired", 409),
             (ErrorCode::InvalidBatchId, "invalid_batch_id", 400),
             (ErrorCode::BatchIdReused, "batch_id_reused", 409),
+            (ErrorCode::InvalidDurability, "invalid_durability", 400),
+            (ErrorCode::KafkaUnconfirmed, "kafka_unconfirmed", 503),
             (ErrorCode::TooManyFixes, "too_many_fixes", 413),
             (ErrorCode::BatchOverBurst, "batch_over_burst", 413),
             (ErrorCode::AllFixesRejected, "all_fixes_rejected", 422),

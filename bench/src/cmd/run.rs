@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Gzip the bodies (`Content-Encoding: gzip`).
     #[arg(long)]
     pub gzip: bool,
+    /// `Locus-Durability` of every batch of the Locus leg (`buffered`, `kafka`); none by
+    /// default, so ingest's default level applies.
+    #[arg(long)]
+    pub durability: Option<String>,
     /// Seconds of load per leg.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
@@ -178,7 +182,9 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<BenchReport>
         );
     } else {
         tracing::info!("The Locus leg: the same load through ingest, Kafka and the webhook.");
-        let ingest = Arc::new(IngestClient::new(http.clone(), ingest_url));
+        let ingest = Arc::new(
+            IngestClient::new(http.clone(), ingest_url).with_durability(args.durability.clone()),
+        );
         Some(pipeline::run(&http, ingest, &args, &work).await?)
     };
 

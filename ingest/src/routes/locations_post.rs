@@ -3,21 +3,25 @@
 //! The order of checks is the order of cost: token, body, rate limit, session (one
 //! PostgreSQL read), validation, then the one Redis round trip that stores the batch.
 //! Nothing is written before the last step, so every refusal leaves no trace.
+//!
+//! The `Locus-Durability` header (or the tenant's default) says what the 202 waits for:
+//! `buffered`, the Redis append (as durable as Redis' persistence), or `kafka`, the
+//! forwarder's Kafka confirmation of the batch. docs/guarantees.md says what each loses.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use locus_wire::api::{BatchResponse, Fix, FixLimits, LocationBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::record::SessionEventKind;
-use locus_wire::{BatchId, fingerprint};
+use locus_wire::{BatchId, SessionId, fingerprint};
 
 use crate::access::visible_session;
 use crate::auth::Caller;
-use crate::buffer::{Append, BufferError, Previous};
-use crate::config::RequestLimits;
+use crate::buffer::{Append, BufferError, Forwarded, Previous};
+use crate::config::{RedisSettings, RequestLimits};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::AppState;
 use crate::{body, events};
@@ -25,9 +29,32 @@ use crate::{body, events};
 /// Header a client may use instead of `batch_id` in the body.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// 202 with counts and per-fix rejections once the batch is in Redis; 422 when no fix
-/// was valid; 409 for a stopped session or a batch id reused for other fixes; 429 or 503
-/// with Retry-After.
+/// Header that chooses what the 202 waits for (see [`Durability`]); the 202 carries the
+/// level it was given under.
+const DURABILITY: &str = "locus-durability";
+
+/// What a 202 waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The batch is appended to the Redis buffer (the default).
+    Buffered,
+    /// Kafka confirmed every record of the batch.
+    Kafka,
+}
+
+impl Durability {
+    /// The level as the header spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buffered => "buffered",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+/// 202 with counts and per-fix rejections once the batch is in Redis (or on Kafka, with
+/// `Locus-Durability: kafka`); 422 when no fix was valid; 409 for a stopped session or a
+/// batch id reused for other fixes; 429 or 503 with Retry-After.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
     State(state): State<AppState>,
@@ -35,8 +62,9 @@ pub async fn handler(
     Path(id): Path<String>,
     headers: HeaderMap,
     request: Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_device()?;
+    let durability = durability(&headers, &caller, &state.config.redis)?;
     let limits = &state.config.limits;
     let bytes = body::json_bytes(&headers, request, limits.max_body_bytes, false).await?;
     let mut batch: LocationBatch = body::parse(&bytes)?;
@@ -67,7 +95,10 @@ pub async fn handler(
                 .previous_answer(session_id, &batch_id, &fingerprint)
                 .await;
             match previous {
-                Ok(Some(Previous::Same(answer))) => return Ok(duplicate(answer)),
+                Ok(Some(Previous::Same(answer))) => {
+                    confirm(&state, durability, session_id, None).await?;
+                    return Ok(duplicate(answer, durability));
+                }
                 Ok(Some(Previous::Other)) => return Err(ApiError::BatchIdReused(batch_id)),
                 // Nothing stored under this id, or Redis cannot tell: the session's state
                 // is the answer.
@@ -96,11 +127,17 @@ pub async fn handler(
         .append_batch(&entry, &batch_id, &fingerprint, &answer)
         .await
     {
-        Ok(Append::Stored { .. }) => {
+        Ok(Append::Stored { entry_id }) => {
             events::FixesAccepted { count: n }.emit();
-            Ok((StatusCode::ACCEPTED, axum::Json(answer)))
+            confirm(&state, durability, session.id, Some(&entry_id)).await?;
+            Ok(answered(answer, durability))
         }
-        Ok(Append::Duplicate(previous)) => Ok(duplicate(previous)),
+        Ok(Append::Duplicate(previous)) => {
+            // The first post may still be waiting for Kafka, or may have been answered
+            // 503 unconfirmed: this retry waits for the same confirmation.
+            confirm(&state, durability, session.id, None).await?;
+            Ok(duplicate(previous, durability))
+        }
         Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
         // The session stopped between its read above and this append.
         Ok(Append::Closed(reason)) => Err(ApiError::SessionStopped(reason)),
@@ -115,6 +152,77 @@ pub async fn handler(
             Err(e.into())
         }
     }
+}
+
+/// The level the request asks for in [`DURABILITY`], else its tenant's default.
+fn durability(
+    headers: &HeaderMap,
+    caller: &Caller,
+    settings: &RedisSettings,
+) -> Result<Durability, ApiError> {
+    let Some(value) = headers.get(DURABILITY) else {
+        let tenant = caller.tenant.as_str();
+        return Ok(
+            if settings
+                .durability_kafka_tenants
+                .iter()
+                .any(|t| t == tenant)
+            {
+                Durability::Kafka
+            } else {
+                Durability::Buffered
+            },
+        );
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value.eq_ignore_ascii_case("buffered") {
+        Ok(Durability::Buffered)
+    } else if value.eq_ignore_ascii_case("kafka") {
+        Ok(Durability::Kafka)
+    } else {
+        Err(ApiError::invalid(
+            ErrorCode::InvalidDurability,
+            format!(
+                "Locus-Durability is {value:?}; it takes `buffered` (the 202 once the batch is in the buffer, the default) or `kafka` (the 202 once Kafka confirmed it)"
+            ),
+        ))
+    }
+}
+
+/// Waits for Kafka's confirmation of the batch when `durability` asks for it. `entry_id`
+/// is the batch's stream entry when it was stored now (see [`Buffer::wait_forwarded`]).
+///
+/// [`Buffer::wait_forwarded`]: crate::buffer::Buffer::wait_forwarded
+async fn confirm(
+    state: &AppState,
+    durability: Durability,
+    session: SessionId,
+    entry_id: Option<&str>,
+) -> Result<(), ApiError> {
+    if durability == Durability::Buffered {
+        return Ok(());
+    }
+    let timeout_ms = state.config.redis.durability_kafka_timeout_ms;
+    let waited = state
+        .buffer
+        .wait_forwarded(
+            session,
+            entry_id,
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .await;
+    match waited {
+        Ok(Forwarded::Confirmed) => return Ok(()),
+        Ok(Forwarded::NotYet) => {}
+        Err(e) => events::BufferWriteFailed { error: &e }.emit(),
+    }
+    Err(ApiError::Unavailable {
+        code: ErrorCode::KafkaUnconfirmed,
+        message: format!(
+            "the batch is stored in the buffer, but Kafka has not confirmed it within {timeout_ms} ms: retry the same batch (same batch id, same Locus-Durability) later; the retry is not stored again, and its answer waits for the confirmation"
+        ),
+        retry_after_secs: 1,
+    })
 }
 
 /// Refuses an empty batch and one over the most fixes per batch.
@@ -182,14 +290,23 @@ fn validate(
     (accepted, answer)
 }
 
+/// The 202 with `answer`, saying the level it was given under.
+fn answered(answer: BatchResponse, durability: Durability) -> Response {
+    let mut response = (StatusCode::ACCEPTED, axum::Json(answer)).into_response();
+    response
+        .headers_mut()
+        .insert(DURABILITY, HeaderValue::from_static(durability.as_str()));
+    response
+}
+
 /// The answer to a batch stored before: what it got then, marked as a duplicate.
-fn duplicate(previous: BatchResponse) -> (StatusCode, axum::Json<BatchResponse>) {
+fn duplicate(previous: BatchResponse, durability: Durability) -> Response {
     events::BatchDuplicate.emit();
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(BatchResponse {
+    answered(
+        BatchResponse {
             duplicate: true,
             ..previous
-        }),
+        },
+        durability,
     )
 }

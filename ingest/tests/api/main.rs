@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod dead_letter;
 mod dedupe;
+mod durability;
 mod fence;
 mod forwarding;
 mod handover;
