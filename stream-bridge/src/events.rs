@@ -90,16 +90,16 @@ pub fn register() {
     LazyLock::force(&METRICS);
 }
 
-/// A batch was read from Kafka.
+/// Records were read from Kafka.
 pub struct RecordsConsumed {
-    /// Records in the batch.
+    /// How many.
     pub count: usize,
 }
 
 impl RecordsConsumed {
     /// Logs and counts the event.
     pub fn emit(self) {
-        tracing::debug!(count = self.count, "Batch consumed.");
+        tracing::trace!(count = self.count, "Records consumed.");
         METRICS.records_consumed.inc_by(self.count as u64);
     }
 }

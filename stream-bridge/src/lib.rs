@@ -1,6 +1,8 @@
 //! The Locus stream bridge: consumes location records from Kafka in a consumer group and
 //! delivers them, batched per tenant, to each tenant's signed webhook, at least once and in
-//! order per session. Records no webhook takes go to the dead-letter topic.
+//! order per session, one lane per tenant so that a failing webhook pauses its own tenant
+//! only. Records that cannot be delivered as they are (malformed, or a tenant without a
+//! sink) go to the dead-letter topic, from which [`replay`] puts them back.
 //!
 //! Start with [`startup::Application`]; the at-least-once rules are in [`consumer`].
 

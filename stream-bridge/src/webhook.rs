@@ -1,6 +1,6 @@
 //! The webhook sink, split like Vector's sinks: [`config`] (the checked sink table),
 //! [`request_builder`] (body and signed headers, no I/O), [`service`] (one HTTP attempt,
-//! classified) and [`retry`] (which outcomes to retry, and when). [`WebhookDeliverer`]
+//! classified) and [`retry`] (classification and backoff). [`WebhookDeliverer`]
 //! drives them for one delivery until it is delivered or abandoned: a webhook failure never
 //! sends records to the dead-letter topic.
 

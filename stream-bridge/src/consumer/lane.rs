@@ -268,7 +268,7 @@ impl LaneTask {
         for c in &batch[..done] {
             context
                 .ownership
-                .finished(c.partition, c.offset, |partition, offset| {
+                .finished(c.generation, c.partition, c.offset, |partition, offset| {
                     store(context, partition, offset);
                 });
         }

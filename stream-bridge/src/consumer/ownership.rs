@@ -43,7 +43,9 @@ struct State {
 pub struct Ownership {
     state: Mutex<State>,
     idle: Condvar,
-    watermarks: Mutex<Watermarks>,
+    /// The watermarks, and the generation they belong to: the old one until the
+    /// revocation's commit is done, so that deliveries finishing during its wait count.
+    watermarks: Mutex<(u64, Watermarks)>,
 }
 
 /// Work of one generation in flight; the revocation waits until every one is dropped.
@@ -71,7 +73,7 @@ impl Ownership {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_watermarks(&self) -> MutexGuard<'_, Watermarks> {
+    fn lock_watermarks(&self) -> MutexGuard<'_, (u64, Watermarks)> {
         self.watermarks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -97,14 +99,25 @@ impl Ownership {
 
     /// Notes a record read under the current generation.
     pub fn read(&self, partition: i32, offset: i64) {
-        self.lock_watermarks().read(partition, offset);
+        self.lock_watermarks().1.read(partition, offset);
     }
 
-    /// Notes a record finished, and calls `store` with the offset its partition may store
-    /// now, if it moved. `store` runs under the lock, so stores of one partition never go
-    /// backwards.
-    pub fn finished(&self, partition: i32, offset: i64, store: impl FnOnce(i32, i64)) {
-        let mut watermarks = self.lock_watermarks();
+    /// Notes a record of `generation` finished, and calls `store` with the offset its
+    /// partition may store now, if it moved. `store` runs under the lock, so stores of one
+    /// partition never go backwards. A record of a generation whose revocation is over is
+    /// ignored: the same offset may have been read again since, and that copy is not done.
+    pub fn finished(
+        &self,
+        generation: u64,
+        partition: i32,
+        offset: i64,
+        store: impl FnOnce(i32, i64),
+    ) {
+        let mut guard = self.lock_watermarks();
+        let (of, watermarks) = &mut *guard;
+        if *of != generation {
+            return;
+        }
         if let Some(offset) = watermarks.finished(partition, offset) {
             store(partition, offset);
         }
@@ -132,9 +145,13 @@ impl Ownership {
         state.in_flight == 0
     }
 
-    /// Step 3, after the commit: the watermarks of the revoked partitions are forgotten.
+    /// Step 3, after the commit: the watermarks of the revoked partitions are forgotten,
+    /// and from now on belong to the current generation.
     pub fn forget(&self) {
-        self.lock_watermarks().clear();
+        let current = self.current().number;
+        let mut guard = self.lock_watermarks();
+        guard.0 = current;
+        guard.1.clear();
     }
 }
 
@@ -160,5 +177,27 @@ mod tests {
         assert!(ownership.wait_idle(Duration::from_millis(10)));
         let next = ownership.begin(1).expect("generation 1 is current");
         assert!(!next.generation.revoked.is_cancelled());
+    }
+
+    #[test]
+    fn a_delivery_finishing_during_the_revocation_is_stored_and_one_finishing_after_it_is_not() {
+        let ownership = Ownership::default();
+        ownership.read(0, 10);
+        ownership.read(0, 11);
+        ownership.revoke();
+        let mut stored = Vec::new();
+        ownership.finished(0, 0, 10, |p, o| stored.push((p, o)));
+        assert_eq!(
+            stored,
+            vec![(0, 10)],
+            "still ours while the revocation waits"
+        );
+        ownership.forget();
+        // Read again under the new generation; the old attempt's late finish is not this copy.
+        ownership.read(0, 11);
+        ownership.finished(0, 0, 11, |p, o| stored.push((p, o)));
+        assert_eq!(stored, vec![(0, 10)]);
+        ownership.finished(1, 0, 11, |p, o| stored.push((p, o)));
+        assert_eq!(stored, vec![(0, 10), (0, 11)]);
     }
 }
