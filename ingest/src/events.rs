@@ -101,6 +101,7 @@ struct ForwarderMetrics {
     entries_claimed: IntCounter,
     entries_dead_lettered: IntCounter,
     entries_undecodable: IntCounter,
+    entries_rejected: IntCounter,
     groups_recreated: IntCounter,
     progress_errors: IntCounter,
 }
@@ -148,6 +149,11 @@ static FORWARDER: LazyLock<ForwarderMetrics> = LazyLock::new(|| ForwarderMetrics
         "Reads of a buffer entry this forwarder could not decode and left pending for a \
          later attempt (a newer writer during a rolling upgrade, or a broken entry); alert \
          on any: after LOCUS_FORWARDER_UNDECODABLE_ATTEMPTS it is dead-lettered.",
+    ),
+    entries_rejected: counter(
+        "locus_forwarder_entries_rejected_total",
+        "Buffer entries Kafka refused for good (a record too large) that were moved to \
+         their shard's dead-letter stream in Redis after LOCUS_FORWARDER_REJECTED_ATTEMPTS.",
     ),
     groups_recreated: counter(
         "locus_forwarder_groups_recreated_total",
@@ -450,6 +456,48 @@ impl EntryUndecodable<'_> {
             "Undecodable buffer entry left pending for a later attempt."
         );
         FORWARDER.entries_undecodable.inc();
+    }
+}
+
+/// Kafka refused an entry's records for good; the entry went to its shard's dead-letter
+/// stream in Redis.
+pub struct EntryRejected<'a> {
+    /// The shard's stream.
+    pub stream: &'a str,
+    /// The entry id.
+    pub id: &'a str,
+    /// Why, with the attempts.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl EntryRejected<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        // An error: accepted fixes left the path to Kafka; someone replays them from the
+        // dead-letter stream once Kafka can take them.
+        tracing::error!(
+            stream = self.stream,
+            id = self.id,
+            error = %self.error,
+            "Kafka refused a buffer entry for good; moved it to the shard's dead-letter stream."
+        );
+        FORWARDER.entries_rejected.inc();
+    }
+}
+
+/// The forwarder's idempotent producer failed for good; the process stops.
+pub struct ProducerFailed<'a> {
+    /// librdkafka's fatal error.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ProducerFailed<'_> {
+    /// Logs the event (the restart is what counts).
+    pub fn emit(self) {
+        tracing::error!(
+            error = %self.error,
+            "The Kafka producer failed for good; the process stops so that its supervisor restarts it. Pending entries stay in Redis."
+        );
     }
 }
 

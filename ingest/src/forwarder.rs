@@ -27,12 +27,13 @@ pub mod producer;
 pub mod progress;
 pub mod reader;
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use locus_session::SessionStore;
 use locus_wire::buffer::BufferEntry;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +64,14 @@ enum ShardEnd {
     LeaseLost,
     /// Shutdown, after draining.
     Stopped,
+    /// The producer failed for good (why): the process must restart.
+    Failed(String),
 }
+
+/// The forwarder's producer failed for good; the process should exit and be restarted.
+#[derive(Debug, thiserror::Error)]
+#[error("the forwarder's Kafka producer failed for good: {0}")]
+pub struct Fatal(String);
 
 /// The forwarder role.
 #[derive(Clone)]
@@ -77,8 +85,14 @@ pub struct Forwarder {
     lease: Duration,
     /// Deliveries of an undecodable entry before it is dead-lettered.
     undecodable_attempts: u64,
+    /// Deliveries of an entry Kafka refuses for good before it is dead-lettered.
+    rejected_attempts: u64,
     producer: RecordProducer,
     store: SessionStore,
+    /// Why the producer failed for good, set by the first shard that saw it.
+    failure: Arc<OnceLock<String>>,
+    /// Cancelled when `failure` is set: every shard stops.
+    failed: CancellationToken,
 }
 
 impl Forwarder {
@@ -102,28 +116,53 @@ impl Forwarder {
             ),
             lease: Duration::from_millis(settings.lease_ms),
             undecodable_attempts: settings.undecodable_attempts.max(1),
+            rejected_attempts: settings.rejected_attempts.max(1),
             producer: RecordProducer::new(producer, config.topic_names()),
             store,
+            failure: Arc::default(),
+            failed: CancellationToken::new(),
         }
     }
 
     /// Runs every shard until `shutdown`, then drains what is left in the streams for at
-    /// most `grace`, and flushes the producer.
-    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
-        let shards = (0..self.keys.shards()).map(|shard| {
-            let this = self.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move { this.run_shard(shard, stop, grace).await })
-        });
-        for task in join_all(shards).await {
-            // A panicked shard task has already dropped its lease guard; its entries stay
-            // pending for the next owner, so logging is all that is left to do.
-            if let Err(e) = task {
-                tracing::error!(error = %e, "A forwarder shard task panicked.");
+    /// most `grace`, and flushes the producer. Returns early with an error when the
+    /// producer failed for good: the process should then exit, so that its supervisor
+    /// starts it again with a new producer.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), Fatal> {
+        let shards: Vec<_> = (0..self.keys.shards())
+            .map(|shard| {
+                let this = self.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move { this.run_shard(shard, stop, grace).await })
+            })
+            .collect();
+        let aborts: Vec<_> = shards.iter().map(|t| t.abort_handle()).collect();
+        tokio::select! {
+            done = join_all(shards) => {
+                for task in done {
+                    // A panicked shard task has already dropped its lease guard; its
+                    // entries stay pending for the next owner, so logging is all that is
+                    // left to do.
+                    if let Err(e) = task {
+                        tracing::error!(error = %e, "A forwarder shard task panicked.");
+                    }
+                }
             }
+            () = self.failed.cancelled() => {
+                // Other shards may wait on deliveries the dead producer will never make.
+                // Their entries stay pending in Redis for the next owner, so stopping them
+                // anywhere loses nothing; their leases lapse by themselves.
+                for abort in aborts {
+                    abort.abort();
+                }
+            }
+        }
+        if let Some(reason) = self.failure.get() {
+            return Err(Fatal(reason.clone()));
         }
         self.producer.flush(FLUSH_TIMEOUT).await;
         tracing::info!("Forwarder stopped.");
+        Ok(())
     }
 
     /// Takes, works and gives back shard `shard` until shutdown.
@@ -168,6 +207,14 @@ impl Forwarder {
                 }
                 ShardEnd::Stopped => {
                     lease.release(&mut conn, shard).await;
+                    return;
+                }
+                ShardEnd::Failed(reason) => {
+                    // Released, so another replica can take over now rather than after
+                    // the lease: this one produces nothing more.
+                    lease.release(&mut conn, shard).await;
+                    let _ = self.failure.set(reason);
+                    self.failed.cancel();
                     return;
                 }
             }
@@ -313,6 +360,10 @@ impl Forwarder {
             match self.forward(conn, reader, lease, entries).await {
                 Ok(()) => {}
                 Err(ForwardError::LeaseLost) => return ShardEnd::LeaseLost,
+                Err(ForwardError::Fatal(reason)) => {
+                    events::ProducerFailed { error: &reason }.emit();
+                    return ShardEnd::Failed(reason);
+                }
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "Forwarding stopped short; pending entries will be retried.");
                     from = first_pending();
@@ -346,14 +397,18 @@ impl Forwarder {
         let started = Instant::now();
         // Everything is queued before anything is awaited, so one read costs one round
         // trip to the broker, not one per entry.
-        let mut sent: Vec<(String, Vec<DeliveryFuture>, Option<BufferEntry>)> =
-            Vec::with_capacity(entries.len());
+        let mut sent: Vec<(String, Sent, Option<BufferEntry>)> = Vec::with_capacity(entries.len());
         for entry in entries {
             match entry.body {
-                Body::Decoded(decoded) => {
-                    let futures = self.producer.produce(&decoded).await?;
-                    sent.push((entry.id, futures, Some(decoded)));
-                }
+                Body::Decoded(decoded) => match self.producer.produce(&decoded).await {
+                    Ok(futures) => sent.push((entry.id, Sent::Queued(futures), Some(decoded))),
+                    // Refused before it was queued (too large, say): it fails like a
+                    // refused delivery, and nothing after it is queued, to keep the order.
+                    Err(e) => {
+                        sent.push((entry.id, Sent::Refused(e), Some(decoded)));
+                        break;
+                    }
+                },
                 Body::Undecodable { raw, error } => {
                     // Left pending, not acknowledged: in a rolling upgrade it may be a
                     // newer writer's entry that a newer forwarder can read. It cannot be
@@ -379,23 +434,57 @@ impl Forwarder {
                         .producer
                         .dead_letter(reader.stream(), &entry.id, &raw, &detail)
                         .await?;
-                    sent.push((entry.id, vec![delivery], None));
+                    sent.push((entry.id, Sent::Queued(vec![delivery]), None));
                 }
-                Body::Gone => sent.push((entry.id, Vec::new(), None)),
+                Body::Gone => sent.push((entry.id, Sent::Queued(Vec::new()), None)),
             }
         }
 
         let mut acked = Vec::with_capacity(sent.len());
         let mut tally = Tally::default();
         let mut failure = None;
-        for (id, futures, decoded) in sent {
-            let results = join_all(futures).await;
-            if let Some(e) = results.into_iter().find_map(|r| match r {
-                Ok(Ok(_)) => None,
-                Ok(Err((e, _))) => Some(ForwardError::Kafka(e)),
-                Err(_) => Some(ForwardError::Canceled),
-            }) {
+        for (id, sent, decoded) in sent {
+            let refused = match sent {
+                Sent::Queued(futures) => {
+                    join_all(futures).await.into_iter().find_map(|r| match r {
+                        Ok(Ok(_)) => None,
+                        Ok(Err((e, _))) => Some(ForwardError::Kafka(e)),
+                        Err(_) => Some(ForwardError::Canceled),
+                    })
+                }
+                Sent::Refused(e) => Some(e),
+            };
+            if let Some(e) = refused {
                 events::ProduceFailed { error: &e }.emit();
+                if let Some(fatal) = self.producer.fatal_error() {
+                    return Err(ForwardError::Fatal(fatal));
+                }
+                if let (true, Some(entry)) = (e.is_permanent_for_entry(), &decoded) {
+                    // Kafka will never take it: after its attempts it goes aside, with
+                    // why, and the entries after it go on. Until then it is retried, as a
+                    // broker can be reconfigured (a larger max.message.bytes).
+                    let attempts = reader
+                        .deliveries(conn, &id)
+                        .await
+                        .map_err(ForwardError::Redis)?;
+                    if attempts >= self.rejected_attempts {
+                        if !lease.holds() {
+                            return Err(ForwardError::LeaseLost);
+                        }
+                        let detail = format!("{e} (after {attempts} attempts)");
+                        reader
+                            .dead_letter(conn, &id, entry, "rejected", &detail)
+                            .await
+                            .map_err(ForwardError::Redis)?;
+                        events::EntryRejected {
+                            stream: reader.stream(),
+                            id: &id,
+                            error: &detail,
+                        }
+                        .emit();
+                        continue;
+                    }
+                }
                 failure = Some(e);
                 break;
             }
@@ -484,6 +573,36 @@ pub enum ForwardError {
     /// The shard's lease is no longer surely ours: nothing more may be acknowledged.
     #[error("the shard lease was lost")]
     LeaseLost,
+    /// The idempotent producer hit a fatal error: it cannot produce again, and only a new
+    /// producer (a restart) can.
+    #[error("fatal producer error: {0}")]
+    Fatal(String),
+}
+
+impl ForwardError {
+    /// Whether Kafka refuses this entry's record for good, whatever the retries: a record
+    /// too large or malformed. Everything else (the broker away, a leader moving) passes.
+    fn is_permanent_for_entry(&self) -> bool {
+        match self {
+            Self::Encoding(_) => true,
+            Self::Kafka(KafkaError::MessageProduction(code)) => matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidRecord
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// How an entry's records went to the producer.
+enum Sent {
+    /// Queued: the delivery futures of its records.
+    Queued(Vec<DeliveryFuture>),
+    /// Refused before it was queued.
+    Refused(ForwardError),
 }
 
 /// Where a pass over this consumer's pending entries starts.

@@ -153,9 +153,18 @@ impl Application {
             };
             tracker.spawn(sweeper.run(stop.clone()));
         }
+        // Set when the forwarder's producer failed for good: the process then stops and
+        // exits non-zero, so that its supervisor starts it again with a new producer.
+        let fatal: Arc<std::sync::OnceLock<crate::forwarder::Fatal>> = Arc::default();
         if let Some(forwarder) = self.forwarder {
             tracing::info!(consumer = %self.config.forwarder.consumer, "Forwarder started.");
-            tracker.spawn(forwarder.run(forwarder_stop.clone(), grace));
+            let (forwarder_stop, stop, fatal) = (forwarder_stop.clone(), stop.clone(), fatal.clone());
+            tracker.spawn(async move {
+                if let Err(e) = forwarder.run(forwarder_stop, grace).await {
+                    let _ = fatal.set(e);
+                    stop.cancel();
+                }
+            });
         }
         // No more tasks: wait() below returns once the ones above are done.
         tracker.close();
@@ -182,6 +191,9 @@ impl Application {
             tracing::warn!("Some tasks did not finish within the grace period.");
         }
         tracing::info!("Shutdown complete.");
+        if let Some(e) = fatal.get() {
+            return Err(std::io::Error::other(e.to_string()));
+        }
         served
     }
 }

@@ -81,6 +81,15 @@ impl RecordProducer {
         self.send(self.topics.dead_letter(), id, raw, headers).await
     }
 
+    /// The idempotent producer's fatal error, if it had one: it then refuses every record
+    /// (its guarantees of no duplicates and no reordering could not be kept otherwise).
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
     /// Waits up to `timeout` for queued records to leave. Every record was awaited before
     /// its entry was acknowledged, so at shutdown this is a formality that still bounds the
     /// wait if a send raced with it.

@@ -267,6 +267,45 @@ impl ShardReader {
         }
     }
 
+    /// Moves entry `id` to the shard's dead-letter stream ([`dead_letter_key`]), as it was
+    /// buffered and with `reason` and `detail`, and acknowledges and deletes it, in one
+    /// atomic step: it is in exactly one of the two streams.
+    pub async fn dead_letter(
+        &self,
+        conn: &mut ConnectionManager,
+        id: &str,
+        entry: &BufferEntry,
+        reason: &str,
+        detail: &str,
+    ) -> redis::RedisResult<()> {
+        let body = serde_json::to_string(entry).expect("a buffer entry serializes");
+        redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(dead_letter_key(&self.stream))
+            .arg("*")
+            .arg(ENTRY_FIELD)
+            .arg(body)
+            .arg("reason")
+            .arg(reason)
+            .arg("detail")
+            .arg(detail)
+            .arg("origin")
+            .arg(format!("{}/{id}", self.stream))
+            .ignore()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(id)
+            .ignore()
+            .query_async::<()>(conn)
+            .await
+    }
+
     /// How many times entry `id` was delivered to a consumer of the group (XPENDING's
     /// delivery count); 0 if it is not pending.
     pub async fn deliveries(
@@ -326,6 +365,15 @@ impl ShardReader {
 /// Whether Redis answered that the stream or its consumer group does not exist.
 fn lost_group(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP")
+}
+
+/// The dead-letter stream beside shard stream `stream` (`<prefix>:{sN}:dead`, in the
+/// stream's hash slot): entries that Kafka refused for good, each with why.
+pub fn dead_letter_key(stream: &str) -> String {
+    // The shard keys are named in `crate::buffer::Keys`; this is the one key the forwarder
+    // adds, derived from the stream's so the two cannot drift apart.
+    let base = stream.strip_suffix(":fixes").unwrap_or(stream);
+    format!("{base}:dead")
 }
 
 /// Whether a fenced script refused because the lease is someone else's (or lapsed).

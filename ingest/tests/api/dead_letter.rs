@@ -184,3 +184,84 @@ async fn deliveries(scope: &Scope, shard: u32, id: &str) -> usize {
         .unwrap();
     reply.ids.first().map_or(0, |p| p.times_delivered)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_kafka_refuses_for_good_goes_to_the_shards_dead_letter_stream_after_its_attempts_and_the_shard_moves_on()
+ {
+    let scope = Scope::new().await;
+    // A location topic that takes no record at all: every fix is too large for it.
+    create_topic(&scope.locations_topic(), "max.message.bytes", "64").await;
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| {
+        c.forwarder.rejected_attempts = 2;
+    })
+    .await;
+    let token = kit::device_token("acme", "too-large-1");
+    let session = app.session_id(&token).await;
+    assert_eq!(
+        app.post_fixes(&token, &session, &crate::helpers::batch("big", 3))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(app.stop_session(&token, &session).await.status(), 200);
+
+    // The stop event is behind the refused batch in the session's shard: it reaches Kafka
+    // only once the forwarder has moved past the batch.
+    let events = kit::read_topic_until(
+        scope.topics().session_events(),
+        Duration::from_secs(40),
+        |r| r.iter().any(|r| r.value["kind"] == "stopped"),
+    )
+    .await;
+    assert!(
+        events.iter().any(|r| r.value["kind"] == "stopped"),
+        "the shard moves past the refused entry"
+    );
+    // The entry is in its shard's dead-letter stream, with why, and out of the buffer.
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut conn = kit::require_redis().await;
+    let mut dead = Vec::new();
+    for shard in 0..4 {
+        let key = locus_ingest::forwarder::reader::dead_letter_key(&keys.stream(shard));
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        dead.extend(reply.ids);
+    }
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let reason: String = dead[0].get("reason").unwrap();
+    let detail: String = dead[0].get("detail").unwrap();
+    let entry: String = dead[0].get(locus_wire::buffer::ENTRY_FIELD).unwrap();
+    assert_eq!(reason, "rejected");
+    assert!(detail.contains("2 attempts"), "{detail}");
+    assert!(
+        entry.contains("\"big\""),
+        "the entry as it was buffered: {entry}"
+    );
+    assert!(
+        crate::helpers::buffered_entries(&scope, 4).await.is_empty(),
+        "nothing is left in the buffer"
+    );
+    app.stop().await;
+}
+
+/// Creates `topic` (3 partitions) with one topic setting.
+async fn create_topic(topic: &str, setting: &str, value: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kit::kafka_brokers())
+        .create()
+        .unwrap();
+    let new = NewTopic::new(topic, 3, TopicReplication::Fixed(1)).set(setting, value);
+    let results = admin
+        .create_topics(&[new], &AdminOptions::new())
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap_or_else(|(name, e)| panic!("create topic {name}: {e}"));
+    }
+}
