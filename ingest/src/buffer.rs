@@ -94,13 +94,22 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {0, id}
 ";
 
-/// KEYS: the shard stream, the session's closed mark. ARGV: the entry field, the stop
-/// event entry, the stop reason, the mark's lifetime in seconds. The event and the mark go
-/// in together, so a batch appended after the event is refused by [`APPEND_BATCH`].
-const APPEND_STOP: &str = r"
+/// KEYS: the shard stream, the event's mark, the session's closed mark. ARGV: the entry
+/// field, the session event entry, the marks' lifetime in seconds, the stop reason (empty
+/// for a start). Returns 1 when it appended the event, 0 when the event's mark says it is
+/// already in (a publisher that crashed after the append publishes its outbox row again).
+/// A stop event and the closed mark go in together, so a batch appended after the event is
+/// refused by [`APPEND_BATCH`].
+const APPEND_EVENT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
 redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
-return 0
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3])
+end
+return 1
 ";
 
 /// KEYS: a shard stream. ARGV: the first and the last entry id of a range (`-` for the
@@ -248,6 +257,11 @@ impl Keys {
         format!("{}:{{s{shard}}}:closed:{session}", self.prefix)
     }
 
+    /// The mark that says the session event `event_id` is buffered.
+    fn event(&self, shard: u32, event_id: uuid::Uuid) -> String {
+        format!("{}:{{s{shard}}}:event:{event_id}", self.prefix)
+    }
+
     /// The lease that says which forwarder owns shard `shard`.
     pub fn lease(&self, shard: u32) -> String {
         format!("{}:{{s{shard}}}:owner", self.prefix)
@@ -277,7 +291,7 @@ pub struct Buffer {
     max_entries: u64,
     dedupe_window_secs: u64,
     append: Script,
-    append_stop: Script,
+    append_event: Script,
     forwarded: Script,
 }
 
@@ -295,7 +309,7 @@ impl Buffer {
             max_entries,
             dedupe_window_secs,
             append: Script::new(APPEND_BATCH),
-            append_stop: Script::new(APPEND_STOP),
+            append_event: Script::new(APPEND_EVENT),
             forwarded: Script::new(FORWARDED),
         }
     }
@@ -348,37 +362,34 @@ impl Buffer {
         })
     }
 
-    /// Appends a session event. It ignores the bound: events are rare and small, and
-    /// refusing one would leave PostgreSQL and Kafka telling different stories. A stop
-    /// event also marks the session closed (for the dedupe window), so no batch is
+    /// Appends a session event unless it is in already (by event id, for the dedupe
+    /// window); `true` when it appended it now. It ignores the bound: events are rare and
+    /// small, and refusing one would leave PostgreSQL and Kafka telling different stories.
+    /// A stop event also marks the session closed (for the dedupe window), so no batch is
     /// buffered after it.
-    pub async fn append_event(&self, entry: &BufferEntry) -> Result<(), BufferError> {
-        let session = entry.session_id();
+    pub async fn append_event(
+        &self,
+        event: &locus_wire::record::SessionEvent,
+    ) -> Result<bool, BufferError> {
+        let session = event.session_id;
         let shard = self.keys.shard_of(session);
-        if let BufferEntry::SessionEvent(event) = entry
-            && event.kind == SessionEventKind::Stopped
-        {
-            let reason = event.reason.unwrap_or(StopReason::Requested);
-            let _: i64 = self
-                .append_stop
-                .key(self.keys.stream(shard))
-                .key(self.keys.closed(shard, session))
-                .arg(ENTRY_FIELD)
-                .arg(serde_json::to_string(entry)?)
-                .arg(reason.as_str())
-                .arg(self.dedupe_window_secs.max(1))
-                .invoke_async(&mut self.conn.clone())
-                .await?;
-            return Ok(());
-        }
-        let _: String = redis::cmd("XADD")
-            .arg(self.keys.stream(shard))
-            .arg("*")
+        let reason = match event.kind {
+            SessionEventKind::Stopped => event.reason.unwrap_or(StopReason::Requested).as_str(),
+            SessionEventKind::Started => "",
+        };
+        let entry = BufferEntry::SessionEvent(event.clone());
+        let appended: i64 = self
+            .append_event
+            .key(self.keys.stream(shard))
+            .key(self.keys.event(shard, event.event_id))
+            .key(self.keys.closed(shard, session))
             .arg(ENTRY_FIELD)
-            .arg(serde_json::to_string(entry)?)
-            .query_async(&mut self.conn.clone())
+            .arg(serde_json::to_string(&entry)?)
+            .arg(self.dedupe_window_secs.max(1))
+            .arg(reason)
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(())
+        Ok(appended == 1)
     }
 
     /// What was stored under `batch_id` of `session` within the window, compared with

@@ -284,6 +284,17 @@ pub struct SessionSettings {
         default_value_t = 1000
     )]
     pub sweep_interval_ms: u64,
+
+    /// How often the relay scans PostgreSQL's outbox for session events that a failed
+    /// Redis append, a crash or another replica left behind (a failed append wakes it at
+    /// once; this is the longest a left event waits once Redis is up).
+    #[arg(
+        id = "session_events_scan_ms",
+        long = "session-events-scan-ms",
+        env = "LOCUS_SESSION_EVENTS_SCAN_MS",
+        default_value_t = 1000
+    )]
+    pub events_scan_ms: u64,
 }
 
 /// Bounds of one request.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use locus_service::metrics::{
     counter, counter_vec, gauge_vec, latency_histogram, latency_histogram_vec,
 };
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::config::Role;
 
@@ -49,7 +49,9 @@ struct ApiMetrics {
     admission_refused: IntCounterVec,
     buffer_write_errors: IntCounter,
     session_events: IntCounterVec,
-    session_events_lost: IntCounter,
+    session_event_publish_errors: IntCounter,
+    session_event_outbox_rows: IntGauge,
+    session_event_outbox_oldest_age: IntGauge,
 }
 
 static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
@@ -83,12 +85,31 @@ static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
          expiries).",
         &["kind"],
     ),
-    session_events_lost: counter(
-        "locus_session_events_lost_total",
-        "Session events that could not be buffered after every attempt, so they will be \
-         missing on Kafka (the PostgreSQL row is still right).",
+    session_event_publish_errors: counter(
+        "locus_session_event_publish_errors_total",
+        "Attempts to append session events from the PostgreSQL outbox to Redis that failed; \
+         the events stay in the outbox and are published again (none is lost).",
+    ),
+    session_event_outbox_rows: gauge(
+        "locus_session_event_outbox_rows",
+        "Session events waiting in the PostgreSQL outbox for Redis, as last counted by this \
+         process's relay (every replica counts the same table).",
+    ),
+    session_event_outbox_oldest_age: gauge(
+        "locus_session_event_outbox_oldest_age_seconds",
+        "Age of the oldest session event waiting in the PostgreSQL outbox, in whole seconds \
+         (0 when none waits).",
     ),
 });
+
+/// An unlabelled integer gauge `name`, registered; it reads 0 until first set.
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("a valid gauge name and help");
+    locus_service::metrics::registry()
+        .register(Box::new(gauge.clone()))
+        .expect("each gauge is registered once");
+    gauge
+}
 
 /// What the forwarder role counts: the buffer's depth, production to Kafka, acks.
 struct ForwarderMetrics {
@@ -282,21 +303,40 @@ impl SessionEventBuffered {
     }
 }
 
-/// A session event could not be buffered even after retries: it will be missing on Kafka.
-pub struct SessionEventLost<'a> {
-    /// The last error.
+/// Session events could not be appended from the outbox to Redis now; they stay in the
+/// outbox and are published again.
+pub struct SessionEventPublishFailed<'a> {
+    /// What failed.
     pub error: &'a dyn std::fmt::Display,
 }
 
-impl SessionEventLost<'_> {
+impl SessionEventPublishFailed<'_> {
     /// Logs and counts the event.
     pub fn emit(self) {
-        // An error: a partner will never see this start or stop on Kafka.
-        tracing::error!(
+        // A warning, not an error: nothing is lost, the events wait in PostgreSQL. The
+        // outbox age gauge tells whether the wait grows.
+        tracing::warn!(
             error = %self.error,
-            "A session event could not be buffered and is lost; the session row in PostgreSQL is still right."
+            "Session events could not be buffered yet; they stay in the outbox and will be published again."
         );
-        API.session_events_lost.inc();
+        API.session_event_publish_errors.inc();
+    }
+}
+
+/// The relay counted the session event outbox.
+pub struct SessionEventOutbox {
+    /// Rows waiting.
+    pub rows: i64,
+    /// Age of the oldest, in seconds.
+    pub oldest_age_secs: f64,
+}
+
+impl SessionEventOutbox {
+    /// Sets the gauges.
+    pub fn emit(self) {
+        API.session_event_outbox_rows.set(self.rows);
+        API.session_event_outbox_oldest_age
+            .set(self.oldest_age_secs as i64);
     }
 }
 

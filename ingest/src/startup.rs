@@ -1,6 +1,6 @@
 //! Building and running the ingest application: connections, the HTTP listener, the
-//! expiry sweeper and the forwarder, and the order in which they stop. Only wiring: what
-//! each part does is in its own module.
+//! expiry sweeper, the session event relay and the forwarder, and the order in which they
+//! stop. Only wiring: what each part does is in its own module.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +69,16 @@ impl Application {
         }
         let store = SessionStore::new(pool);
         let redis = redis::Client::open(config.redis.url.as_str())?;
-        let conn = redis::aio::ConnectionManager::new(redis.clone()).await?;
+        // redis-rs retries a lost connection with delays that grow a hundredfold (1 s, then
+        // 60 s, six times), and every command waits on that attempt: after an outage of more
+        // than a second the buffer stayed unusable for minutes once Redis was back. One retry
+        // a second later, then the command fails (503, or an event left in the outbox) and
+        // the next command tries again.
+        let settings = redis::aio::ConnectionManagerConfig::new()
+            .set_factor(1)
+            .set_number_of_retries(1)
+            .set_connection_timeout(Duration::from_secs(1));
+        let conn = redis::aio::ConnectionManager::new_with_config(redis.clone(), settings).await?;
         let keys = Keys::new(&config.redis.prefix, config.redis.shards);
         let buffer = Buffer::new(
             conn,
@@ -96,8 +105,8 @@ impl Application {
                 max_age: chrono::Duration::seconds(limits.max_fix_age_secs as i64),
             },
             config: config.clone(),
+            session_events: SessionEventPublisher::new(store.clone(), buffer.clone()),
             store,
-            session_events: SessionEventPublisher::new(buffer.clone()),
             buffer,
             producer,
         };
@@ -117,8 +126,9 @@ impl Application {
 
     /// Runs until `shutdown` is cancelled or the HTTP server fails, then stops in order:
     /// the HTTP server stops accepting and finishes in-flight requests (their batches reach
-    /// Redis), the sweeper stops, then the forwarder drains the buffer into Kafka within
-    /// the grace period and flushes. Returns the server's error if it failed: a process
+    /// Redis), the sweeper stops, then the forwarder drains the buffer into Kafka and the
+    /// session event relay empties the outbox into the buffer, both within the grace
+    /// period. Returns the server's error if it failed: a process
     /// that cannot be reached or probed must not keep running unseen.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let tracker = TaskTracker::new();
@@ -127,6 +137,8 @@ impl Application {
         // The forwarder has a token of its own: it must keep draining after the HTTP server
         // stopped, so that batches accepted by the last requests still reach Kafka.
         let forwarder_stop = CancellationToken::new();
+        // So has the session event relay: the last requests may leave events in the outbox.
+        let relay_stop = CancellationToken::new();
         let grace = self.config.shutdown_grace();
 
         tracing::info!(port = self.port, roles = ?self.config.roles, "Ingest listening.");
@@ -152,6 +164,11 @@ impl Application {
                 every: Duration::from_millis(self.config.sessions.sweep_interval_ms),
             };
             tracker.spawn(sweeper.run(stop.clone()));
+            let relay = self
+                .state
+                .session_events
+                .relay(Duration::from_millis(self.config.sessions.events_scan_ms));
+            tracker.spawn(relay.run(relay_stop.clone(), grace));
         }
         // Set when the forwarder's producer failed for good: the process then stops and
         // exits non-zero, so that its supervisor starts it again with a new producer.
@@ -182,6 +199,9 @@ impl Application {
             }
         };
         forwarder_stop.cancel();
+        // The relay publishes what the last requests left in the outbox within the grace
+        // period; what it cannot waits in PostgreSQL for the next process.
+        relay_stop.cancel();
         // The forwarder bounds its own drain by `grace`; the extra 5 s cover its final
         // flush. Past that, tasks are abandoned: their entries stay pending in Redis.
         if tokio::time::timeout(grace + Duration::from_secs(5), tracker.wait())

@@ -1,12 +1,12 @@
 //! The expiry sweeper of the API role: stops sessions past their maximum duration and
-//! publishes their stop events; also trims idle rate-limit keys.
+//! publishes their stop events (queued in the outbox with each expiry); also trims idle
+//! rate-limit keys.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use locus_session::SessionStore;
-use locus_wire::record::SessionEventKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
@@ -30,8 +30,9 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Sweeps every `every` until `shutdown`. A sweep in progress finishes first, so no
-    /// session is stopped without its event being buffered.
+    /// Sweeps every `every` until `shutdown`. A sweep in progress finishes first, so its
+    /// events are usually buffered before the process stops; those that are not wait in the
+    /// outbox for a relay.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -41,14 +42,15 @@ impl Sweeper {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            // Each expiry and its stop event commit together (the outbox), so a crash from
+            // here on loses no event: what the flush below does not publish, a relay does.
             match self.store.expire_due(BATCH).await {
                 Ok(expired) => {
                     for session in &expired {
                         tracing::info!(session = %session.id, tenant = %session.tenant_id, "Session expired.");
-                        self.session_events
-                            .publish(SessionEventKind::Stopped, session)
-                            .await;
                     }
+                    let ids: Vec<_> = expired.iter().map(|s| s.id).collect();
+                    self.session_events.flush(&ids).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "Expiry sweep failed; will retry."),
             }

@@ -1,8 +1,11 @@
 //! Queries on sessions. Status changes are single conditional UPDATEs, so two racing
-//! callers (a stop and the expiry sweeper, say) cannot both win.
+//! callers (a stop and the expiry sweeper, say) cannot both win. Each change queues its
+//! session event in the outbox in the same statement (see [`crate::outbox`]), so no change
+//! commits without its event.
 
 use chrono::{DateTime, Duration, Utc};
 use locus_wire::api::{Position, SessionStatus, SessionView, StopReason};
+use locus_wire::record::SessionEventKind;
 use locus_wire::{DeviceId, SessionId, TenantId};
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
@@ -110,7 +113,7 @@ pub struct StartOutcome {
     /// The new session.
     pub session: Session,
     /// The device's previous session, if it was still marked active but past its expiry
-    /// and was expired to make room (its stop event is the caller's to publish).
+    /// and was expired to make room (its stop event is in the outbox with the start's).
     pub expired: Option<Session>,
 }
 
@@ -129,6 +132,24 @@ pub struct SessionProgress {
 
 const COLUMNS: &str = "id, tenant_id, device_id, status, stop_reason, started_at, expires_at, \
                        stopped_at, fix_count, last_fix_at, last_lat, last_lon";
+
+/// `change`, an INSERT or UPDATE of sessions that ends in `RETURNING {COLUMNS}`, made into
+/// one statement that also queues each changed session's `kind` event in the outbox. One
+/// statement is one atomic step: the change and its event commit together or not at all.
+fn with_event(change: &str, kind: SessionEventKind) -> String {
+    let (kind, reason, at) = match kind {
+        SessionEventKind::Started => ("started", "NULL::text", "started_at"),
+        SessionEventKind::Stopped => ("stopped", "stop_reason", "stopped_at"),
+    };
+    format!(
+        "WITH changed AS ({change}), \
+         queued AS (INSERT INTO session_event_outbox \
+                      (event_id, session_id, tenant_id, device_id, kind, stop_reason, occurred_at) \
+                    SELECT gen_random_uuid(), id, tenant_id, device_id, '{kind}', {reason}, {at} \
+                    FROM changed) \
+         SELECT {COLUMNS} FROM changed"
+    )
+}
 
 /// Access to the session tables.
 #[derive(Debug, Clone)]
@@ -170,10 +191,13 @@ impl SessionStore {
         .await?;
         // An active session past its expiry that the sweeper has not reached yet must not
         // block a new one.
-        let expired: Option<Session> = sqlx::query_as(&format!(
-            "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
-             WHERE tenant_id = $1 AND device_id = $2 AND status = 'active' AND expires_at <= now() \
-             RETURNING {COLUMNS}"
+        let expired: Option<Session> = sqlx::query_as(&with_event(
+            &format!(
+                "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
+                 WHERE tenant_id = $1 AND device_id = $2 AND status = 'active' AND expires_at <= now() \
+                 RETURNING {COLUMNS}"
+            ),
+            SessionEventKind::Stopped,
         ))
         .bind(tenant.as_str())
         .bind(device.as_str())
@@ -189,10 +213,13 @@ impl SessionStore {
         if let Some(id) = active {
             return Err(SessionError::AlreadyActive(SessionId(id)));
         }
-        let inserted = sqlx::query_as(&format!(
-            "INSERT INTO sessions (id, tenant_id, device_id, status, started_at, expires_at) \
-             VALUES ($1, $2, $3, 'active', now(), now() + $4 * interval '1 millisecond') \
-             RETURNING {COLUMNS}"
+        let inserted = sqlx::query_as(&with_event(
+            &format!(
+                "INSERT INTO sessions (id, tenant_id, device_id, status, started_at, expires_at) \
+                 VALUES ($1, $2, $3, 'active', now(), now() + $4 * interval '1 millisecond') \
+                 RETURNING {COLUMNS}"
+            ),
+            SessionEventKind::Started,
         ))
         .bind(SessionId::new().0)
         .bind(tenant.as_str())
@@ -258,10 +285,13 @@ impl SessionStore {
         id: SessionId,
         reason: StopReason,
     ) -> Result<Session, SessionError> {
-        let stopped: Option<Session> = sqlx::query_as(&format!(
-            "UPDATE sessions SET status = 'stopped', stop_reason = $3, \
-             stopped_at = CASE WHEN $3 = 'expired' THEN expires_at ELSE now() END \
-             WHERE id = $1 AND tenant_id = $2 AND status = 'active' RETURNING {COLUMNS}"
+        let stopped: Option<Session> = sqlx::query_as(&with_event(
+            &format!(
+                "UPDATE sessions SET status = 'stopped', stop_reason = $3, \
+                 stopped_at = CASE WHEN $3 = 'expired' THEN expires_at ELSE now() END \
+                 WHERE id = $1 AND tenant_id = $2 AND status = 'active' RETURNING {COLUMNS}"
+            ),
+            SessionEventKind::Stopped,
         ))
         .bind(id.0)
         .bind(tenant.as_str())
@@ -280,8 +310,8 @@ impl SessionStore {
     }
 
     /// `session` (as just read) if it takes fixes now. A session past its expiry is
-    /// expired on the spot; the second value is then `Some` and its stop event is the
-    /// caller's to publish.
+    /// expired on the spot; the second value is then `Some` (its stop event is in the
+    /// outbox, for the caller to hand to the publisher).
     pub async fn ensure_open(
         &self,
         session: Session,
@@ -302,13 +332,18 @@ impl SessionStore {
         Ok(session)
     }
 
-    /// Expires up to `limit` active sessions past their expiry and returns them.
+    /// Expires up to `limit` active sessions past their expiry and returns them; their
+    /// stop events are queued in the outbox by the same statement, so a crash right after
+    /// it loses none of them.
     pub async fn expire_due(&self, limit: i64) -> Result<Vec<Session>, SessionError> {
-        Ok(sqlx::query_as(&format!(
-            "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
-             WHERE id IN (SELECT id FROM sessions WHERE status = 'active' AND expires_at <= now() \
-                          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING {COLUMNS}"
+        Ok(sqlx::query_as(&with_event(
+            &format!(
+                "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
+                 WHERE id IN (SELECT id FROM sessions WHERE status = 'active' AND expires_at <= now() \
+                              ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {COLUMNS}"
+            ),
+            SessionEventKind::Stopped,
         ))
         .bind(limit)
         .fetch_all(&self.pool)

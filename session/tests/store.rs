@@ -3,6 +3,7 @@
 use chrono::{Duration, Utc};
 use locus_session::{SessionError, SessionProgress, SessionStore};
 use locus_wire::api::{Position, SessionStatus, StopReason};
+use locus_wire::record::SessionEventKind;
 use locus_wire::{DeviceId, TenantId};
 
 async fn store() -> SessionStore {
@@ -108,4 +109,127 @@ async fn a_session_of_one_tenant_is_not_found_from_another() {
         store.stop(&other, s.id, StopReason::Requested).await,
         Err(SessionError::NotFound)
     ));
+}
+
+/// The outbox rows of `store` as (session, kind), oldest first.
+async fn outbox(store: &SessionStore) -> Vec<(uuid::Uuid, String)> {
+    sqlx::query_as("SELECT session_id, kind FROM session_event_outbox ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_start_stop_and_expiry_queues_its_event_with_the_change() {
+    let store = store().await;
+    let (t, d) = ids("acme", "p5");
+    let first = store
+        .start(&t, &d, Duration::milliseconds(1))
+        .await
+        .unwrap()
+        .session;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The stale session is expired by the next start, in the start's transaction.
+    let second = store
+        .start(&t, &d, Duration::minutes(1))
+        .await
+        .unwrap()
+        .session;
+    store
+        .stop(&t, second.id, StopReason::Requested)
+        .await
+        .unwrap();
+    let (_, d2) = ids("acme", "p6");
+    let third = store
+        .start(&t, &d2, Duration::milliseconds(1))
+        .await
+        .unwrap()
+        .session;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(store.expire_due(10).await.unwrap().len(), 1);
+    // A refused change queues nothing.
+    assert!(
+        store
+            .stop(&t, second.id, StopReason::Requested)
+            .await
+            .is_err()
+    );
+
+    let started = |s: &locus_session::Session| (s.id.0, "started".to_owned());
+    let stopped = |s: &locus_session::Session| (s.id.0, "stopped".to_owned());
+    assert_eq!(
+        outbox(&store).await,
+        [
+            started(&first),
+            stopped(&first),
+            started(&second),
+            stopped(&second),
+            started(&third),
+            stopped(&third),
+        ]
+    );
+    let claim = store.claim_events_of(&[second.id]).await.unwrap();
+    let events = claim.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].event.reason, Some(StopReason::Requested));
+    assert!(events[0].id < events[1].id);
+    claim.finish(&[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sessions_stop_is_not_handed_out_while_its_start_is_held_by_another_publisher() {
+    let store = store().await;
+    let (t, d) = ids("acme", "p7");
+    let s = store
+        .start(&t, &d, Duration::minutes(1))
+        .await
+        .unwrap()
+        .session;
+    store.stop(&t, s.id, StopReason::Requested).await.unwrap();
+    let (_, other) = ids("acme", "p8");
+    let o = store
+        .start(&t, &other, Duration::minutes(1))
+        .await
+        .unwrap()
+        .session;
+
+    // One publisher holds the start of `s`; a second one may take the other session's start,
+    // but not the stop of `s`.
+    let first = store.claim_events(1).await.unwrap();
+    assert_eq!(first.events()[0].event.session_id, s.id);
+    let second = store.claim_events(10).await.unwrap();
+    let seen: Vec<_> = second
+        .events()
+        .iter()
+        .map(|e| (e.event.session_id, e.event.kind))
+        .collect();
+    assert_eq!(seen, [(o.id, SessionEventKind::Started)]);
+    second.finish(&[]).await.unwrap();
+
+    // The first publisher crashes before deleting: its row is handed out again, then, once
+    // it is published, the stop.
+    drop(first);
+    let again = store.claim_events(1).await.unwrap();
+    let start = again.events()[0].clone();
+    assert_eq!(
+        (start.event.session_id, start.event.kind),
+        (s.id, SessionEventKind::Started)
+    );
+    again.finish(&[start.id]).await.unwrap();
+    let next = store.claim_events(10).await.unwrap();
+    let kinds: Vec<_> = next
+        .events()
+        .iter()
+        .map(|e| (e.event.session_id, e.event.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (s.id, SessionEventKind::Stopped),
+            (o.id, SessionEventKind::Started)
+        ]
+    );
+    let all: Vec<i64> = next.events().iter().map(|e| e.id).collect();
+    next.finish(&all).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap().rows, 0);
 }

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use locus_wire::api::StartSessionRequest;
-use locus_wire::record::SessionEventKind;
 
 use crate::auth::Caller;
 use crate::body;
@@ -48,17 +47,17 @@ pub async fn handler(
             chrono::Duration::seconds(secs as i64),
         )
         .await?;
-    if let Some(expired) = &outcome.expired {
-        state
-            .session_events
-            .publish(SessionEventKind::Stopped, expired)
-            .await;
-    }
     let session = outcome.session;
-    state
-        .session_events
-        .publish(SessionEventKind::Started, &session)
-        .await;
+    // The start (and the expiry of a stale session it made room with) committed with their
+    // events. The 201 waits until they are buffered, so the device's first batch lands
+    // after `started`; if Redis is down, a relay publishes them once it is back.
+    let changed: Vec<_> = outcome
+        .expired
+        .iter()
+        .map(|s| s.id)
+        .chain([session.id])
+        .collect();
+    state.session_events.flush(&changed).await;
     tracing::info!(session = %session.id, "Session started.");
     let location = format!("/v1/sessions/{}", session.id);
     Ok((

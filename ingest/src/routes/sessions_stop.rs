@@ -3,14 +3,14 @@
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use locus_wire::api::StopReason;
-use locus_wire::record::SessionEventKind;
 
 use crate::access::visible_session;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::AppState;
 
-/// 200 with the stopped session; 409 if it was already stopped; 404 if not visible.
+/// 200 with the stopped session (also while Redis is down: PostgreSQL holds the stop and
+/// its event); 409 if it was already stopped; 404 if not visible.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
     State(state): State<AppState>,
@@ -22,10 +22,9 @@ pub async fn handler(
         .store
         .stop(&caller.tenant, session.id, StopReason::Requested)
         .await?;
-    state
-        .session_events
-        .publish(SessionEventKind::Stopped, &stopped)
-        .await;
+    // The stop and its event committed together; the answer waits for the event to be
+    // buffered, but not for Redis to come back: a relay publishes it then.
+    state.session_events.flush(&[stopped.id]).await;
     tracing::info!("Session stopped.");
     Ok(axum::Json(stopped.view()))
 }

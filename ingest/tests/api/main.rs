@@ -11,5 +11,6 @@ mod forwarding;
 mod handover;
 mod helpers;
 mod outage;
+mod outbox;
 mod sessions;
 mod tenancy;

@@ -1,0 +1,353 @@
+//! Session events survive a Redis outage, a crash of their publisher and a second replica:
+//! they are written to PostgreSQL's outbox with the session change and reach the buffer
+//! once, in order, after the session's batches.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use locus_ingest::buffer::{Buffer, Keys};
+use locus_ingest::config::Role;
+use locus_ingest::session_events::SessionEventPublisher;
+use locus_session::SessionStore;
+use locus_testkit as kit;
+use locus_wire::record::{SCHEMA_VERSION, SessionEvent, SessionEventKind};
+use locus_wire::{DeviceId, SessionId, TenantId};
+use serde_json::{Value, json};
+
+use crate::helpers::{Scope, TestApp, batch, buffered_entries, spawn_in};
+
+/// A Redis server of this test's own on a fixed port, so it can be stopped and started
+/// again (with its data when given a `dir`: AOF, as the local stack runs it).
+struct StoppableRedis {
+    port: u16,
+    dir: Option<std::path::PathBuf>,
+    child: Option<std::process::Child>,
+}
+
+impl StoppableRedis {
+    async fn start(persistent: bool) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = persistent.then(|| {
+            let dir = std::env::temp_dir().join(kit::unique("locus-test-redis-"));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        });
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
+        redis.up().await;
+        redis
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    async fn up(&mut self) {
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.dir {
+            Some(dir) => command.args(persistent_args(dir)),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (./locus services installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        kit::eventually(Duration::from_secs(5), || {
+            let url = url.clone();
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await
+        .expect("the test's redis-server starts");
+    }
+
+    /// SIGTERM (a persistent server writes its AOF first) and waits for the exit.
+    fn down(&mut self) {
+        let mut child = self.child.take().expect("the server is up");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM");
+        child.wait().unwrap();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn persistent_args(dir: &Path) -> Vec<String> {
+    [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--maxmemory-policy",
+        "noeviction",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl Drop for StoppableRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The buffered entries of `session` on `redis`, in stream order, as short labels:
+/// `started`, `stopped:<reason>` or the batch id.
+async fn timeline(scope: &Scope, redis: &StoppableRedis, session: &str) -> Vec<String> {
+    entries_on(scope, &redis.url())
+        .await
+        .into_iter()
+        .filter(|e| e["session_id"] == session)
+        .map(|e| match (e["type"].as_str(), e["kind"].as_str()) {
+            (Some("session_event"), Some("stopped")) => {
+                format!("stopped:{}", e["reason"].as_str().unwrap_or(""))
+            }
+            (Some("session_event"), Some(kind)) => kind.to_owned(),
+            _ => e["batch_id"].as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+/// Every buffered entry of `scope` on the Redis at `url` (the helper reads the shared one).
+async fn entries_on(scope: &Scope, url: &str) -> Vec<Value> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = Keys::new(&scope.redis_prefix, 4);
+    let mut out = Vec::new();
+    for shard in 0..keys.shards() {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(keys.stream(shard))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for id in reply.ids {
+            let raw: String = id.get(locus_wire::buffer::ENTRY_FIELD).unwrap();
+            let entry: Value = serde_json::from_str(&raw).unwrap();
+            let mut flat = entry["data"].clone();
+            flat["type"] = entry["type"].clone();
+            out.push(flat);
+        }
+    }
+    out
+}
+
+async fn start_short_session(app: &TestApp, token: &str, secs: u64) -> String {
+    let r = app
+        .client
+        .post(app.url("/v1/sessions"))
+        .bearer_auth(token)
+        .json(&json!({ "max_duration_secs": secs }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_and_an_expiry_during_a_long_redis_outage_reach_the_buffer_once_after_the_batches() {
+    let mut redis = StoppableRedis::start(true).await;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    // The API alone: nothing leaves the buffer, so it shows the whole story of each session.
+    let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url).await;
+    let stopper = kit::device_token("acme", "stopper");
+    let stopped = app.session_id(&stopper).await;
+    for b in ["b1", "b2"] {
+        let r = app.post_fixes(&stopper, &stopped, &batch(b, 2)).await;
+        assert_eq!(r.status(), 202);
+    }
+    let expirer = kit::device_token("acme", "expirer");
+    let expiring = start_short_session(&app, &expirer, 2).await;
+    assert_eq!(
+        app.post_fixes(&expirer, &expiring, &batch("e1", 1))
+            .await
+            .status(),
+        202
+    );
+
+    redis.down();
+    // PostgreSQL holds the stop, so the device hears what it always heard.
+    let r = app.stop_session(&stopper, &stopped).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "stopped");
+    // Longer than the old retries (about a second), and long enough for the sweeper to
+    // expire the short session while Redis is away.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    redis.up().await;
+
+    let both_stopped = kit::eventually(Duration::from_secs(20), || async {
+        let a = timeline(&scope, &redis, &stopped).await;
+        let b = timeline(&scope, &redis, &expiring).await;
+        (a.iter().any(|e| e.starts_with("stopped")) && b.iter().any(|e| e.starts_with("stopped")))
+            .then_some((a, b))
+    })
+    .await;
+    let (a, b) = both_stopped.expect("both stop events reach the buffer once Redis is back");
+    // Give a second publish (a replica, a rescan) the chance to show up before judging once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a_now = timeline(&scope, &redis, &stopped).await;
+    let b_now = timeline(&scope, &redis, &expiring).await;
+    assert_eq!(a, a_now);
+    assert_eq!(b, b_now);
+    assert_eq!(a, ["started", "b1", "b2", "stopped:requested"]);
+    assert_eq!(b, ["started", "e1", "stopped:expired"]);
+    app.stop().await;
+}
+
+fn stop_event(session: SessionId) -> SessionEvent {
+    SessionEvent {
+        schema_version: SCHEMA_VERSION,
+        event_id: uuid::Uuid::now_v7(),
+        kind: SessionEventKind::Stopped,
+        tenant_id: TenantId::parse("acme").unwrap(),
+        session_id: session,
+        device_id: DeviceId::parse("crashy").unwrap(),
+        at: chrono::Utc::now(),
+        reason: Some(locus_wire::api::StopReason::Requested),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_again_after_a_publisher_crash_is_buffered_once() {
+    let scope = Scope::new().await;
+    let buffer = Buffer::new(
+        kit::require_redis().await,
+        Keys::new(&scope.redis_prefix, 4),
+        100_000,
+        86_400,
+    );
+    let session = SessionId::new();
+    let event = stop_event(session);
+    buffer.append_event(&event).await.unwrap();
+    // The publisher crashed after Redis confirmed but before the outbox row was deleted: the
+    // row is published again, with the same event id.
+    buffer.append_event(&event).await.unwrap();
+    let entries: Vec<Value> = buffered_entries(&scope, 4)
+        .await
+        .into_iter()
+        .filter(|e| e["session_id"] == session.to_string())
+        .collect();
+    assert_eq!(entries.len(), 1, "buffered once: {entries:?}");
+
+    // The same through the outbox: a publisher claims a start's row, appends it and
+    // crashes before deleting it (its claim is dropped, as a dead process's transaction is
+    // rolled back); the next claim publishes the row again.
+    let pool = sqlx::PgPool::connect(&scope.database_url).await.unwrap();
+    locus_session::migrate(&pool).await.unwrap();
+    let store = SessionStore::new(pool);
+    let started = store
+        .start(
+            &TenantId::parse("acme").unwrap(),
+            &DeviceId::parse("crashy").unwrap(),
+            chrono::Duration::minutes(5),
+        )
+        .await
+        .unwrap()
+        .session;
+    let claim = store.claim_events(10).await.unwrap();
+    assert_eq!(claim.events().len(), 1);
+    for queued in claim.events() {
+        assert!(buffer.append_event(&queued.event).await.unwrap());
+    }
+    drop(claim);
+    let publisher = SessionEventPublisher::new(store.clone(), buffer.clone());
+    assert_eq!(
+        publisher.publish_waiting().await.unwrap(),
+        1,
+        "published again"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap().rows, 0, "and deleted");
+    let kinds: Vec<Value> = buffered_entries(&scope, 4)
+        .await
+        .into_iter()
+        .filter(|e| e["session_id"] == started.id.to_string())
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["started"], "buffered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_publish_a_backlog_of_session_events_once_each_and_in_order() {
+    let mut redis = StoppableRedis::start(false).await;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    let first = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url.clone()).await;
+    let second = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url).await;
+    redis.down();
+    // Every start and stop happens while Redis is away, half on each replica.
+    let mut sessions = Vec::new();
+    for n in 0..6 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let token = kit::device_token("acme", &format!("backlog-{n}"));
+        let id = app.session_id(&token).await;
+        assert_eq!(app.stop_session(&token, &id).await.status(), 200);
+        sessions.push(id);
+    }
+    // An empty Redis comes back; both replicas' publishers find the backlog.
+    redis.up().await;
+    let all = kit::eventually(Duration::from_secs(20), || async {
+        let mut out = Vec::new();
+        for id in &sessions {
+            let t = timeline(&scope, &redis, id).await;
+            if !t.iter().any(|e| e.starts_with("stopped")) {
+                return None;
+            }
+            out.push(t);
+        }
+        Some(out)
+    })
+    .await
+    .expect("every session's events reach the buffer once Redis is back");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (id, t) in sessions.iter().zip(&all) {
+        assert_eq!(
+            timeline(&scope, &redis, id).await,
+            *t,
+            "nothing more came later"
+        );
+        assert_eq!(t, &["started", "stopped:requested"], "session {id}");
+    }
+    first.stop().await;
+    second.stop().await;
+}
