@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::client::IngestClient;
 use load::{Device, Load, LoadShape, LoadTally};
-use observe::{BufferState, KafkaLog};
+use observe::BufferState;
 use procs::{App, AppSpec, free_port};
 use services::{PrivatePostgres, PrivateRedis};
 use verdict::{Leg, Promised, Seen};
@@ -241,7 +241,6 @@ pub struct Stage<'h> {
     pub bridges: Vec<App>,
     /// Ingest's API.
     pub client: Arc<IngestClient>,
-    kafka_log: Option<KafkaLog>,
     redis: Option<redis::aio::MultiplexedConnection>,
     notes: Vec<String>,
     /// Checks of this fault, with their outcome.
@@ -269,7 +268,6 @@ impl<'h> Stage<'h> {
             ingest: Vec::new(),
             bridges: Vec::new(),
             client: Arc::new(IngestClient::new(h.http.clone(), "http://127.0.0.1:1")),
-            kafka_log: None,
             redis: None,
             notes: Vec::new(),
             checks: Vec::new(),
@@ -350,14 +348,6 @@ impl<'h> Stage<'h> {
             app.pid()
         );
         self.ingest.push(app);
-        if self.kafka_log.is_none() {
-            // Ingest made the topics: read them from the start.
-            self.kafka_log = Some(KafkaLog::start(
-                &self.h.brokers,
-                self.topics.locations(),
-                self.topics.dead_letter(),
-            )?);
-        }
         Ok(())
     }
 
@@ -472,20 +462,21 @@ impl<'h> Stage<'h> {
         )
     }
 
-    /// The buffer's state now (a fresh connection after Redis restarted).
+    /// The buffer's state now; `None` while Redis does not answer.
     pub async fn buffer(&mut self) -> Option<BufferState> {
-        if self.redis.is_none() {
-            let client = redis::Client::open(self.h.redis_url.as_str()).ok()?;
-            self.redis = client.get_multiplexed_async_connection().await.ok();
-        }
-        let conn = self.redis.as_mut()?;
-        match observe::buffer_state(conn, &self.redis_prefix, SHARDS).await {
-            Ok(s) => Some(s),
-            Err(_) => {
-                self.redis = None;
-                None
+        // The second try is on a fresh connection: the first fails once after a restart.
+        for _ in 0..2 {
+            if self.redis.is_none() {
+                let client = redis::Client::open(self.h.redis_url.as_str()).ok()?;
+                self.redis = client.get_multiplexed_async_connection().await.ok();
+            }
+            let conn = self.redis.as_mut()?;
+            match observe::buffer_state(conn, &self.redis_prefix, SHARDS).await {
+                Ok(s) => return Some(s),
+                Err(_) => self.redis = None,
             }
         }
+        None
     }
 
     /// Waits up to `timeout` until `consumer` (one of `consumers` if `None`) has entries
@@ -512,25 +503,18 @@ impl<'h> Stage<'h> {
         (last, None)
     }
 
-    /// Waits until the buffer is empty, the bridge group's lag is 0 and the webhook and
-    /// the topic have been quiet for 3 s; the time from the call until the first moment
-    /// all held, or `None` past the bound.
+    /// Waits until the buffer is empty, the bridge group's lag is 0 (it has read all the
+    /// forwarder wrote) and the webhook has been quiet for 3 s; the time from the call until
+    /// the first moment all held, or `None` past the bound.
     pub async fn drain(&mut self) -> Option<f64> {
         let started = Instant::now();
         let quiet = Duration::from_secs(3);
         let mut settled_at: Option<Instant> = None;
-        let mut last_count = usize::MAX;
-        let mut last_change = Instant::now();
         let mut last_print = Instant::now();
         while started.elapsed() < self.h.opts.drain {
             let buffer = self.buffer().await;
             let lag =
                 observe::group_lag(&self.h.brokers, &self.group, self.topics.locations()).await;
-            let count = self.kafka_log.as_ref().map_or(0, KafkaLog::count);
-            if count != last_count {
-                last_count = count;
-                last_change = Instant::now();
-            }
             let webhook_quiet = self
                 .webhook
                 .last_request()
@@ -538,7 +522,7 @@ impl<'h> Stage<'h> {
             let empty = buffer.as_ref().is_some_and(|b| b.entries == 0) && lag == Some(0);
             if empty {
                 let at = *settled_at.get_or_insert_with(Instant::now);
-                if webhook_quiet && last_change.elapsed() >= quiet {
+                if webhook_quiet {
                     return Some(at.duration_since(started).as_secs_f64());
                 }
             } else {
@@ -547,7 +531,7 @@ impl<'h> Stage<'h> {
             if last_print.elapsed() >= Duration::from_secs(10) {
                 last_print = Instant::now();
                 println!(
-                    "[faults] {}: draining: buffer {:?}, bridge lag {lag:?}, kafka {count}, webhook {}",
+                    "[faults] {}: draining: buffer {:?}, bridge lag {lag:?}, webhook {}",
                     self.name,
                     buffer.map(|b| b.entries),
                     self.webhook.arrivals().len()
@@ -569,14 +553,24 @@ impl<'h> Stage<'h> {
             let _ = app.stop().await;
         }
         let promised = Promised::new(devices, &tally.acked, self.h.opts.batch_size);
-        let log = self.kafka_log.take();
-        let (kafka_seen, dead_letters, unparsed) = match &log {
-            Some(l) => (l.locations(), l.dead_letters(), l.unparsed()),
-            None => (Vec::new(), 0, 0),
+        let topics = observe::read_topics(
+            &self.h.brokers,
+            self.topics.locations(),
+            self.topics.dead_letter(),
+        )
+        .await;
+        let topics = match topics {
+            Ok(t) => t,
+            Err(e) => {
+                self.check(
+                    format!("the topics could be read to their end ({e:#})"),
+                    false,
+                );
+                observe::TopicContents::default()
+            }
         };
-        if let Some(l) = log {
-            l.stop().await;
-        }
+        let (kafka_seen, dead_letters, unparsed) =
+            (topics.locations, topics.dead_letters, topics.unparsed);
         let kafka = verdict::leg(
             &promised,
             kafka_seen.iter().map(|k| Seen {

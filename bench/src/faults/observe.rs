@@ -1,23 +1,35 @@
 //! What the harness watches: every location record on the fault's topic in offset order
-//! (a consumer of its own, from the start), the dead-letter topic, the Redis buffer (entries
+//! (read once the fault drained, every partition from its start), the dead-letter topic, the Redis buffer (entries
 //! per shard and what each forwarder has read but not acknowledged), and the bridge group's
 //! lag (committed offsets against high watermarks).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use locus_wire::SessionId;
 use locus_wire::record::LocationRecord;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::kafka;
+
+/// The harness's Kafka clients say nothing: while the broker is away on purpose, the
+/// default context would log an error every 200 ms over the harness's own figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _log_message: &str) {}
+    fn error(&self, _error: KafkaError, _reason: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
 
 /// One location record as read from Kafka.
 #[derive(Debug, Clone)]
@@ -36,105 +48,97 @@ pub struct KafkaSeen {
     pub lat: f64,
 }
 
+/// What [`read_topics`] found.
 #[derive(Debug, Default)]
-struct Read {
-    locations: Vec<KafkaSeen>,
-    dead_letters: u64,
-    unparsed: u64,
-}
-
-/// A consumer reading a fault's location and dead-letter topics from the start.
-#[derive(Debug)]
-pub struct KafkaLog {
-    read: Arc<Mutex<Read>>,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl KafkaLog {
-    /// Subscribes with a fresh group and reads in the background.
-    pub fn start(brokers: &str, locations: &str, dead_letter: &str) -> anyhow::Result<Self> {
-        let group = format!("locus-faults-{}", Uuid::new_v4().simple());
-        let consumer: StreamConsumer = kafka::reader_config(brokers, &group).create()?;
-        consumer
-            .subscribe(&[locations, dead_letter])
-            .context("subscribe")?;
-        let read = Arc::new(Mutex::new(Read::default()));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(consume(
-            consumer,
-            locations.to_owned(),
-            Arc::clone(&read),
-            stop.clone(),
-        ));
-        Ok(Self { read, stop, task })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Read> {
-        self.read.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Location records read so far, copies included.
-    pub fn count(&self) -> usize {
-        self.lock().locations.len()
-    }
-
-    /// Every location record read, in offset order per partition.
-    pub fn locations(&self) -> Vec<KafkaSeen> {
-        self.lock().locations.clone()
-    }
-
-    /// Records read from the dead-letter topic.
-    pub fn dead_letters(&self) -> u64 {
-        self.lock().dead_letters
-    }
-
+pub struct TopicContents {
+    /// Every location record, in offset order per partition.
+    pub locations: Vec<KafkaSeen>,
     /// Location messages that were not a location record.
-    pub fn unparsed(&self) -> u64 {
-        self.lock().unparsed
-    }
-
-    /// Stops reading.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
+    pub unparsed: u64,
+    /// Records on the dead-letter topic.
+    pub dead_letters: u64,
 }
 
-async fn consume(
-    consumer: StreamConsumer,
-    locations: String,
-    read: Arc<Mutex<Read>>,
-    stop: CancellationToken,
-) {
-    loop {
-        let message = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            m = consumer.recv() => m,
-        };
-        let Ok(m) = message else {
-            // An unknown topic before ingest made it, or the broker away during fault 2.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let mut read = read.lock().unwrap_or_else(|e| e.into_inner());
-        if m.topic() != locations {
-            read.dead_letters += 1;
-            continue;
+/// Reads the location topic from its low to its high watermarks, every partition, with no
+/// group (nothing to rejoin after the broker was away), and counts the dead-letter topic.
+pub async fn read_topics(
+    brokers: &str,
+    locations: &str,
+    dead_letter: &str,
+) -> anyhow::Result<TopicContents> {
+    let (brokers, locations, dead_letter) = (
+        brokers.to_owned(),
+        locations.to_owned(),
+        dead_letter.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let group = format!("locus-faults-{}", Uuid::new_v4().simple());
+        let consumer: BaseConsumer<Quiet> =
+            kafka::reader_config(&brokers, &group).create_with_context(Quiet)?;
+        let mut out = TopicContents::default();
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining: HashMap<i32, i64> = HashMap::new();
+        for (p, low, high) in partitions(&consumer, &locations)? {
+            if high > low {
+                tpl.add_partition_offset(&locations, p, Offset::Offset(low))?;
+                remaining.insert(p, high);
+            }
         }
-        match m.payload().map(serde_json::from_slice::<LocationRecord>) {
-            Some(Ok(r)) => read.locations.push(KafkaSeen {
-                partition: m.partition(),
-                record_id: r.record_id,
-                session_id: r.session_id,
-                batch_id: r.batch_id,
-                batch_index: r.batch_index,
-                lat: r.lat,
-            }),
-            _ => read.unparsed += 1,
+        out.dead_letters = partitions(&consumer, &dead_letter)
+            .map(|ps| {
+                ps.iter()
+                    .map(|(_, low, high)| (high - low).max(0) as u64)
+                    .sum()
+            })
+            .unwrap_or(0);
+        if remaining.is_empty() {
+            return Ok(out);
         }
-    }
+        consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !remaining.is_empty() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "could not read {locations} to its end within 120 s"
+            );
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            match m.payload().map(serde_json::from_slice::<LocationRecord>) {
+                Some(Ok(r)) => out.locations.push(KafkaSeen {
+                    partition: m.partition(),
+                    record_id: r.record_id,
+                    session_id: r.session_id,
+                    batch_id: r.batch_id,
+                    batch_index: r.batch_index,
+                    lat: r.lat,
+                }),
+                _ => out.unparsed += 1,
+            }
+            if remaining
+                .get(&m.partition())
+                .is_some_and(|high| m.offset() + 1 >= *high)
+            {
+                remaining.remove(&m.partition());
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// `(partition, low, high)` of every partition of `topic`.
+fn partitions(consumer: &BaseConsumer<Quiet>, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let t = md.topics().first().context("no metadata for the topic")?;
+    t.partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            Ok((p.id(), low, high))
+        })
+        .collect()
 }
 
 /// The Redis buffer of one deployment (prefix) at one moment.
@@ -190,7 +194,9 @@ pub async fn group_lag(brokers: &str, group: &str, topic: &str) -> Option<i64> {
     let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         // Not subscribed: the consumer only asks the coordinator for offsets, it never joins.
-        let consumer: BaseConsumer = kafka::reader_config(&brokers, &group).create().ok()?;
+        let consumer: BaseConsumer<Quiet> = kafka::reader_config(&brokers, &group)
+            .create_with_context(Quiet)
+            .ok()?;
         let timeout = Duration::from_secs(5);
         let md = consumer.fetch_metadata(Some(&topic), timeout).ok()?;
         let partitions: Vec<i32> = md
