@@ -22,6 +22,7 @@
 //! This file is the loop; the parts are the lease, the shard reader, the record producer
 //! ([`producer`]) and the session progress tally ([`progress`]).
 
+pub mod health;
 pub mod lease;
 pub mod producer;
 pub mod progress;
@@ -38,6 +39,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
+use self::health::Health;
 use self::lease::{LeaseGuard, Leases};
 use self::producer::RecordProducer;
 use self::progress::Tally;
@@ -93,6 +95,8 @@ pub struct Forwarder {
     failure: Arc<OnceLock<String>>,
     /// Cancelled when `failure` is set: every shard stops.
     failed: CancellationToken,
+    /// Progress per shard, for readiness.
+    health: Health,
 }
 
 impl Forwarder {
@@ -121,7 +125,16 @@ impl Forwarder {
             store,
             failure: Arc::default(),
             failed: CancellationToken::new(),
+            health: Health::new(
+                config.redis.shards.max(1),
+                Duration::from_secs(settings.stall_secs),
+            ),
         }
+    }
+
+    /// The progress of this forwarder's shards, for readiness.
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Runs every shard until `shutdown`, then drains what is left in the streams for at
@@ -189,9 +202,11 @@ impl Forwarder {
                 reader.stream().to_owned(),
                 shard,
             ));
+            self.health.progressed(shard);
             let end = self
                 .work_shard(&mut conn, shard, &reader, &lease, &shutdown, grace)
                 .await;
+            self.health.released(shard);
             // Only the owner reports a shard's depth; aborting at the sleep or mid-XLEN is
             // harmless.
             depth.abort();
@@ -327,6 +342,8 @@ impl Forwarder {
             let entries = match reader.read(conn, fence, &from).await {
                 Ok(Read::Entries(entries)) => entries,
                 Ok(Read::Empty { last_delivered }) => {
+                    // Nothing waits that this forwarder can take: it is not stuck.
+                    self.health.progressed(shard);
                     match from {
                         ReadFrom::Pending { .. } => from = ReadFrom::New,
                         ReadFrom::New if draining => return ShardEnd::Stopped,
@@ -358,7 +375,7 @@ impl Forwarder {
                 after.clone_from(&last.id);
             }
             match self.forward(conn, reader, lease, entries).await {
-                Ok(()) => {}
+                Ok(()) => self.health.progressed(shard),
                 Err(ForwardError::LeaseLost) => return ShardEnd::LeaseLost,
                 Err(ForwardError::Fatal(reason)) => {
                     events::ProducerFailed { error: &reason }.emit();

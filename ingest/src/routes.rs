@@ -49,6 +49,9 @@ pub struct AppState {
     pub limits: FixLimits,
     /// Used by /readyz to check Kafka.
     pub producer: FutureProducer,
+    /// Used by /readyz to check that the forwarder makes progress (`None`: no forwarder
+    /// role in this process).
+    pub forwarder: Option<crate::forwarder::health::Health>,
 }
 
 async fn not_found() -> ApiError {

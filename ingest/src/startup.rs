@@ -109,6 +109,7 @@ impl Application {
             store,
             buffer,
             producer,
+            forwarder: forwarder.as_ref().map(Forwarder::health),
         };
         Ok(Self {
             config,

@@ -1,5 +1,7 @@
-//! What ingest's `/readyz` checks, by role: PostgreSQL (`SELECT 1`), Redis (`PING`) and
-//! Kafka (a metadata request for the location topic), each within a second. Liveness,
+//! What ingest's `/readyz` checks, by role: PostgreSQL (`SELECT 1`), Redis (`PING`),
+//! Kafka (a metadata request for the location topic), each within a second, and in a
+//! process with the forwarder role, that no shard it owns has gone without progress for
+//! `LOCUS_FORWARDER_STALL_SECS`. Liveness,
 //! readiness and metrics are served by the shared router ([`locus_service::health`]).
 
 use std::time::Duration;
@@ -18,7 +20,8 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// Redis buffer is there to ride out a Kafka outage, and taking ingest out of a balancer's
 /// rotation then would waste it; Kafka's state is still reported (status `degraded`). A
 /// process running only the forwarder role needs Redis and Kafka (PostgreSQL only takes
-/// its fix counts).
+/// its fix counts). The forwarder's progress is required where the forwarder is all the
+/// process does, and only reported beside the API, for the same reason as Kafka.
 pub fn readiness(state: &AppState) -> Readiness {
     let (postgres_need, kafka_need) = if state.config.runs(Role::Api) {
         (Need::Required, Need::Optional)
@@ -30,7 +33,14 @@ pub fn readiness(state: &AppState) -> Readiness {
     let buffer = state.buffer.clone();
     let producer = state.producer.clone();
     let topic = state.config.topic_names().locations().to_owned();
-    Readiness::new()
+    let readiness = match state.forwarder.clone() {
+        Some(health) => Readiness::new().check("forwarder", kafka_need, move || {
+            let health = health.clone();
+            async move { health.check() }
+        }),
+        None => Readiness::new(),
+    };
+    readiness
         .check("postgres", postgres_need, move || {
             let pool = pool.clone();
             async move { within(TIMEOUT, sqlx::query("SELECT 1").execute(&pool)).await }

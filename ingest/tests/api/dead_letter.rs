@@ -265,3 +265,68 @@ async fn create_topic(topic: &str, setting: &str, value: &str) {
         result.unwrap_or_else(|(name, e)| panic!("create topic {name}: {e}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_forwarder_that_cannot_make_progress_and_recovers_when_it_does() {
+    let scope = Scope::new().await;
+    create_topic(&scope.locations_topic(), "max.message.bytes", "64").await;
+    let api = spawn_in(&scope, &[Role::Api], |_| {}).await;
+    // Never gives up on the entry within the test: it stays stuck.
+    let forwarder = spawn_in(&scope, &[Role::Forwarder], |c| {
+        c.forwarder.rejected_attempts = 1_000_000;
+        c.forwarder.stall_secs = 1;
+    })
+    .await;
+    let token = kit::device_token("acme", "stuck-1");
+    let session = api.session_id(&token).await;
+    assert_eq!(
+        api.post_fixes(&token, &session, &crate::helpers::batch("stuck", 2))
+            .await
+            .status(),
+        202
+    );
+
+    let readyz = || async {
+        let r = forwarder
+            .client
+            .get(forwarder.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let stalled = kit::eventually(Duration::from_secs(30), || async {
+        let (status, body) = readyz().await;
+        (status == 503 && body.contains("forwarder")).then_some(body)
+    })
+    .await;
+    assert!(
+        stalled.is_some(),
+        "a forwarder stuck on an entry is not ready: {:?}",
+        readyz().await
+    );
+
+    // Take the entry away (as an operator would move it): the shard moves again.
+    let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
+    let mut conn = kit::require_redis().await;
+    for shard in 0..4 {
+        let _: i64 = redis::cmd("XTRIM")
+            .arg(keys.stream(shard))
+            .arg("MAXLEN")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let ready = kit::eventually(Duration::from_secs(30), || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "ready again once it makes progress: {:?}",
+        readyz().await
+    );
+    forwarder.stop().await;
+    api.stop().await;
+}
