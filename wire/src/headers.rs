@@ -67,9 +67,11 @@ pub fn record_headers(
 /// Why a record went to the dead-letter topic: the value of [`DLQ_REASON`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadLetterReason {
-    /// The sink refused it for good (a webhook's 4xx other than 408 and 429).
+    /// The sink refused it for good. Written by bridges before a failing webhook paused its
+    /// tenant instead; kept so that older dead letters still read.
     Rejected,
-    /// Every attempt failed with a retriable error.
+    /// Every attempt failed with a retriable error. Like `Rejected`, only in older dead
+    /// letters: the bridge now retries until the webhook takes the records.
     Exhausted,
     /// It is not a record (or buffer entry) that Locus can read.
     Malformed,
