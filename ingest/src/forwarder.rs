@@ -239,12 +239,12 @@ impl Forwarder {
     /// The response timeout of the forwarder's Redis connections: a quarter of the lease,
     /// so that a call that hangs fails while the lease can still be renewed.
     fn response_timeout(&self) -> Duration {
-        self.lease / 4
+        response_timeout(self.lease)
     }
 
     /// How long a wait for new entries blocks: well within the response timeout.
     fn block(&self) -> Duration {
-        MAX_BLOCK.min(self.response_timeout() / 2)
+        block(self.lease)
     }
 
     /// Two connections per shard, retried until Redis answers or shutdown: one for reads,
@@ -622,9 +622,49 @@ enum Sent {
     Refused(ForwardError),
 }
 
+/// The response timeout of Redis calls under a lease of `lease`: a quarter of it, below the
+/// third between two renewals.
+fn response_timeout(lease: Duration) -> Duration {
+    lease / 4
+}
+
+/// How long a wait for new entries blocks under a lease of `lease`: at most half the
+/// response timeout, so the wait's own answer is never taken for a hung call.
+fn block(lease: Duration) -> Duration {
+    MAX_BLOCK.min(response_timeout(lease) / 2)
+}
+
 /// Where a pass over this consumer's pending entries starts.
 fn first_pending() -> ReadFrom {
     ReadFrom::Pending {
         after: "0".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_records_kafka_can_never_take_are_permanent_for_their_entry() {
+        let produce = |code| ForwardError::Kafka(KafkaError::MessageProduction(code));
+        assert!(produce(RDKafkaErrorCode::MessageSizeTooLarge).is_permanent_for_entry());
+        assert!(produce(RDKafkaErrorCode::InvalidRecord).is_permanent_for_entry());
+        // The broker away, a leader moving, the local queue full: retried, never set aside.
+        assert!(!produce(RDKafkaErrorCode::BrokerTransportFailure).is_permanent_for_entry());
+        assert!(!produce(RDKafkaErrorCode::NotLeaderForPartition).is_permanent_for_entry());
+        assert!(!produce(RDKafkaErrorCode::QueueFull).is_permanent_for_entry());
+        assert!(!ForwardError::Canceled.is_permanent_for_entry());
+        assert!(!ForwardError::Fatal("x".into()).is_permanent_for_entry());
+    }
+
+    #[test]
+    fn calls_time_out_within_a_renewal_period_and_waits_within_the_timeout() {
+        for ms in [300, 1500, 10_000, 60_000] {
+            let lease = Duration::from_millis(ms);
+            assert!(response_timeout(lease) < lease / 3, "{ms}");
+            assert!(block(lease) < response_timeout(lease), "{ms}");
+            assert!(block(lease) <= MAX_BLOCK, "{ms}");
+        }
     }
 }

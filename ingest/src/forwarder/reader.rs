@@ -117,6 +117,9 @@ pub struct ShardReader {
     stream: String,
     consumer: String,
     read_count: usize,
+    /// [`FENCED_READ`] and [`FENCED_CLAIM`], hashed once rather than per call.
+    fenced_read: Script,
+    fenced_claim: Script,
 }
 
 impl ShardReader {
@@ -126,6 +129,8 @@ impl ShardReader {
             stream,
             consumer: consumer.to_owned(),
             read_count,
+            fenced_read: Script::new(FENCED_READ),
+            fenced_claim: Script::new(FENCED_CLAIM),
         }
     }
 
@@ -163,7 +168,8 @@ impl ShardReader {
             ReadFrom::Pending { after } => after.as_str(),
             ReadFrom::New => ">",
         };
-        let reply: (Option<StreamReadReply>, String) = match Script::new(FENCED_READ)
+        let reply: (Option<StreamReadReply>, String) = match self
+            .fenced_read
             .key(&self.stream)
             .key(&fence.key)
             .arg(&fence.token)
@@ -236,7 +242,8 @@ impl ShardReader {
         let mut cursor = "0-0".to_owned();
         let mut claimed = 0;
         loop {
-            let reply: StreamAutoClaimReply = match Script::new(FENCED_CLAIM)
+            let reply: StreamAutoClaimReply = match self
+                .fenced_claim
                 .key(&self.stream)
                 .key(&fence.key)
                 .arg(&fence.token)
