@@ -16,8 +16,32 @@ use crate::helpers::{Scope, TestApp, batch, spawn_in};
 /// One shard, so every session is on the shard that changes hands.
 const SHARDS: u32 = 1;
 
+/// The forwarder's connections through the proxy, in the order it opens them: the
+/// buffer's (readiness), the shard's reads, the shard's lease keeper.
+const KEEPER: usize = 2;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_owner_stops_reading_before_another_forwarder_takes_its_shard() {
+    // The renewals hang while reads still work: the owner's lease lapses without it
+    // hearing so, and another forwarder takes the shard.
+    stalled_owner_hands_over_in_order(|p| p.freeze(KEEPER), |p| p.thaw(KEEPER)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_whose_whole_network_stalls_does_nothing_late_after_the_takeover() {
+    // Everything hangs, reads included; what it sent meanwhile reaches Redis after the
+    // takeover, when the proxy lets it through, and must do nothing.
+    stalled_owner_hands_over_in_order(FreezableProxy::freeze_all, FreezableProxy::thaw_all).await;
+}
+
+/// A forwarder behind a proxy owns the only shard under load; `freeze` stalls it, another
+/// forwarder takes over, `thaw` lets the first hear back. Every accepted fix must reach
+/// Kafka, each session in order after dropping copies, and nothing may stay pending with
+/// the stalled consumer.
+async fn stalled_owner_hands_over_in_order(
+    freeze: impl Fn(&FreezableProxy),
+    thaw: impl Fn(&FreezableProxy),
+) {
     let scope = Scope::new().await;
     let api = spawn_in(&scope, &[Role::Api], |c| c.redis.shards = SHARDS).await;
     let proxy = FreezableProxy::start(&redis_address()).await;
@@ -28,18 +52,13 @@ async fn a_stalled_owner_stops_reading_before_another_forwarder_takes_its_shard(
     })
     .await;
     owner_becomes(&scope, "stalled").await;
-    // The forwarder's connections, in the order it opens them: the buffer's (readiness),
-    // the shard's reads, the shard's lease keeper.
     assert_eq!(proxy.connection_count(), 3, "one shard: three connections");
-    const KEEPER: usize = 2;
 
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = start_load(&api, 4, &stop_load).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // The renewals hang while reads still work: the owner's lease lapses without it
-    // hearing so, and another forwarder takes the shard.
-    proxy.freeze(KEEPER);
+    freeze(&proxy);
     let other = spawn_in(&scope, &[Role::Forwarder], |c| {
         c.redis.shards = SHARDS;
         c.forwarder.consumer = "other".into();
@@ -50,7 +69,7 @@ async fn a_stalled_owner_stops_reading_before_another_forwarder_takes_its_shard(
     // sessions' entries with the new one.
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Then the stalled owner hears back, late, as a hung connection does when it recovers.
-    proxy.thaw(KEEPER);
+    thaw(&proxy);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_load.store(true, Ordering::SeqCst);
 
