@@ -404,6 +404,73 @@ mod tests {
         }
     }
 
+    #[test]
+    fn timestamps_exactly_at_the_allowed_skew_are_accepted() {
+        let now = Utc::now();
+        let l = FixLimits::default();
+        let mut f = input(1.0, 1.0);
+        f.recorded_at = now + l.max_future;
+        assert!(Fix::validate(0, f, now, &l).is_ok(), "at max_future");
+        f.recorded_at = now - l.max_age;
+        assert!(Fix::validate(0, f, now, &l).is_ok(), "at max_age");
+    }
+
+    #[test]
+    fn optional_fields_are_kept_when_in_range_and_rejected_outside() {
+        let now = Utc::now();
+        let l = FixLimits::default();
+        let mut f = input(1.0, 1.0);
+        f.accuracy = Some(3.5);
+        // Below sea level is fine: the Dead Sea shore is at about -430 m.
+        f.altitude = Some(-430.0);
+        f.speed = Some(0.0);
+        f.heading = Some(360.0);
+        f.battery = Some(100.0);
+        let fix = Fix::validate(4, f, now, &l).unwrap();
+        assert_eq!(
+            (
+                fix.index,
+                fix.accuracy,
+                fix.altitude,
+                fix.speed,
+                fix.heading,
+                fix.battery
+            ),
+            (
+                4,
+                Some(3.5),
+                Some(-430.0),
+                Some(0.0),
+                Some(360.0),
+                Some(100.0)
+            )
+        );
+        for change in [
+            (|f: &mut FixInput| f.accuracy = Some(-1.0)) as fn(&mut FixInput),
+            |f| f.altitude = Some(-20_001.0),
+            |f| f.altitude = Some(f64::NAN),
+            |f| f.speed = Some(f64::INFINITY),
+            |f| f.heading = Some(360.5),
+            |f| f.battery = Some(100.1),
+        ] {
+            let mut bad = f;
+            change(&mut bad);
+            let e = Fix::validate(0, bad, now, &l).unwrap_err();
+            assert_eq!(e.reason, RejectReason::FieldOutOfRange, "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn stop_reasons_read_back_what_they_write() {
+        for r in [StopReason::Requested, StopReason::Expired] {
+            assert_eq!(StopReason::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(StopReason::Requested.as_str(), "requested");
+        assert_eq!(StopReason::Expired.as_str(), "expired");
+        assert_eq!(StopReason::parse("paused"), None);
+    }
+
     proptest! {
         #[test]
         fn validation_accepts_exactly_the_coordinates_on_the_globe(lat in -200.0f64..200.0, lon in -400.0f64..400.0) {

@@ -75,4 +75,43 @@ mod tests {
             assert_eq!(shard, shard_of(s, 4));
         }
     }
+
+    #[test]
+    fn sessions_spread_over_every_shard() {
+        let mut hits = [0u32; 4];
+        for _ in 0..1000 {
+            hits[shard_of(SessionId::new(), 4) as usize] += 1;
+        }
+        // 1000 random sessions over 4 shards: each gets about 250; under 150 would mean
+        // the spread is broken, not bad luck (that is over 7 standard deviations off).
+        assert!(hits.iter().all(|&n| n > 150), "{hits:?}");
+        assert_eq!(shard_of(SessionId::new(), 0), 0, "no shards count as one");
+    }
+
+    #[test]
+    fn an_entry_belongs_to_its_session() {
+        let session = SessionId::new();
+        let tenant = TenantId::parse("acme").unwrap();
+        let device = DeviceId::parse("phone").unwrap();
+        let batch = BufferEntry::Fixes(BufferedBatch {
+            tenant_id: tenant.clone(),
+            session_id: session,
+            device_id: device.clone(),
+            batch_id: BatchId::parse("b").unwrap(),
+            received_at: Utc::now(),
+            fixes: Vec::new(),
+        });
+        assert_eq!(batch.session_id(), session);
+        let event = BufferEntry::SessionEvent(SessionEvent {
+            schema_version: crate::record::SCHEMA_VERSION,
+            event_id: uuid::Uuid::new_v4(),
+            kind: crate::record::SessionEventKind::Started,
+            tenant_id: tenant,
+            session_id: session,
+            device_id: device,
+            at: Utc::now(),
+            reason: None,
+        });
+        assert_eq!(event.session_id(), session);
+    }
 }

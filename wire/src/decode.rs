@@ -381,6 +381,61 @@ mod tests {
         assert!(parse_rfc3339("yesterday").is_none());
     }
 
+    #[test]
+    fn every_optional_field_is_decoded() {
+        let f = slot(
+            r#"{"lat":1,"lon":2,"recorded_at":"2026-01-01T00:00:00Z","accuracy":3,"altitude":-4.5,"speed":5,"heading":6,"battery":7,"unknown":8}"#,
+        )
+        .0
+        .unwrap();
+        assert_eq!(
+            (f.accuracy, f.altitude, f.speed, f.heading, f.battery),
+            (Some(3.0), Some(-4.5), Some(5.0), Some(6.0), Some(7.0))
+        );
+    }
+
+    #[test]
+    fn a_field_name_that_is_not_a_string_says_what_was_expected() {
+        let e = serde_json::from_str::<Key>("1").err().unwrap().to_string();
+        assert!(e.contains("a field name"), "{e}");
+    }
+
+    #[test]
+    fn the_fast_path_declines_every_other_shape() {
+        for text in [
+            "2026-11-23T10:15:00",  // no zone
+            "2026x11-23T10:15:00Z", // date separators
+            "2026-11x23T10:15:00Z",
+            "2026-11-23X10:15:00Z", // date-time separator
+            "2026-11-23T10x15:00Z", // time separators
+            "2026-11-23T10:15x00Z",
+            "2026-11-23T10:15:00Zjunk",   // trailing text after Z
+            "2026-11-23T10:15:00+01:00x", // trailing text after an offset
+            "2026-11-23T10:15:00+01x00",  // offset separator
+            "2026-11-23T10:15:00.Z",      // a dot without digits
+        ] {
+            assert_eq!(fast_rfc3339(text.as_bytes()), None, "{text}");
+        }
+        let t = |s: &str| fast_rfc3339(s.as_bytes()).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("2026-11-23 10:15:00Z").as_deref(),
+            Some("2026-11-23T10:15:00+00:00")
+        );
+        assert_eq!(
+            t("2026-11-23T10:15:00-02:30").as_deref(),
+            Some("2026-11-23T12:45:00+00:00")
+        );
+        // Nine fraction digits are kept, a tenth is dropped, not rounded or shifted.
+        assert_eq!(
+            t("2026-11-23T10:15:00.1234567899Z").as_deref(),
+            Some("2026-11-23T10:15:00.123456789+00:00")
+        );
+        assert_eq!(
+            t("2026-11-23T10:15:00.12345678Z").as_deref(),
+            Some("2026-11-23T10:15:00.123456780+00:00")
+        );
+    }
+
     proptest! {
         #[test]
         fn the_fast_path_agrees_with_chrono(
