@@ -186,6 +186,7 @@ mod tests {
             TenantId::parse("x".repeat(65)),
             Err(IdError::Length { .. })
         ));
+        assert!(TenantId::parse("x".repeat(64)).is_ok(), "64 is the longest");
     }
 
     #[test]
@@ -211,6 +212,7 @@ mod tests {
     fn a_batch_id_serializes_as_its_string_and_is_checked_when_read() {
         let id = BatchId::parse("b1").unwrap();
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"b1\"");
+        assert_eq!(id.to_string(), "b1");
         assert!(serde_json::from_str::<BatchId>("\"\"").is_err());
     }
 }
