@@ -55,6 +55,10 @@ pub enum Append {
     /// The session's stop event is already in the buffer: nothing stored, so that no
     /// batch lands after it.
     Closed(StopReason),
+    /// The buffer has no mark of the session's start event: nothing stored, so that no
+    /// batch lands before it. Publish the session's outbox rows, then append again with
+    /// `start_published`.
+    Unopened,
 }
 
 /// What the layout before per-session dedupe state kept under a batch's own key:
@@ -64,14 +68,17 @@ pub enum Append {
 const LEGACY_FINGERPRINT_TAG: &str = "fp:";
 
 /// KEYS: the shard stream, the session's dedupe state, the session's closed mark, the
-/// batch's legacy dedupe key. ARGV: the entry, the shard bound, the dedupe window in
-/// seconds, what to remember (see [`remember`]), the entry field, the batch id's tag.
-/// Returns {0, entry id} stored, {1, what was remembered} seen before (compared by
-/// [`remembered`]), {3, legacy value} seen before the upgrade, {2} full, {4, stop reason}
-/// closed. A retry of a stored batch gets its answer even after the stop; a new batch after
-/// the stop event does not get in. The state's lifetime restarts with every stored batch,
-/// so a batch is remembered for at least the window, and a session's state goes one window
-/// after its last batch.
+/// batch's legacy dedupe key, the session's open mark. ARGV: the entry, the shard bound,
+/// the dedupe window in seconds, what to remember (see [`remember`]), the entry field, the
+/// batch id's tag, `1` when the caller has just published the session's start (skip the
+/// open check and set the mark) else `0`. Returns {0, entry id} stored, {1, what was
+/// remembered} seen before (compared by [`remembered`]), {3, legacy value} seen before the
+/// upgrade, {2} full, {4, stop reason} closed, {5} no open mark. A retry of a stored batch
+/// gets its answer even after the stop; a new batch after the stop event does not get in,
+/// nor one before the start event (its publication failed and the relay has not retried
+/// yet). The state's and the open mark's lifetimes restart with every stored batch, so a
+/// batch is remembered for at least the window, a session's state goes one window after
+/// its last batch, and only a session idle for a window pays the publish again.
 const APPEND_BATCH: &str = r"
 local previous = redis.call('HGET', KEYS[2], ARGV[6])
 if previous then
@@ -85,21 +92,26 @@ local closed = redis.call('GET', KEYS[3])
 if closed then
   return {4, closed}
 end
+if ARGV[7] ~= '1' and redis.call('EXISTS', KEYS[5]) == 0 then
+  return {5, ''}
+end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return {2, ''}
 end
 local id = redis.call('XADD', KEYS[1], '*', ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[6], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[3])
 return {0, id}
 ";
 
-/// KEYS: the shard stream, the event's mark, the session's closed mark. ARGV: the entry
-/// field, the session event entry, the marks' lifetime in seconds, the stop reason (empty
-/// for a start). Returns 1 when it appended the event, 0 when the event's mark says it is
-/// already in (a publisher that crashed after the append publishes its outbox row again).
-/// A stop event and the closed mark go in together, so a batch appended after the event is
-/// refused by [`APPEND_BATCH`].
+/// KEYS: the shard stream, the event's mark, the session's closed mark, the session's open
+/// mark. ARGV: the entry field, the session event entry, the marks' lifetime in seconds,
+/// the stop reason (empty for a start). Returns 1 when it appended the event, 0 when the
+/// event's mark says it is already in (a publisher that crashed after the append publishes
+/// its outbox row again). A stop event and the closed mark go in together, so a batch
+/// appended after the event is refused by [`APPEND_BATCH`]; a start event and the open
+/// mark too, so a batch is refused until its session's start is in.
 const APPEND_EVENT: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
@@ -108,6 +120,8 @@ redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3])
+else
+  redis.call('SET', KEYS[4], '1', 'EX', ARGV[3])
 end
 return 1
 ";
@@ -257,6 +271,11 @@ impl Keys {
         format!("{}:{{s{shard}}}:closed:{session}", self.prefix)
     }
 
+    /// The mark that says a session's start event is buffered.
+    fn open(&self, shard: u32, session: SessionId) -> String {
+        format!("{}:{{s{shard}}}:open:{session}", self.prefix)
+    }
+
     /// The mark that says the session event `event_id` is buffered.
     fn event(&self, shard: u32, event_id: uuid::Uuid) -> String {
         format!("{}:{{s{shard}}}:event:{event_id}", self.prefix)
@@ -316,13 +335,16 @@ impl Buffer {
 
     /// Appends the accepted fixes of a batch unless its batch id was seen in the window.
     /// `answer` is what the client gets now, and what a retry with the same `fingerprint`
-    /// will get.
+    /// will get. Refused as [`Append::Unopened`] while the buffer has no mark of the
+    /// session's start, unless `start_published` (the caller published the session's
+    /// outbox rows just now: the start is in, or was before the mark existed).
     pub async fn append_batch(
         &self,
         entry: &BufferEntry,
         batch_id: &BatchId,
         fingerprint: &Fingerprint,
         answer: &BatchResponse,
+        start_published: bool,
     ) -> Result<Append, BufferError> {
         let session = entry.session_id();
         let shard = self.keys.shard_of(session);
@@ -332,12 +354,14 @@ impl Buffer {
             .key(self.keys.dedupe(shard, session))
             .key(self.keys.closed(shard, session))
             .key(self.keys.legacy_batch(shard, session, batch_id))
+            .key(self.keys.open(shard, session))
             .arg(serde_json::to_string(entry)?)
             .arg(self.max_entries)
             .arg(self.dedupe_window_secs.max(1))
             .arg(remember(fingerprint, answer)?)
             .arg(ENTRY_FIELD)
             .arg(&batch_tag(batch_id)[..])
+            .arg(if start_published { "1" } else { "0" })
             .invoke_async(&mut self.conn.clone())
             .await?;
         let previous = match code {
@@ -348,6 +372,7 @@ impl Buffer {
             }
             1 => remembered(&reply, fingerprint, batch_id)?,
             3 => remembered_legacy(&String::from_utf8_lossy(&reply), fingerprint)?,
+            5 => return Ok(Append::Unopened),
             4 => {
                 return Ok(Append::Closed(
                     StopReason::parse(&String::from_utf8_lossy(&reply))
@@ -366,7 +391,7 @@ impl Buffer {
     /// window); `true` when it appended it now. It ignores the bound: events are rare and
     /// small, and refusing one would leave PostgreSQL and Kafka telling different stories.
     /// A stop event also marks the session closed (for the dedupe window), so no batch is
-    /// buffered after it.
+    /// buffered after it; a start event marks it open, so batches may follow.
     pub async fn append_event(
         &self,
         event: &locus_wire::record::SessionEvent,
@@ -383,6 +408,7 @@ impl Buffer {
             .key(self.keys.stream(shard))
             .key(self.keys.event(shard, event.event_id))
             .key(self.keys.closed(shard, session))
+            .key(self.keys.open(shard, session))
             .arg(ENTRY_FIELD)
             .arg(serde_json::to_string(&entry)?)
             .arg(self.dedupe_window_secs.max(1))

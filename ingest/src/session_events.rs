@@ -8,6 +8,9 @@
 //!   after the commit ([`SessionEventPublisher::flush`]), and answers once Redis confirmed
 //!   them: one Redis round trip, as before the outbox, and a device that got its `201`
 //!   finds its `started` buffered before its first batch.
+//! - A batch whose session's start the buffer has no mark of (its flush failed and the
+//!   relay has not retried yet) publishes that session's rows itself before it is
+//!   appended ([`SessionEventPublisher::try_flush`]), so it never lands ahead of `started`.
 //! - The relay ([`Relay`], a task of every API process) publishes what is left: at once when
 //!   a flush failed (it is woken), and every scan interval for rows that a crash, a client
 //!   gone mid-request or another replica left behind. A failed attempt is retried with a
@@ -22,7 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use locus_session::{ClaimedEvents, Session, SessionError, SessionStore};
+use locus_session::{ClaimedEvents, SessionError, SessionStore};
 use locus_wire::SessionId;
 use locus_wire::record::SessionEventKind;
 use tokio::sync::Notify;
@@ -77,8 +80,14 @@ impl SessionEventPublisher {
     /// the caller's answer does not depend on Redis (PostgreSQL holds the change and its
     /// event). Waits for a relay that holds some of these rows to finish with them.
     pub async fn flush(&self, sessions: &[SessionId]) {
+        let _ = self.try_flush(sessions).await;
+    }
+
+    /// [`Self::flush`], saying whether every row of `sessions` is now in the buffer: for a
+    /// batch that must not be buffered before its session's start.
+    pub async fn try_flush(&self, sessions: &[SessionId]) -> Result<(), PublishError> {
         if sessions.is_empty() {
-            return;
+            return Ok(());
         }
         let attempt = async {
             let claim = self.store.claim_events_of(sessions).await?;
@@ -90,17 +99,11 @@ impl SessionEventPublisher {
             Ok(result) => result,
             Err(_) => Err(PublishError::Timeout),
         };
-        if let Err(e) = result {
-            events::SessionEventPublishFailed { error: &e }.emit();
+        if let Err(e) = &result {
+            events::SessionEventPublishFailed { error: e }.emit();
             self.wake.notify_one();
         }
-    }
-
-    /// Publishes the `kind` event of `session` that the caller's session change queued (with
-    /// any earlier one of that session still waiting): [`Self::flush`] for one session.
-    pub async fn publish(&self, kind: SessionEventKind, session: &Session) {
-        tracing::debug!(session = %session.id, ?kind, "Publishing a session event from the outbox.");
-        self.flush(&[session.id]).await;
+        result.map(|_| ())
     }
 
     /// Claims and publishes one relay batch of waiting rows; returns how many were

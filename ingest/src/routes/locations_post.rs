@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use locus_wire::api::{BatchResponse, Fix, FixLimits, LocationBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
-use locus_wire::record::SessionEventKind;
 use locus_wire::{BatchId, SessionId, fingerprint};
 
 use crate::access::visible_session;
@@ -83,10 +82,7 @@ pub async fn handler(
         Ok(s) => s,
         Err((e, expired_now)) => {
             if let Some(expired) = expired_now {
-                state
-                    .session_events
-                    .publish(SessionEventKind::Stopped, &expired)
-                    .await;
+                state.session_events.flush(&[expired.id]).await;
             }
             // A retry of a batch stored before the session stopped must hear that it was
             // stored, not that the session is closed.
@@ -122,11 +118,29 @@ pub async fn handler(
         received_at: now,
         fixes: accepted,
     });
-    match state
+    let mut appended = state
         .buffer
-        .append_batch(&entry, &batch_id, &fingerprint, &answer)
-        .await
-    {
+        .append_batch(&entry, &batch_id, &fingerprint, &answer, false)
+        .await;
+    if let Ok(Append::Unopened) = appended {
+        // The buffer has no mark of the session's start: its publication failed (Redis was
+        // away) and the relay has not retried yet, or the session began before the mark
+        // existed or sat idle past its lifetime. Publishing the session's outbox rows here
+        // puts the start ahead of this batch; the second append then sets the mark, so
+        // this costs one PostgreSQL query once per session, not per batch.
+        if state.session_events.try_flush(&[session.id]).await.is_err() {
+            return Err(ApiError::Unavailable {
+                code: ErrorCode::BufferUnavailable,
+                message: "the buffer could not take the session's start event, so the batch was not stored: retry the same batch later".into(),
+                retry_after_secs: 2,
+            });
+        }
+        appended = state
+            .buffer
+            .append_batch(&entry, &batch_id, &fingerprint, &answer, true)
+            .await;
+    }
+    match appended {
         Ok(Append::Stored { entry_id }) => {
             events::FixesAccepted { count: n }.emit();
             confirm(&state, durability, session.id, Some(&entry_id)).await?;
@@ -141,6 +155,10 @@ pub async fn handler(
         Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
         // The session stopped between its read above and this append.
         Ok(Append::Closed(reason)) => Err(ApiError::SessionStopped(reason)),
+        // The second append skips the check that answers this.
+        Ok(Append::Unopened) => Err(ApiError::Internal(
+            "the buffer refused a batch after its session's start was published".into(),
+        )),
         Err(e) => {
             match &e {
                 BufferError::Full(_) => events::AdmissionRefused {

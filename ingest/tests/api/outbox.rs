@@ -351,3 +351,86 @@ async fn two_replicas_publish_a_backlog_of_session_events_once_each_and_in_order
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_right_after_redis_returns_is_buffered_after_the_start_that_redis_missed() {
+    let mut redis = StoppableRedis::start(false).await;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    // The relay's scan is far off and its retries back off while Redis is away, so only the
+    // batch's own path can put the start ahead of it.
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.redis.url = url;
+        c.sessions.events_scan_ms = 60_000;
+    })
+    .await;
+    let device = kit::device_token("acme", "early-bird");
+    redis.down();
+    // PostgreSQL holds the session and its `started`: the device gets its 201.
+    let session = app.session_id(&device).await;
+    // Another replica's relay has claimed the start's row and not appended it yet (this
+    // process's relay skips it): held here by a transaction of the test's own.
+    let pool = sqlx::PgPool::connect(&scope.database_url).await.unwrap();
+    let mut relay = pool.begin().await.unwrap();
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM session_event_outbox WHERE session_id = $1::uuid FOR UPDATE",
+    )
+    .bind(&session)
+    .fetch_all(&mut *relay)
+    .await
+    .unwrap();
+    assert_eq!(held.len(), 1, "the start waits in the outbox");
+    redis.up().await;
+
+    // The client's reconnect may take a moment: a 503 there is retried with the same batch.
+    let post = {
+        let (client, url, device) = (
+            app.client.clone(),
+            app.url(&format!("/v1/sessions/{session}/locations")),
+            device.clone(),
+        );
+        tokio::spawn(async move {
+            kit::eventually(Duration::from_secs(20), || async {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&device)
+                    .json(&batch("first", 2))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status() == 202).then_some(())
+            })
+            .await
+            .is_some()
+        })
+    };
+    // The other relay goes on (it may have failed: the row is released either way). Not a
+    // timing assertion: the batch must come after the start however the two interleave.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.rollback().await.unwrap();
+    assert!(post.await.unwrap(), "the batch is taken once Redis is back");
+    assert_eq!(
+        timeline(&scope, &redis, &session).await,
+        ["started", "first"],
+        "the start is buffered before the batch, once each"
+    );
+    // The batch's path published the outbox row, so no later relay scan adds a second start.
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_event_outbox WHERE session_id = $1::uuid")
+            .bind(&session)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(waiting, 0, "the outbox row is published and gone");
+    assert_eq!(
+        app.post_fixes(&device, &session, &batch("second", 1))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        timeline(&scope, &redis, &session).await,
+        ["started", "first", "second"]
+    );
+    app.stop().await;
+}
