@@ -1,5 +1,8 @@
 //! `spawn_app`: the real application with its own database, Redis prefix and topics.
 
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use locus_ingest::config::Role;
@@ -255,4 +258,115 @@ pub async fn buffered_entries(scope: &Scope, shards: u32) -> Vec<Value> {
         }
     }
     out
+}
+
+/// A Redis server of the test's own on a fixed port, so it can be stopped and started
+/// again: empty, or with its data when `persistent` (AOF with fsync every second and
+/// noeviction, the flags of `./locus services`).
+pub struct StoppableRedis {
+    pub port: u16,
+    dir: Option<std::path::PathBuf>,
+    child: Option<std::process::Child>,
+}
+
+impl StoppableRedis {
+    /// Starts a server on a free port and waits until it answers.
+    pub async fn start(persistent: bool) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = persistent.then(|| {
+            let dir = std::env::temp_dir().join(kit::unique("locus-test-redis-"));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        });
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
+        redis.up().await;
+        redis
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub async fn up(&mut self) {
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.dir {
+            Some(dir) => command.args(persistent_args(dir)),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (./locus services installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        kit::eventually(Duration::from_secs(5), || {
+            let url = url.clone();
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await
+        .expect("the test's redis-server starts");
+    }
+
+    /// Stops the server with `signal` (`TERM`: a persistent server writes its AOF first;
+    /// `KILL`) and waits for it to exit.
+    pub fn stop(&mut self, signal: &str) {
+        let mut child = self.child.take().expect("the server is up");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+        child.wait().unwrap();
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn persistent_args(dir: &Path) -> Vec<String> {
+    [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--maxmemory-policy",
+        "noeviction",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl Drop for StoppableRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }

@@ -1,117 +1,17 @@
 //! When Redis cannot take a batch, the device hears 503 with Retry-After: never a 202 for
 //! data that was not stored.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use locus_ingest::config::Role;
 use locus_testkit as kit;
 use serde_json::Value;
 
-use crate::helpers::{Scope, batch, spawn_in};
-
-/// A throwaway Redis server of our own, so the test can take it down.
-struct PrivateRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    /// A fresh, empty server on `port` (a restart without persistence).
-    fn start_on(port: u16) -> Self {
-        Self::spawn(port, &["--appendonly", "no"])
-    }
-
-    /// A server on `port` persisting to `dir` as the local stack's does (AOF, fsync every
-    /// second, noeviction: the flags of `./locus services`); started again on the same
-    /// `dir`, it has what it had.
-    fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
-        Self::spawn(
-            port,
-            &[
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--maxmemory-policy",
-                "noeviction",
-                "--dir",
-                dir.to_str().unwrap(),
-            ],
-        )
-    }
-
-    fn spawn(port: u16, persistence: &[&str]) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(persistence)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (./locus services installs it)");
-        Self { port, child }
-    }
-
-    /// Stops the server with `signal` (`TERM` or `KILL`) and waits for it to exit.
-    fn stop(&mut self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
-        self.child.wait().unwrap();
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until the server answers.
-    async fn wait_up(&self) {
-        let url = self.url();
-        kit::eventually(Duration::from_secs(5), || {
-            let url = url.clone();
-            async move {
-                let client = redis::Client::open(url).ok()?;
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        })
-        .await
-        .expect("private redis-server starts");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{Scope, StoppableRedis, batch, spawn_in};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
-    let mut redis = PrivateRedis::start();
-    redis.wait_up().await;
+    let mut redis = StoppableRedis::start(false).await;
 
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = redis.url()).await;
@@ -124,8 +24,7 @@ async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
         202
     );
 
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.stop("KILL");
     let r = tokio::time::timeout(
         Duration::from_secs(20),
         app.post_fixes(&token, &id, &batch("during", 2)),
@@ -223,9 +122,7 @@ async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwards_again() {
-    let redis = PrivateRedis::start();
-    redis.wait_up().await;
-    let port = redis.port;
+    let mut redis = StoppableRedis::start(false).await;
     let scope = Scope::new().await;
     let url = redis.url();
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| c.redis.url = url).await;
@@ -243,9 +140,8 @@ async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwar
 
     // Redis restarts without persistence: the streams, their consumer group and the leases
     // are gone. The next XADD creates the stream again, without the group.
-    drop(redis);
-    let _redis = PrivateRedis::start_on(port);
-    _redis.wait_up().await;
+    redis.stop("KILL");
+    redis.up().await;
     let after_batch = batch("after", 3);
     let stored = kit::eventually(Duration::from_secs(20), || async {
         let status = app.post_fixes(&token, &id, &after_batch).await.status();
@@ -286,15 +182,7 @@ async fn post_batches(app: &crate::helpers::TestApp, device: &str, batches: usiz
 /// Restarts a persistent Redis with `signal` between the 202s and the forwarder's start,
 /// then checks that every accepted fix reaches Kafka.
 async fn a_redis_restart_loses_no_accepted_batch(signal: &str) {
-    let dir = std::env::temp_dir().join(kit::unique("locus-test-redis-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = PrivateRedis::start_persistent(port, &dir);
-    redis.wait_up().await;
+    let mut redis = StoppableRedis::start(true).await;
     let scope = Scope::new().await;
     let url = redis.url();
     // The API alone: nothing is forwarded before the restart, so everything must survive it.
@@ -305,11 +193,11 @@ async fn a_redis_restart_loses_no_accepted_batch(signal: &str) {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     redis.stop(signal);
-    let redis = PrivateRedis::start_persistent(port, &dir);
-    redis.wait_up().await;
+    redis.up().await;
 
     let forwarder = spawn_in(&scope, &[Role::Forwarder], |c| c.redis.url = url).await;
-    let records = kit::read_topic_to_end(&scope.locations_topic(), 100, Duration::from_secs(60)).await;
+    let records =
+        kit::read_topic_to_end(&scope.locations_topic(), 100, Duration::from_secs(60)).await;
     let on_kafka: std::collections::HashSet<&str> = records
         .iter()
         .map(|r| r.value["batch_id"].as_str().unwrap())
@@ -324,7 +212,6 @@ async fn a_redis_restart_loses_no_accepted_batch(signal: &str) {
     forwarder.stop().await;
     api.stop().await;
     drop(redis);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,6 @@
 //! they are written to PostgreSQL's outbox with the session change and reach the buffer
 //! once, in order, after the session's batches.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use locus_ingest::buffer::{Buffer, Keys};
@@ -16,115 +13,7 @@ use locus_wire::record::{SCHEMA_VERSION, SessionEvent, SessionEventKind};
 use locus_wire::{DeviceId, SessionId, TenantId};
 use serde_json::{Value, json};
 
-use crate::helpers::{Scope, TestApp, batch, buffered_entries, spawn_in};
-
-/// A Redis server of this test's own on a fixed port, so it can be stopped and started
-/// again (with its data when given a `dir`: AOF, as the local stack runs it).
-struct StoppableRedis {
-    port: u16,
-    dir: Option<std::path::PathBuf>,
-    child: Option<std::process::Child>,
-}
-
-impl StoppableRedis {
-    async fn start(persistent: bool) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = persistent.then(|| {
-            let dir = std::env::temp_dir().join(kit::unique("locus-test-redis-"));
-            std::fs::create_dir_all(&dir).unwrap();
-            dir
-        });
-        let mut redis = Self {
-            port,
-            dir,
-            child: None,
-        };
-        redis.up().await;
-        redis
-    }
-
-    /// Starts the server (again) and waits until it answers.
-    async fn up(&mut self) {
-        let mut command = Command::new("redis-server");
-        command.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]);
-        match &self.dir {
-            Some(dir) => command.args(persistent_args(dir)),
-            None => command.args(["--appendonly", "no"]),
-        };
-        let child = command
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (./locus services installs it)");
-        self.child = Some(child);
-        let url = self.url();
-        kit::eventually(Duration::from_secs(5), || {
-            let url = url.clone();
-            async move {
-                let client = redis::Client::open(url).ok()?;
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        })
-        .await
-        .expect("the test's redis-server starts");
-    }
-
-    /// SIGTERM (a persistent server writes its AOF first) and waits for the exit.
-    fn down(&mut self) {
-        let mut child = self.child.take().expect("the server is up");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM");
-        child.wait().unwrap();
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-fn persistent_args(dir: &Path) -> Vec<String> {
-    [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--maxmemory-policy",
-        "noeviction",
-        "--dir",
-        dir.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-impl Drop for StoppableRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
+use crate::helpers::{Scope, StoppableRedis, TestApp, batch, buffered_entries, spawn_in};
 
 /// The buffered entries of `session` on `redis`, in stream order, as short labels:
 /// `started`, `stopped:<reason>` or the batch id.
@@ -206,7 +95,7 @@ async fn a_stop_and_an_expiry_during_a_long_redis_outage_reach_the_buffer_once_a
         202
     );
 
-    redis.down();
+    redis.stop("TERM");
     // PostgreSQL holds the stop, so the device hears what it always heard.
     let r = app.stop_session(&stopper, &stopped).await;
     assert_eq!(r.status(), 200);
@@ -314,7 +203,7 @@ async fn two_replicas_publish_a_backlog_of_session_events_once_each_and_in_order
     let url = redis.url();
     let first = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url.clone()).await;
     let second = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url).await;
-    redis.down();
+    redis.stop("TERM");
     // Every start and stop happens while Redis is away, half on each replica.
     let mut sessions = Vec::new();
     for n in 0..6 {
@@ -365,7 +254,7 @@ async fn a_batch_right_after_redis_returns_is_buffered_after_the_start_that_redi
     })
     .await;
     let device = kit::device_token("acme", "early-bird");
-    redis.down();
+    redis.stop("TERM");
     // PostgreSQL holds the session and its `started`: the device gets its 201.
     let session = app.session_id(&device).await;
     // Another replica's relay has claimed the start's row and not appended it yet (this
