@@ -257,7 +257,12 @@ impl Forwarder {
         shutdown: &CancellationToken,
     ) -> Option<(ConnectionManager, ConnectionManager)> {
         loop {
+            // redis-rs's default reconnect backs off from 1 s to 60 s, six times, and every
+            // command waits on it: after an outage a shard would sit idle for minutes. One
+            // quick retry, then the command fails and this task's own loop takes over.
             let settings = ConnectionManagerConfig::new()
+                .set_factor(1)
+                .set_number_of_retries(1)
                 .set_response_timeout(self.response_timeout())
                 .set_connection_timeout(self.response_timeout());
             let both = async {

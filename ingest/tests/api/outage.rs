@@ -223,3 +223,57 @@ async fn a_redis_sigterm_restart_with_the_local_persistence_loses_no_accepted_ba
 async fn a_redis_sigkill_with_the_local_persistence_loses_nothing_older_than_a_second() {
     a_redis_restart_loses_no_accepted_batch("KILL").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarder_moves_again_soon_after_a_redis_outage_of_several_seconds() {
+    let mut redis = StoppableRedis::start(true).await;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| c.redis.url = url).await;
+    let token = kit::device_token("acme", "phone-outage");
+    let id = app.session_id(&token).await;
+    assert_eq!(
+        app.post_fixes(&token, &id, &batch("before", 2))
+            .await
+            .status(),
+        202
+    );
+    let topic = scope.locations_topic();
+    assert_eq!(
+        kit::read_topic(&topic, 2, Duration::from_secs(30))
+            .await
+            .len(),
+        2
+    );
+
+    // Longer than the first steps of a reconnect backoff (1, 2, 4 s...): a client that
+    // backs off towards a minute would leave the shard idle long after Redis is back.
+    redis.stop("TERM");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    redis.up().await;
+    let after_batch = batch("after", 3);
+    kit::eventually(Duration::from_secs(20), || async {
+        let status = app.post_fixes(&token, &id, &after_batch).await.status();
+        (status == 202).then_some(())
+    })
+    .await
+    .expect("ingest stores batches again once Redis is back");
+    let stored_at = std::time::Instant::now();
+    // A lease and a half is what a takeover may take; 20 s is far above it and far below
+    // the minute of a backed-off reconnect.
+    let records = kit::read_topic_until(&topic, Duration::from_secs(20), |r| {
+        r.iter().filter(|r| r.value["batch_id"] == "after").count() >= 3
+    })
+    .await;
+    let after = records
+        .iter()
+        .filter(|r| r.value["batch_id"] == "after")
+        .count();
+    assert_eq!(
+        after,
+        3,
+        "the batch accepted after the outage reached Kafka ({:.1} s after its 202)",
+        stored_at.elapsed().as_secs_f64()
+    );
+    app.stop().await;
+}
