@@ -176,7 +176,8 @@ impl Application {
         let fatal: Arc<std::sync::OnceLock<crate::forwarder::Fatal>> = Arc::default();
         if let Some(forwarder) = self.forwarder {
             tracing::info!(consumer = %self.config.forwarder.consumer, "Forwarder started.");
-            let (forwarder_stop, stop, fatal) = (forwarder_stop.clone(), stop.clone(), fatal.clone());
+            let (forwarder_stop, stop, fatal) =
+                (forwarder_stop.clone(), stop.clone(), fatal.clone());
             tracker.spawn(async move {
                 if let Err(e) = forwarder.run(forwarder_stop, grace).await {
                     let _ = fatal.set(e);

@@ -61,7 +61,8 @@ async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers()
     let stop = app.stop_session(&token, &id).await;
     assert_eq!(stop.status(), 200);
 
-    let records = kit::read_topic_to_end(&scope.locations_topic(), 120, Duration::from_secs(30)).await;
+    let records =
+        kit::read_topic_to_end(&scope.locations_topic(), 120, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 120, "every accepted fix is on Kafka");
     let order: Vec<(String, u64)> = records
         .iter()
@@ -139,7 +140,8 @@ async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
         "the buffer is drained on shutdown: {} entries left",
         left.len()
     );
-    let records = kit::read_topic_to_end(&scope.locations_topic(), 500, Duration::from_secs(30)).await;
+    let records =
+        kit::read_topic_to_end(&scope.locations_topic(), 500, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 500);
 }
 
@@ -301,7 +303,8 @@ async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
         }
     }
     let total = sessions.len() * 8 * 10;
-    let records = kit::read_topic_to_end(&scope.locations_topic(), total, Duration::from_secs(40)).await;
+    let records =
+        kit::read_topic_to_end(&scope.locations_topic(), total, Duration::from_secs(40)).await;
     assert_eq!(records.len(), total);
     for (_, id) in &sessions {
         let order: Vec<(String, u64)> = records
