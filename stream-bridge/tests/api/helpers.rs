@@ -270,6 +270,9 @@ pub struct TestBridge {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), BridgeError>>,
+    /// Stops the bridge when a failed assertion drops it: its polling thread runs on the
+    /// blocking pool, and the test's runtime waits for that pool forever when it ends.
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl TestBridge {
@@ -282,6 +285,7 @@ impl TestBridge {
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self {
             addr,
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             task,
         }
