@@ -79,6 +79,9 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
         .expect("bridge starts");
     let stop_bridge = CancellationToken::new();
     let bridge_task = tokio::spawn(bridge.run_until_stopped(stop_bridge.clone()));
+    // A failed assertion must stop the bridge too: its polling thread is on the blocking
+    // pool, which the test's runtime waits for when it ends.
+    let _stop_on_drop = stop_bridge.clone().drop_guard();
 
     let client = reqwest::Client::new();
     let token = kit::device_token("acme", "phone-e2e");
