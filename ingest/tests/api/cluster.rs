@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use locus_ingest::config::Role;
@@ -11,7 +10,7 @@ use locus_testkit as kit;
 use locus_testkit::broker::Stop;
 use locus_testkit::cluster::KafkaCluster;
 
-use crate::helpers::{Scope, batch, buffered_entries, spawn_in};
+use crate::helpers::{PacedLoad, Scope, buffered_entries, session_order, spawn_in};
 
 // Three JVMs take about a minute to form a quorum on this machine, so this long fault runs
 // with the others (docs/guarantees.md, "Long faults"), not in every `./locus test`.
@@ -41,28 +40,11 @@ async fn killing_the_partition_leader_of_a_three_broker_cluster_loses_and_reorde
     }
     const BATCHES: usize = 40;
     const FIXES: usize = 5;
-    let posted = Arc::new(AtomicUsize::new(0));
-    let load = tokio::spawn({
-        let app = Arc::clone(&app);
-        let sessions = sessions.clone();
-        let posted = Arc::clone(&posted);
-        async move {
-            for b in 0..BATCHES {
-                for (token, id) in &sessions {
-                    let r = app
-                        .post_fixes(token, id, &batch(&format!("b{b:02}"), FIXES))
-                        .await;
-                    // The buffer takes the load while the cluster elects a new leader.
-                    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-                }
-                posted.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    });
+    // The buffer takes the load while the cluster elects a new leader: every post is 202.
+    let load = PacedLoad::start(&app, &sessions, BATCHES, FIXES);
 
     kit::eventually(Duration::from_secs(60), || async {
-        (posted.load(Ordering::SeqCst) >= BATCHES / 3).then_some(())
+        (load.rounds_posted() >= BATCHES / 3).then_some(())
     })
     .await
     .expect("a third of the load is posted");
@@ -74,7 +56,7 @@ async fn killing_the_partition_leader_of_a_three_broker_cluster_loses_and_reorde
     .expect("partition 0 has a leader");
     // Work in flight at the kill: batches accepted and not all of them on Kafka yet.
     let waiting = buffered_entries(&scope, 4).await.len();
-    let sent = posted.load(Ordering::SeqCst);
+    let sent = load.rounds_posted();
     println!(
         "killing node {leader} (leader of {topic}/0): {waiting} entries buffered, {sent} of {BATCHES} rounds posted"
     );
@@ -82,7 +64,7 @@ async fn killing_the_partition_leader_of_a_three_broker_cluster_loses_and_reorde
     let killed_at = Instant::now();
     tokio::task::block_in_place(|| cluster.stop(leader, Stop::Kill));
 
-    load.await.unwrap();
+    load.task.await.unwrap();
     let total = sessions.len() * BATCHES * FIXES;
     let deadline = Duration::from_secs(120);
     let records = kit::read_topic_on(&bootstrap, &topic, deadline, |r| {
@@ -103,24 +85,11 @@ async fn killing_the_partition_leader_of_a_three_broker_cluster_loses_and_reorde
         tokio::task::block_in_place(|| cluster.leader_of(&topic, 0)).expect("a new leader");
     assert_ne!(new_leader, leader, "another node leads partition 0 now");
 
+    let expected = PacedLoad::expected(BATCHES, FIXES);
     for (_, id) in &sessions {
-        let mut seen = HashSet::new();
-        let order: Vec<(String, u64)> = records
-            .iter()
-            .filter(|r| r.key == *id)
-            .filter(|r| seen.insert(r.value["record_id"].as_str().unwrap().to_owned()))
-            .map(|r| {
-                (
-                    r.value["batch_id"].as_str().unwrap().to_owned(),
-                    r.value["batch_index"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        let expected: Vec<(String, u64)> = (0..BATCHES)
-            .flat_map(|b| (0..FIXES as u64).map(move |i| (format!("b{b:02}"), i)))
-            .collect();
         assert_eq!(
-            order, expected,
+            session_order(&records, id, true),
+            expected,
             "session {id}: every fix, in order, after dropping copies"
         );
     }

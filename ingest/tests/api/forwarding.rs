@@ -8,7 +8,7 @@ use locus_ingest::config::Role;
 use locus_testkit as kit;
 use serde_json::Value;
 
-use crate::helpers::{Scope, batch, spawn_app, spawn_in};
+use crate::helpers::{Scope, batch, session_order, spawn_app, spawn_in};
 
 #[tokio::test]
 async fn ingest_creates_its_topics_as_configured_and_starts_over_existing_smaller_ones() {
@@ -307,16 +307,7 @@ async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
         kit::read_topic_to_end(&scope.locations_topic(), total, Duration::from_secs(40)).await;
     assert_eq!(records.len(), total);
     for (_, id) in &sessions {
-        let order: Vec<(String, u64)> = records
-            .iter()
-            .filter(|r| r.key == *id)
-            .map(|r| {
-                (
-                    r.value["batch_id"].as_str().unwrap().to_owned(),
-                    r.value["batch_index"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let order = session_order(&records, id, false);
         let mut sorted = order.clone();
         sorted.sort();
         assert_eq!(order, sorted, "session {id} is in order");

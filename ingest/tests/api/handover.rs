@@ -1,13 +1,12 @@
 //! Shards change hands under load, and no session loses its order or a fix.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use locus_ingest::config::Role;
 use locus_testkit as kit;
 
-use crate::helpers::{Scope, batch, buffered_entries, spawn_in};
+use crate::helpers::{PacedLoad, Scope, buffered_entries, session_order, spawn_in};
 
 /// The owner named in each shard's lease (`None` for a free shard).
 async fn owners(scope: &Scope) -> Vec<Option<String>> {
@@ -54,30 +53,12 @@ async fn shards_handed_over_by_a_stopping_forwarder_under_load_keep_every_sessio
     }
     const BATCHES: usize = 60;
     const FIXES: usize = 5;
-    let posted = Arc::new(AtomicUsize::new(0));
-    let load = tokio::spawn({
-        let api = Arc::clone(&api);
-        let sessions = sessions.clone();
-        let posted = Arc::clone(&posted);
-        async move {
-            for b in 0..BATCHES {
-                for (token, id) in &sessions {
-                    let r = api
-                        .post_fixes(token, id, &batch(&format!("b{b:02}"), FIXES))
-                        .await;
-                    assert_eq!(r.status(), 202);
-                }
-                posted.fetch_add(1, Ordering::SeqCst);
-                // Paced, so that the load outlasts the handover.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    });
+    let load = PacedLoad::start(&api, &sessions, BATCHES, FIXES);
 
     // Hand over in the middle of the load, with entries waiting in the buffer, so that the
     // shards change owner while there is work on them.
     kit::eventually(Duration::from_secs(30), || async {
-        (posted.load(Ordering::SeqCst) >= BATCHES / 3).then_some(())
+        (load.rounds_posted() >= BATCHES / 3).then_some(())
     })
     .await
     .expect("a third of the load is posted");
@@ -90,11 +71,11 @@ async fn shards_handed_over_by_a_stopping_forwarder_under_load_keep_every_sessio
     println!("{waiting} entries in the buffer when `one` stops");
     one.stop().await;
     assert!(
-        posted.load(Ordering::SeqCst) < BATCHES,
+        load.rounds_posted() < BATCHES,
         "the load is still running after the handover began"
     );
 
-    load.await.unwrap();
+    load.task.await.unwrap();
     let owners = kit::eventually(Duration::from_secs(15), || async {
         let o = owners(&scope).await;
         o.iter().all(|o| o.as_deref() == Some("two")).then_some(o)
@@ -105,22 +86,14 @@ async fn shards_handed_over_by_a_stopping_forwarder_under_load_keep_every_sessio
     let total = sessions.len() * BATCHES * FIXES;
     let records =
         kit::read_topic_to_end(&scope.locations_topic(), total, Duration::from_secs(60)).await;
+    let expected = PacedLoad::expected(BATCHES, FIXES);
     for (_, id) in &sessions {
-        let order: Vec<(String, u64)> = records
-            .iter()
-            .filter(|r| r.key == *id)
-            .map(|r| {
-                (
-                    r.value["batch_id"].as_str().unwrap().to_owned(),
-                    r.value["batch_index"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        let expected: Vec<(String, u64)> = (0..BATCHES)
-            .flat_map(|b| (0..FIXES as u64).map(move |i| (format!("b{b:02}"), i)))
-            .collect();
         // A graceful handover acknowledges before it releases: not even a copy.
-        assert_eq!(order, expected, "session {id}: every fix once, in order");
+        assert_eq!(
+            session_order(&records, id, false),
+            expected,
+            "session {id}: every fix once, in order"
+        );
     }
     assert_eq!(records.len(), total);
     two.stop().await;

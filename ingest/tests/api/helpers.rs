@@ -370,3 +370,77 @@ impl Drop for StoppableRedis {
         }
     }
 }
+
+/// A load that outlasts a fault: `rounds` rounds, 50 ms apart, of one `fixes`-fix batch
+/// (`b00`, `b01`, ...) to every session, each answered `202`. `posted` counts the rounds
+/// done, so a test can inject its fault while the load still runs.
+pub struct PacedLoad {
+    /// Rounds fully posted so far.
+    pub posted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The posting task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl PacedLoad {
+    /// Starts posting to `sessions` (`(token, session id)`) through `app`.
+    pub fn start(
+        app: &std::sync::Arc<TestApp>,
+        sessions: &[(String, String)],
+        rounds: usize,
+        fixes: usize,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let posted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let app = std::sync::Arc::clone(app);
+            let sessions = sessions.to_vec();
+            let posted = std::sync::Arc::clone(&posted);
+            async move {
+                for b in 0..rounds {
+                    for (token, id) in &sessions {
+                        let r = app
+                            .post_fixes(token, id, &batch(&format!("b{b:02}"), fixes))
+                            .await;
+                        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+                    }
+                    posted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        Self { posted, task }
+    }
+
+    /// Rounds fully posted so far.
+    pub fn rounds_posted(&self) -> usize {
+        self.posted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What one session of this load holds once every batch arrived once, in order.
+    pub fn expected(rounds: usize, fixes: usize) -> Vec<(String, u64)> {
+        (0..rounds)
+            .flat_map(|b| (0..fixes as u64).map(move |i| (format!("b{b:02}"), i)))
+            .collect()
+    }
+}
+
+/// `(batch_id, batch_index)` of `session`'s records in the order read; with `drop_copies`,
+/// each `record_id` only the first time, as a consumer that drops copies sees them.
+pub fn session_order(
+    records: &[kit::KafkaRecord],
+    session: &str,
+    drop_copies: bool,
+) -> Vec<(String, u64)> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .iter()
+        .filter(|r| r.key == session)
+        .filter(|r| !drop_copies || seen.insert(r.value["record_id"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r.value["batch_id"].as_str().unwrap().to_owned(),
+                r.value["batch_index"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
