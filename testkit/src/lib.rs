@@ -125,16 +125,21 @@ pub fn consumer_config(group: &str) -> ClientConfig {
     c
 }
 
+/// A client of the local stack's broker for metadata and watermark requests.
+fn metadata_client() -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("create a Kafka client")
+}
+
 /// The replica count of each partition of `topic`, in partition order, as the broker
 /// describes it; `None` if the topic does not exist.
 pub async fn topic_replicas(topic: &str) -> Option<Vec<usize>> {
     let topic = topic.to_owned();
     // A metadata request blocks; keep it off the test's async threads.
     tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_brokers())
-            .create()
-            .expect("create a Kafka client");
+        let client = metadata_client();
         let metadata = client
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("Kafka metadata for {topic} failed: {e}"));
@@ -251,10 +256,7 @@ pub async fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
     let topic = topic.to_owned();
     // Metadata and watermark requests block; keep them off the test's async threads.
     tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_brokers())
-            .create()
-            .expect("create a Kafka client");
+        let client = metadata_client();
         let metadata = client
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("Kafka metadata for {topic} failed: {e}"));

@@ -237,7 +237,14 @@ pub fn batch(batch_id: &str, n: usize) -> Value {
 
 /// All entries of every shard stream of `scope`, decoded.
 pub async fn buffered_entries(scope: &Scope, shards: u32) -> Vec<Value> {
-    let mut conn = kit::require_redis().await;
+    kit::require_redis().await;
+    buffered_entries_on(&kit::redis_url(), scope, shards).await
+}
+
+/// [`buffered_entries`] on the Redis at `url` (a test's own server).
+pub async fn buffered_entries_on(url: &str, scope: &Scope, shards: u32) -> Vec<Value> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, shards);
     let mut out = Vec::new();
     for shard in 0..shards {

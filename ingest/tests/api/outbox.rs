@@ -13,7 +13,9 @@ use locus_wire::record::{SCHEMA_VERSION, SessionEvent, SessionEventKind};
 use locus_wire::{DeviceId, SessionId, TenantId};
 use serde_json::{Value, json};
 
-use crate::helpers::{Scope, StoppableRedis, TestApp, batch, buffered_entries, spawn_in};
+use crate::helpers::{
+    Scope, StoppableRedis, TestApp, batch, buffered_entries, buffered_entries_on, spawn_in,
+};
 
 /// The buffered entries of `session` on `redis`, in stream order, as short labels:
 /// `started`, `stopped:<reason>` or the batch id.
@@ -32,29 +34,9 @@ async fn timeline(scope: &Scope, redis: &StoppableRedis, session: &str) -> Vec<S
         .collect()
 }
 
-/// Every buffered entry of `scope` on the Redis at `url` (the helper reads the shared one).
+/// Every buffered entry of `scope` on the Redis at `url`.
 async fn entries_on(scope: &Scope, url: &str) -> Vec<Value> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys = Keys::new(&scope.redis_prefix, 4);
-    let mut out = Vec::new();
-    for shard in 0..keys.shards() {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(keys.stream(shard))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for id in reply.ids {
-            let raw: String = id.get(locus_wire::buffer::ENTRY_FIELD).unwrap();
-            let entry: Value = serde_json::from_str(&raw).unwrap();
-            let mut flat = entry["data"].clone();
-            flat["type"] = entry["type"].clone();
-            out.push(flat);
-        }
-    }
-    out
+    buffered_entries_on(url, scope, 4).await
 }
 
 async fn start_short_session(app: &TestApp, token: &str, secs: u64) -> String {
