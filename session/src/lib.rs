@@ -1,16 +1,16 @@
 //! PostgreSQL metadata of Locus: tenants, devices, tracking sessions and the outbox of
 //! their events.
 //!
-//! Every function takes the caller's tenant and filters on it, so a session id from
-//! another tenant is indistinguishable from one that does not exist.
+//! Every function takes the caller's tenant and runs in a transaction scoped to it (see
+//! [`scope`]): a session id from another tenant is indistinguishable from one that does not
+//! exist, and row-level security holds that wall even where a query's filter would not.
 
+mod bootstrap;
 mod outbox;
+pub mod scope;
 mod store;
 
+pub use bootstrap::{BootstrapError, bootstrap, check_service_role, migrate};
 pub use outbox::{ClaimedEvents, OutboxBacklog, QueuedEvent};
+pub use scope::{Scope, begin};
 pub use store::{Session, SessionError, SessionProgress, SessionStore, StartOutcome};
-
-/// Runs the embedded migrations (`session/migrations`) against `pool`.
-pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
-}

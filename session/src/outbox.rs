@@ -18,6 +18,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::scope::{Scope, begin};
 use crate::{SessionError, SessionStore};
 
 /// A session event waiting in the outbox.
@@ -100,7 +101,8 @@ impl SessionStore {
     /// only if no earlier row of its session is left (held elsewhere or not): so a later
     /// event of a session never overtakes an earlier one. Never waits for other claims.
     pub async fn claim_events(&self, limit: i64) -> Result<ClaimedEvents, SessionError> {
-        let mut tx = self.pool().begin().await?;
+        // Publishing spans tenants (ingest wrote every row itself): system scope.
+        let mut tx = begin(self.pool(), Scope::System).await?;
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM session_event_outbox o \
              WHERE NOT EXISTS (SELECT 1 FROM session_event_outbox e \
@@ -123,7 +125,8 @@ impl SessionStore {
         sessions: &[SessionId],
     ) -> Result<ClaimedEvents, SessionError> {
         let ids: Vec<Uuid> = sessions.iter().map(|s| s.0).collect();
-        let mut tx = self.pool().begin().await?;
+        // Publishing spans tenants (ingest wrote every row itself): system scope.
+        let mut tx = begin(self.pool(), Scope::System).await?;
         // Rows are locked in id order, as every claim takes them, so two claims on the same
         // sessions cannot deadlock.
         let rows = sqlx::query(&format!(
@@ -144,7 +147,7 @@ impl SessionStore {
                     COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age \
              FROM session_event_outbox",
         )
-        .fetch_one(self.pool())
+        .fetch_one(&mut *begin(self.pool(), Scope::System).await?)
         .await?;
         Ok(OutboxBacklog {
             rows: row.try_get("n")?,

@@ -8,6 +8,8 @@ use locus_wire::api::{Position, SessionStatus, SessionView, StopReason};
 use locus_wire::record::SessionEventKind;
 use locus_wire::{DeviceId, SessionId, TenantId};
 use sqlx::PgPool;
+
+use crate::scope::{Scope, begin};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
@@ -24,6 +26,12 @@ pub enum SessionError {
     /// The device already has an active session.
     #[error("device already has an active session {0}")]
     AlreadyActive(SessionId),
+    /// The device is not in the tenant's registry (`POST /v1/devices` adds it).
+    #[error("device is not registered")]
+    DeviceNotRegistered,
+    /// The device was revoked and takes no new sessions.
+    #[error("device is revoked")]
+    DeviceRevoked,
     /// PostgreSQL failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -168,27 +176,27 @@ impl SessionStore {
         &self.pool
     }
 
-    /// Starts a session for `device`, creating the tenant and device rows on first sight
-    /// (tokens are signed by the operator, so a valid token vouches for both).
+    /// Starts a session for `device`, which must be registered and not revoked.
     pub async fn start(
         &self,
         tenant: &TenantId,
         device: &DeviceId,
         max_duration: Duration,
     ) -> Result<StartOutcome, SessionError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO devices (tenant_id, id) VALUES ($1, $2) \
-             ON CONFLICT (tenant_id, id) DO UPDATE SET last_seen_at = now()",
+        let mut tx = begin(&self.pool, Scope::Tenant(tenant)).await?;
+        let revoked: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "UPDATE devices SET last_seen_at = now() WHERE tenant_id = $1 AND id = $2 \
+             RETURNING revoked_at",
         )
         .bind(tenant.as_str())
         .bind(device.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        match revoked {
+            None => return Err(SessionError::DeviceNotRegistered),
+            Some(Some(_)) => return Err(SessionError::DeviceRevoked),
+            Some(None) => {}
+        }
         // An active session past its expiry that the sweeper has not reached yet must not
         // block a new one.
         let expired: Option<Session> = sqlx::query_as(&with_event(
@@ -238,7 +246,7 @@ impl SessionStore {
                 )
                 .bind(tenant.as_str())
                 .bind(device.as_str())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *begin(&self.pool, Scope::Tenant(tenant)).await?)
                 .await?;
                 return Err(SessionError::AlreadyActive(SessionId(id)));
             }
@@ -255,7 +263,7 @@ impl SessionStore {
         ))
         .bind(id.0)
         .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *begin(&self.pool, Scope::Tenant(tenant)).await?)
         .await?
         .ok_or(SessionError::NotFound)
     }
@@ -274,7 +282,7 @@ impl SessionStore {
         .bind(tenant.as_str())
         .bind(device.map(DeviceId::as_str))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *begin(&self.pool, Scope::Tenant(tenant)).await?)
         .await?)
     }
 
@@ -285,6 +293,7 @@ impl SessionStore {
         id: SessionId,
         reason: StopReason,
     ) -> Result<Session, SessionError> {
+        let mut tx = begin(&self.pool, Scope::Tenant(tenant)).await?;
         let stopped: Option<Session> = sqlx::query_as(&with_event(
             &format!(
                 "UPDATE sessions SET status = 'stopped', stop_reason = $3, \
@@ -296,8 +305,9 @@ impl SessionStore {
         .bind(id.0)
         .bind(tenant.as_str())
         .bind(reason.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         match stopped {
             Some(s) => Ok(s),
             None => {
@@ -336,7 +346,9 @@ impl SessionStore {
     /// stop events are queued in the outbox by the same statement, so a crash right after
     /// it loses none of them.
     pub async fn expire_due(&self, limit: i64) -> Result<Vec<Session>, SessionError> {
-        Ok(sqlx::query_as(&with_event(
+        // Every tenant's sessions expire: an explicit system-scope transaction.
+        let mut tx = begin(&self.pool, Scope::System).await?;
+        let expired = sqlx::query_as(&with_event(
             &format!(
                 "UPDATE sessions SET status = 'stopped', stop_reason = 'expired', stopped_at = expires_at \
                  WHERE id IN (SELECT id FROM sessions WHERE status = 'active' AND expires_at <= now() \
@@ -346,8 +358,10 @@ impl SessionStore {
             SessionEventKind::Stopped,
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(expired)
     }
 
     /// Adds forwarded fixes to their sessions' counts in one statement.
@@ -360,6 +374,9 @@ impl SessionStore {
         let times: Vec<DateTime<Utc>> = progress.iter().map(|p| p.last_fix_at).collect();
         let lats: Vec<f64> = progress.iter().map(|p| p.last_position.lat).collect();
         let lons: Vec<f64> = progress.iter().map(|p| p.last_position.lon).collect();
+        // The forwarder's batches mix tenants: a system-scope transaction (the session ids
+        // come from records ingest itself wrote).
+        let mut tx = begin(&self.pool, Scope::System).await?;
         // A batch delivered late (reclaimed after a crash) must not move the last position
         // backwards in time, hence the comparison on last_fix_at.
         sqlx::query(
@@ -376,8 +393,9 @@ impl SessionStore {
         .bind(&times)
         .bind(&lats)
         .bind(&lons)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -6,12 +6,15 @@ use locus_wire::api::{Position, SessionStatus, StopReason};
 use locus_wire::record::SessionEventKind;
 use locus_wire::{DeviceId, TenantId};
 
+/// A store on a fresh database (as the service role), with devices p1 to p8 of acme.
 async fn store() -> SessionStore {
-    let url = locus_testkit::fresh_database().await;
-    let pool = sqlx::PgPool::connect(&url)
+    let db = locus_testkit::test_database().await;
+    for n in 1..=8 {
+        locus_testkit::register_device(&db.owner_url, "acme", &format!("p{n}")).await;
+    }
+    let pool = sqlx::PgPool::connect(&db.url)
         .await
         .expect("connect to the test database");
-    locus_session::migrate(&pool).await.expect("migrations run");
     SessionStore::new(pool)
 }
 
@@ -111,10 +114,14 @@ async fn a_session_of_one_tenant_is_not_found_from_another() {
     ));
 }
 
-/// The outbox rows of `store` as (session, kind), oldest first.
+/// The outbox rows of `store` as (session, kind), oldest first (every tenant's: the
+/// system scope).
 async fn outbox(store: &SessionStore) -> Vec<(uuid::Uuid, String)> {
+    let mut tx = locus_session::begin(store.pool(), locus_session::Scope::System)
+        .await
+        .unwrap();
     sqlx::query_as("SELECT session_id, kind FROM session_event_outbox ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(&mut *tx)
         .await
         .unwrap()
 }

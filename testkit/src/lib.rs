@@ -36,11 +36,26 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", Uuid::new_v4().simple())
 }
 
-/// Creates a fresh, empty PostgreSQL database for one test and returns its URL.
+/// A throwaway database of one test.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    /// URL of the service role (`locus_app`): what the services under test connect with.
+    pub url: String,
+    /// URL of the owner (the admin role): for set-up and checks that must see every row.
+    pub owner_url: String,
+}
+
+/// Creates a fresh database for one test, with the service roles and every migration
+/// applied (as `locus-ingest migrate` does), and returns the service role's URL.
 ///
 /// The admin connection comes from `LOCUS_TEST_DATABASE_ADMIN_URL`
 /// (default `postgres://postgres@127.0.0.1:5432/postgres`).
 pub async fn fresh_database() -> String {
+    test_database().await.url
+}
+
+/// Like [`fresh_database`], with the owner's URL too.
+pub async fn test_database() -> TestDatabase {
     let admin = env_or(
         "LOCUS_TEST_DATABASE_ADMIN_URL",
         "postgres://postgres@127.0.0.1:5432/postgres",
@@ -55,7 +70,46 @@ pub async fn fresh_database() -> String {
         .await
         .expect("create test database");
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
+    let owner_url = format!("{base}/{name}");
+    let owner = sqlx::PgPool::connect(&owner_url)
+        .await
+        .expect("connect to the test database as its owner");
+    locus_session::bootstrap(&owner)
+        .await
+        .expect("the service roles and migrations apply");
+    owner.close().await;
+    // The same server, as the service role (loopback is trusted locally; a password, if
+    // the server asks for one, comes from LOCUS_TEST_APP_PASSWORD).
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let password = std::env::var("LOCUS_TEST_APP_PASSWORD")
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    let url = format!(
+        "{scheme}://{}{password}@{host}/{name}",
+        locus_session::scope::APP_ROLE
+    );
+    TestDatabase { url, owner_url }
+}
+
+/// Registers `device` of `tenant` (and the tenant) directly in the database at
+/// `owner_url`, as an operator's set-up would: for tests whose subject is not onboarding.
+pub async fn register_device(owner_url: &str, tenant: &str, device: &str) {
+    let pool = sqlx::PgPool::connect(owner_url)
+        .await
+        .expect("connect to the test database as its owner");
+    sqlx::query("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .execute(&pool)
+        .await
+        .expect("insert the tenant");
+    sqlx::query("INSERT INTO devices (tenant_id, id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .bind(device)
+        .execute(&pool)
+        .await
+        .expect("insert the device");
+    pool.close().await;
 }
 
 /// Panics unless Redis answers PING.
