@@ -16,10 +16,64 @@ use crate::routes::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Runs the platform: creates tenants and partners. Belongs to no tenant.
+    PlatformAdmin,
+    /// A tenant administrator: the tenant's devices, sinks and grants; reads and stops any
+    /// session of the tenant.
+    TenantAdmin,
     /// A device: starts its own sessions and posts fixes to them.
     Device,
-    /// A tenant administrator: reads and stops any session of the tenant.
-    TenantAdmin,
+    /// A partner: reads the sessions of the tenants that granted it, nothing else.
+    Partner,
+}
+
+impl Role {
+    /// The role's name in tokens, the OpenAPI document and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PlatformAdmin => "platform_admin",
+            Self::TenantAdmin => "tenant_admin",
+            Self::Device => "device",
+            Self::Partner => "partner",
+        }
+    }
+}
+
+/// Whoever a verified token stands for, whatever the role. Admin routes take this; the
+/// device and session routes take [`Caller`].
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The role.
+    pub role: Role,
+    /// The token's subject: a device id, an admin user, or a partner id.
+    pub subject: String,
+    /// The tenant, for tenant admins and devices.
+    pub tenant: Option<TenantId>,
+}
+
+impl Identity {
+    /// Refuses (403) an identity whose role is not one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::Forbidden(format!(
+            "this route takes the role(s) {}; the token's role is {}",
+            names.join(", "),
+            self.role.as_str()
+        )))
+    }
+
+    /// The identity's tenant; 403 for roles that have none.
+    pub fn tenant(&self) -> Result<&TenantId, ApiError> {
+        self.tenant.as_ref().ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "this route acts on one tenant, and a {} token names none",
+                self.role.as_str()
+            ))
+        })
+    }
 }
 
 /// Claims Locus reads from a token.
@@ -31,8 +85,9 @@ pub struct Claims {
     pub aud: String,
     /// Subject: the device id for devices, the user for admins.
     pub sub: String,
-    /// Tenant the subject belongs to.
-    pub tenant: String,
+    /// Tenant the subject belongs to (none for platform admins and partners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Role of the subject.
     pub role: Role,
     /// Issued at (unix seconds).
@@ -93,7 +148,7 @@ impl Authenticator {
     }
 
     /// The caller a bearer token stands for.
-    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
@@ -107,16 +162,19 @@ impl Authenticator {
                     _ => format!("the token is not valid ({e})"),
                 })
             })?;
-        let tenant = TenantId::parse(data.claims.tenant).map_err(|e| {
-            ApiError::Unauthorized(format!("the token's tenant claim is invalid: {e}"))
-        })?;
-        let subject = DeviceId::parse(data.claims.sub).map_err(|e| {
-            ApiError::Unauthorized(format!("the token's sub claim is invalid: {e}"))
-        })?;
-        Ok(Caller {
-            tenant,
-            subject,
+        let tenant = data
+            .claims
+            .tenant
+            .map(|t| {
+                TenantId::parse(t).map_err(|e| {
+                    ApiError::Unauthorized(format!("the token's tenant claim is invalid: {e}"))
+                })
+            })
+            .transpose()?;
+        Ok(Identity {
             role: data.claims.role,
+            subject: data.claims.sub,
+            tenant,
         })
     }
 }
@@ -136,7 +194,7 @@ pub fn mint(
         iss: issuer.to_owned(),
         aud: audience.to_owned(),
         sub: subject.to_string(),
-        tenant: tenant.to_string(),
+        tenant: Some(tenant.to_string()),
         role,
         iat: now,
         exp: now + ttl_secs,
@@ -148,24 +206,54 @@ pub fn mint(
     )
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// The bearer token of a request, or why there is none.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("the request has no Authorization header".into()))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
+        })
+}
+
+impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("the request has no Authorization header".into())
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
-            })?;
-        state.auth.verify(token.trim())
+        state.auth.verify(bearer(parts)?)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// A device or a tenant admin: the roles that act inside one tenant.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let identity = Identity::from_request_parts(parts, state).await?;
+        identity.require(&[Role::Device, Role::TenantAdmin])?;
+        let tenant = identity.tenant()?.clone();
+        let subject = match identity.role {
+            Role::Device => DeviceId::parse(identity.subject).map_err(|e| {
+                ApiError::Unauthorized(format!("the token's sub claim is invalid: {e}"))
+            })?,
+            // Admins' subjects (e-mail addresses, say) are no device ids and are never
+            // compared with one.
+            _ => DeviceId::parse("-").expect("a valid id"),
+        };
+        Ok(Caller {
+            tenant,
+            subject,
+            role: identity.role,
+        })
     }
 }
 

@@ -88,12 +88,14 @@ pub struct Config {
 /// PostgreSQL settings.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
-    /// PostgreSQL URL of the session metadata.
+    /// PostgreSQL URL of the session metadata, as the service role `locus_app` (created by
+    /// `locus-ingest migrate`). A superuser, a BYPASSRLS role or the tables' owner is
+    /// refused at start: row-level security would not hold.
     #[arg(
         id = "database_url",
         long = "database-url",
         env = "LOCUS_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/locus"
+        default_value = "postgres://locus_app@127.0.0.1:5432/locus"
     )]
     pub url: String,
 
@@ -105,10 +107,6 @@ pub struct DatabaseSettings {
         default_value_t = 16
     )]
     pub max_connections: u32,
-
-    /// Run the embedded migrations at start.
-    #[arg(id = "database_migrate", long = "database-migrate", env = "LOCUS_DATABASE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub migrate: bool,
 }
 
 /// Redis buffer settings.
@@ -224,19 +222,28 @@ pub struct ProducerSettings {
     pub compression: String,
 }
 
-/// Device and admin token verification.
+/// Token verification and issuance: which tokens are accepted, and the device tokens
+/// Locus signs itself.
 #[derive(Debug, Clone, Args)]
 pub struct JwtSettings {
-    /// HS256 secret that device and admin tokens are signed with.
+    /// Development mode: accept HS256 tokens signed with a weak or published secret
+    /// (`LOCUS_JWT_SECRET`), and sign device tokens with a key generated at start when no
+    /// key file is given. Never in production.
+    #[arg(id = "dev_mode", long = "dev-mode", env = "LOCUS_DEV_MODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dev_mode: bool,
+
+    /// HS256 secret of locally minted tokens (`locus-ingest token`); for development.
+    /// Unset: HS256 tokens are refused. Under 32 bytes or a published default: refused at
+    /// start unless `LOCUS_DEV_MODE=true`.
     #[arg(
         id = "jwt_secret",
         long = "jwt-secret",
         env = "LOCUS_JWT_SECRET",
         hide_env_values = true
     )]
-    pub secret: SecretString,
+    pub secret: Option<SecretString>,
 
-    /// Required `iss` claim.
+    /// `iss` of the tokens Locus signs (device tokens) and of HS256 development tokens.
     #[arg(
         id = "jwt_issuer",
         long = "jwt-issuer",
@@ -245,7 +252,7 @@ pub struct JwtSettings {
     )]
     pub issuer: String,
 
-    /// Required `aud` claim.
+    /// The audience every accepted token must name in `aud`.
     #[arg(
         id = "jwt_audience",
         long = "jwt-audience",
@@ -253,6 +260,150 @@ pub struct JwtSettings {
         default_value = "locus"
     )]
     pub audience: String,
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    #[arg(
+        id = "jwt_leeway_secs",
+        long = "jwt-leeway-secs",
+        env = "LOCUS_JWT_LEEWAY_SECS",
+        default_value_t = 30
+    )]
+    pub leeway_secs: u64,
+
+    /// Longest lifetime of an accepted token (`exp` - `iat`, or `exp` - now), in seconds.
+    #[arg(
+        id = "jwt_max_lifetime_secs",
+        long = "jwt-max-lifetime-secs",
+        env = "LOCUS_JWT_MAX_LIFETIME_SECS",
+        default_value_t = 86_400
+    )]
+    pub max_lifetime_secs: u64,
+
+    /// Largest accepted token, in bytes.
+    #[arg(
+        id = "jwt_max_bytes",
+        long = "jwt-max-bytes",
+        env = "LOCUS_JWT_MAX_BYTES",
+        default_value_t = 8192
+    )]
+    pub max_bytes: usize,
+
+    /// PKCS#8 PEM file of the ES256 key Locus signs device tokens with (`locus-ingest
+    /// keygen` writes one). Every replica needs the same key. Unset: refused at start,
+    /// unless in development mode (then a key is generated, good for one replica).
+    #[arg(
+        id = "token_signing_key_file",
+        long = "token-signing-key-file",
+        env = "LOCUS_TOKEN_SIGNING_KEY_FILE"
+    )]
+    pub signing_key_file: Option<std::path::PathBuf>,
+
+    /// PEM files of earlier signing keys (comma-separated): their tokens are still accepted
+    /// and they stay in the JWKS, so a key can be rotated without logging devices out.
+    #[arg(
+        id = "token_previous_key_files",
+        long = "token-previous-key-files",
+        env = "LOCUS_TOKEN_PREVIOUS_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub previous_key_files: Vec<std::path::PathBuf>,
+
+    /// Lifetime of the device tokens `POST /v1/auth/token` issues, in seconds.
+    #[arg(
+        id = "device_token_ttl_secs",
+        long = "device-token-ttl-secs",
+        env = "LOCUS_DEVICE_TOKEN_TTL_SECS",
+        default_value_t = 900
+    )]
+    pub device_token_ttl_secs: u64,
+
+    /// How often each replica reloads revoked devices and credentials from PostgreSQL: a
+    /// revoked device's tokens stop working within this time.
+    #[arg(
+        id = "revocation_refresh_ms",
+        long = "revocation-refresh-ms",
+        env = "LOCUS_REVOCATION_REFRESH_MS",
+        default_value_t = 2000
+    )]
+    pub revocation_refresh_ms: u64,
+
+    /// An external OpenID Connect provider (Cognito, Keycloak, Auth0...).
+    #[command(flatten)]
+    pub oidc: OidcSettings,
+}
+
+/// An external identity provider whose tokens are accepted, verified with its JWKS.
+#[derive(Debug, Clone, Args)]
+pub struct OidcSettings {
+    /// The provider's `iss` (for example `https://cognito-idp.eu-west-1.amazonaws.com/<pool>`).
+    /// Unset: no external provider.
+    #[arg(id = "oidc_issuer", long = "oidc-issuer", env = "LOCUS_OIDC_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// URL of the provider's JWKS (its `jwks_uri`).
+    #[arg(id = "oidc_jwks_url", long = "oidc-jwks-url", env = "LOCUS_OIDC_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Audience the provider's tokens must carry, when it is not `LOCUS_JWT_AUDIENCE`
+    /// (Cognito access tokens carry `client_id` instead: set the app client id here).
+    #[arg(id = "oidc_audience", long = "oidc-audience", env = "LOCUS_OIDC_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// Claim that holds the tenant id (a dotted path: `custom:tenant`, `app_metadata.tenant`).
+    #[arg(
+        id = "oidc_tenant_claim",
+        long = "oidc-tenant-claim",
+        env = "LOCUS_OIDC_TENANT_CLAIM",
+        default_value = "tenant"
+    )]
+    pub tenant_claim: String,
+
+    /// Claim that holds the role (a string or an array, a dotted path:
+    /// `realm_access.roles`, `cognito:groups`).
+    #[arg(
+        id = "oidc_role_claim",
+        long = "oidc-role-claim",
+        env = "LOCUS_OIDC_ROLE_CLAIM",
+        default_value = "role"
+    )]
+    pub role_claim: String,
+
+    /// Provider role values to Locus roles, `value=role` comma-separated (for example
+    /// `locus-admins=tenant_admin,ops=platform_admin`); the role names themselves always map.
+    #[arg(
+        id = "oidc_role_map",
+        long = "oidc-role-map",
+        env = "LOCUS_OIDC_ROLE_MAP",
+        value_delimiter = ','
+    )]
+    pub role_map: Vec<String>,
+
+    /// Claim that holds a partner's id.
+    #[arg(
+        id = "oidc_partner_claim",
+        long = "oidc-partner-claim",
+        env = "LOCUS_OIDC_PARTNER_CLAIM",
+        default_value = "sub"
+    )]
+    pub partner_claim: String,
+
+    /// Fewest seconds between two JWKS fetches caused by an unknown `kid`.
+    #[arg(
+        id = "oidc_jwks_min_refresh_secs",
+        long = "oidc-jwks-min-refresh-secs",
+        env = "LOCUS_OIDC_JWKS_MIN_REFRESH_SECS",
+        default_value_t = 60
+    )]
+    pub jwks_min_refresh_secs: u64,
+
+    /// Seconds between scheduled JWKS fetches (keys the provider removed stop working).
+    #[arg(
+        id = "oidc_jwks_refresh_secs",
+        long = "oidc-jwks-refresh-secs",
+        env = "LOCUS_OIDC_JWKS_REFRESH_SECS",
+        default_value_t = 3600
+    )]
+    pub jwks_refresh_secs: u64,
 }
 
 /// Session lifetimes.
@@ -482,9 +633,9 @@ impl Config {
     }
 
     /// A configuration for tests: the documented defaults (no environment read), a free
-    /// port, and `jwt_secret`. Change typed fields with [`Config::with`].
+    /// port, development mode and `jwt_secret`. Change typed fields with [`Config::with`].
     pub fn for_tests(jwt_secret: &str) -> Self {
-        let mut config = Self::from_args_only(["--jwt-secret", jwt_secret])
+        let mut config = Self::from_args_only(["--jwt-secret", jwt_secret, "--dev-mode", "true"])
             .expect("every other field has a default");
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config

@@ -82,6 +82,34 @@ pub enum ErrorCode {
     BufferUnavailable,
     /// 503: PostgreSQL failed.
     DatabaseUnavailable,
+    /// 403: the device is not in its tenant's registry.
+    DeviceNotRegistered,
+    /// 403: the device was revoked.
+    DeviceRevoked,
+    /// 401: the device credential is unknown or revoked.
+    InvalidCredential,
+    /// 400: an id in the body or path is not a valid identifier.
+    InvalidId,
+    /// 400: a sink's URL or secret is not acceptable.
+    InvalidSink,
+    /// 400: the pagination cursor is not one this API gave out.
+    InvalidCursor,
+    /// 404: no such tenant (or not visible to the caller).
+    TenantNotFound,
+    /// 404: no such device in the caller's tenant.
+    DeviceNotFound,
+    /// 404: no such partner.
+    PartnerNotFound,
+    /// 404: the partner has no grant from this tenant.
+    GrantNotFound,
+    /// 404: the tenant has no sink.
+    SinkNotFound,
+    /// 409: a tenant with this id exists.
+    TenantExists,
+    /// 409: a device with this id exists in the tenant.
+    DeviceExists,
+    /// 409: a partner with this id exists.
+    PartnerExists,
     /// 500: a bug or an unexpected failure.
     Internal,
 }
@@ -118,6 +146,20 @@ impl ErrorCode {
             Self::BufferFull => "buffer_full",
             Self::BufferUnavailable => "buffer_unavailable",
             Self::DatabaseUnavailable => "database_unavailable",
+            Self::DeviceNotRegistered => "device_not_registered",
+            Self::DeviceRevoked => "device_revoked",
+            Self::InvalidCredential => "invalid_credential",
+            Self::InvalidId => "invalid_id",
+            Self::InvalidSink => "invalid_sink",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::TenantNotFound => "tenant_not_found",
+            Self::DeviceNotFound => "device_not_found",
+            Self::PartnerNotFound => "partner_not_found",
+            Self::GrantNotFound => "grant_not_found",
+            Self::SinkNotFound => "sink_not_found",
+            Self::TenantExists => "tenant_exists",
+            Self::DeviceExists => "device_exists",
+            Self::PartnerExists => "partner_exists",
             Self::Internal => "internal",
         }
     }
@@ -125,9 +167,19 @@ impl ErrorCode {
     /// The HTTP status of an answer with this code.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized | Self::InvalidCredential => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::DeviceNotRegistered | Self::DeviceRevoked => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound
+            | Self::SessionNotFound
+            | Self::TenantNotFound
+            | Self::DeviceNotFound
+            | Self::PartnerNotFound
+            | Self::GrantNotFound
+            | Self::SinkNotFound => StatusCode::NOT_FOUND,
+            Self::TenantExists | Self::DeviceExists | Self::PartnerExists => StatusCode::CONFLICT,
+            Self::InvalidId | Self::InvalidSink | Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::SessionExpired
             | Self::SessionStopped
@@ -222,6 +274,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// An answer with `code` (and its status) and `message`: what was wrong, how to fix it.
+    pub fn coded(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::invalid(code, message)
+    }
+
     /// A 400 or 413 answer with `code`.
     pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Invalid {
@@ -343,6 +400,14 @@ impl From<SessionError> for ApiError {
             SessionError::NotFound => Self::SessionNotFound,
             SessionError::Stopped(r) => Self::SessionStopped(r),
             SessionError::AlreadyActive(id) => Self::SessionAlreadyActive(id),
+            SessionError::DeviceNotRegistered => Self::coded(
+                ErrorCode::DeviceNotRegistered,
+                "this device is not registered in its tenant; a tenant admin registers it with POST /v1/devices",
+            ),
+            SessionError::DeviceRevoked => Self::coded(
+                ErrorCode::DeviceRevoked,
+                "this device was revoked by a tenant admin; register a new device to record again",
+            ),
             SessionError::Database(e) => {
                 tracing::warn!(error = %e, "PostgreSQL failed during a request.");
                 Self::Unavailable {

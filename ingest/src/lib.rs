@@ -39,6 +39,23 @@ pub enum Command {
     Serve(Box<Config>),
     /// Mint a token signed with LOCUS_JWT_SECRET (for local use and tests).
     Token(TokenArgs),
+    /// Create the service roles and run the database migrations, as the database owner.
+    Migrate(MigrateArgs),
+    /// Print a new ES256 signing key for device tokens (PKCS#8 PEM) on stdout.
+    Keygen,
+}
+
+/// Arguments of `locus-ingest migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL of a role that may create roles and owns (or may create) the tables:
+    /// the database owner. The services never get this URL.
+    #[arg(
+        long,
+        env = "LOCUS_DATABASE_OWNER_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/locus"
+    )]
+    pub database_owner_url: String,
 }
 
 /// Arguments of `locus-ingest token`.

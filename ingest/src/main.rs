@@ -32,6 +32,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(config)) => serve(*config).await,
+        Some(Command::Migrate(m)) => {
+            locus_service::init_tracing();
+            let pool = sqlx::PgPool::connect(&m.database_owner_url)
+                .await
+                .context("could not connect to PostgreSQL as the owner (LOCUS_DATABASE_OWNER_URL)")?;
+            locus_session::bootstrap(&pool)
+                .await
+                .context("could not set the database up")?;
+            tracing::info!("Database roles and migrations are in place.");
+            Ok(())
+        }
+        Some(Command::Keygen) => anyhow::bail!("not yet"),
         None => {
             let config = locus_ingest::Config::from_env_and_args(std::iter::empty::<String>())
                 .unwrap_or_else(|e| e.exit());

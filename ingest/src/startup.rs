@@ -28,9 +28,9 @@ pub enum StartupError {
     /// PostgreSQL is unreachable or refused the migrations.
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
-    /// The migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The service's database role is refused (see `locus_session::check_service_role`).
+    #[error("{0}")]
+    DatabaseRole(#[from] locus_session::BootstrapError),
     /// Redis is unreachable.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -64,9 +64,9 @@ impl Application {
             .acquire_timeout(Duration::from_secs(5))
             .connect(&config.database.url)
             .await?;
-        if config.database.migrate {
-            locus_session::migrate(&pool).await?;
-        }
+        // Row-level security is the wall between tenants only if this role cannot step
+        // over it; the migrations are a separate step (`locus-ingest migrate`).
+        locus_session::check_service_role(&pool).await?;
         let store = SessionStore::new(pool);
         let redis = redis::Client::open(config.redis.url.as_str())?;
         // redis-rs retries a lost connection with delays that grow a hundredfold (1 s, then
@@ -98,7 +98,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let limits = &config.limits;
         let state = AppState {
-            auth: Authenticator::new(&config.jwt.secret, &config.jwt.issuer, &config.jwt.audience),
+            auth: Authenticator::new(config.jwt.secret.as_ref().expect("interim: a JWT secret"), &config.jwt.issuer, &config.jwt.audience),
             admission: Arc::new(Admission::new(&config)),
             limits: FixLimits {
                 max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),

@@ -5,6 +5,7 @@
 //! [`scope`]): a session id from another tenant is indistinguishable from one that does not
 //! exist, and row-level security holds that wall even where a query's filter would not.
 
+pub mod audit;
 mod bootstrap;
 mod outbox;
 pub mod scope;
