@@ -19,13 +19,21 @@
 : "${LOCUS_KAFKA_RETENTION_HOURS:=24}"
 
 # --- Service connections -------------------------------------------------------------------
-: "${LOCUS_DATABASE_URL:=postgres://postgres@127.0.0.1:${LOCUS_PG_PORT}/locus}"
+# The apps connect as locus_app (row-level security applies to it); `locus-ingest migrate`
+# connects as the owner to create the roles and tables.
+: "${LOCUS_DATABASE_URL:=postgres://locus_app@127.0.0.1:${LOCUS_PG_PORT}/locus}"
+: "${LOCUS_DATABASE_OWNER_URL:=postgres://postgres@127.0.0.1:${LOCUS_PG_PORT}/locus}"
 : "${LOCUS_REDIS_URL:=redis://127.0.0.1:${LOCUS_REDIS_PORT}}"
 : "${LOCUS_KAFKA_BROKERS:=127.0.0.1:${LOCUS_KAFKA_PORT}}"
 : "${LOCUS_KAFKA_TOPIC_PREFIX:=locus.}"
 
-# --- Auth (HS256 shared secret; local use only) --------------------------------------------
+# --- Auth (local development only) ----------------------------------------------------------
+# Development mode lets ingest accept HS256 tokens signed with the published secret below
+# (`./locus token`); a production start refuses both. Device tokens are ES256, signed with
+# the key file (`./locus up` writes one with `locus-ingest keygen`).
+: "${LOCUS_DEV_MODE:=true}"
 : "${LOCUS_JWT_SECRET:=locus-local-dev-secret-change-me}"
+: "${LOCUS_TOKEN_SIGNING_KEY_FILE:=${LOCUS_STATE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.locus}/token-signing-key.pem}"
 
 # --- Listen addresses of the Locus processes -----------------------------------------------
 : "${LOCUS_INGEST_LISTEN:=127.0.0.1:8080}"
@@ -49,8 +57,8 @@ fi
 
 export LOCUS_PG_PORT LOCUS_REDIS_PORT LOCUS_KAFKA_PORT LOCUS_KAFKA_CONTROLLER_PORT \
   LOCUS_KAFKA_HEAP LOCUS_KAFKA_RETENTION_HOURS \
-  LOCUS_DATABASE_URL LOCUS_REDIS_URL LOCUS_KAFKA_BROKERS LOCUS_KAFKA_TOPIC_PREFIX \
-  LOCUS_JWT_SECRET \
+  LOCUS_DATABASE_URL LOCUS_DATABASE_OWNER_URL LOCUS_REDIS_URL LOCUS_KAFKA_BROKERS LOCUS_KAFKA_TOPIC_PREFIX \
+  LOCUS_DEV_MODE LOCUS_JWT_SECRET LOCUS_TOKEN_SIGNING_KEY_FILE \
   LOCUS_INGEST_LISTEN LOCUS_BRIDGE_LISTEN LOCUS_RECEIVER_LISTEN \
   LOCUS_DEMO_WEBHOOK_SECRET LOCUS_BRIDGE_SINKS LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS \
   LOCUS_TEST_DATABASE_ADMIN_URL

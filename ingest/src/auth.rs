@@ -1,43 +1,29 @@
-//! Bearer-token authentication: HS256 JWTs whose claims name the tenant, the subject and
-//! its role. The algorithm is pinned, and `exp`, `iss` and `aud` are required.
+//! Bearer-token authentication at the HTTP edge: the token is checked by
+//! [`locus_identity::Verifier`] (Locus's own ES256 device tokens, an external OIDC
+//! provider's tokens through its JWKS, HS256 tokens in development), then a device's token
+//! against the revocation list this replica keeps in memory. No PostgreSQL round trip per
+//! request: the list is reloaded in the background (see [`RevocationRefresher`]).
+//!
+//! A refused token is a 401 whose body does not say which check failed (that only helps
+//! someone forging tokens); the reason is logged.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use locus_identity::{Revocations, Verifier};
 use locus_wire::{DeviceId, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::routes::AppState;
 
-/// What a token lets its bearer do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Runs the platform: creates tenants and partners. Belongs to no tenant.
-    PlatformAdmin,
-    /// A tenant administrator: the tenant's devices, sinks and grants; reads and stops any
-    /// session of the tenant.
-    TenantAdmin,
-    /// A device: starts its own sessions and posts fixes to them.
-    Device,
-    /// A partner: reads the sessions of the tenants that granted it, nothing else.
-    Partner,
-}
-
-impl Role {
-    /// The role's name in tokens, the OpenAPI document and error messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PlatformAdmin => "platform_admin",
-            Self::TenantAdmin => "tenant_admin",
-            Self::Device => "device",
-            Self::Partner => "partner",
-        }
-    }
-}
+pub use locus_identity::Role;
 
 /// Whoever a verified token stands for, whatever the role. Admin routes take this; the
 /// device and session routes take [`Caller`].
@@ -120,11 +106,11 @@ impl Caller {
     }
 }
 
-/// Verifies tokens.
+/// Verifies tokens and refuses those of revoked devices.
 #[derive(Clone)]
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    verifier: Verifier,
+    revocations: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -134,58 +120,90 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for HS256 tokens signed with `secret`, from `issuer` for `audience`.
-    pub fn new(secret: &SecretString, issuer: &str, audience: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+    /// Checks tokens with `verifier`, and device tokens against `revocations`.
+    pub fn new(verifier: Verifier, revocations: Arc<Revocations>) -> Self {
         Self {
-            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
-            validation,
+            verifier,
+            revocations,
         }
     }
 
-    /// The caller a bearer token stands for.
-    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-                ApiError::Unauthorized(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired".into(),
-                    ErrorKind::InvalidSignature => "the token's signature is not valid".into(),
-                    ErrorKind::InvalidIssuer => "the token's issuer is not accepted".into(),
-                    ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
-                    ErrorKind::InvalidAlgorithm => "the token must be signed with HS256".into(),
-                    ErrorKind::MissingRequiredClaim(c) => format!("the token has no `{c}` claim"),
-                    _ => format!("the token is not valid ({e})"),
-                })
-            })?;
-        let tenant = data
-            .claims
-            .tenant
-            .map(|t| {
-                TenantId::parse(t).map_err(|e| {
-                    ApiError::Unauthorized(format!("the token's tenant claim is invalid: {e}"))
-                })
-            })
-            .transpose()?;
+    /// The revocation list this authenticator reads.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// The identity a bearer token stands for.
+    pub async fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let principal = self.verifier.verify(token).await.map_err(|e| {
+            tracing::info!(reason = %e, "Refused a bearer token.");
+            ApiError::Unauthorized(e.to_string())
+        })?;
+        if self.revocations.is_revoked(&principal) {
+            tracing::info!(subject = %principal.subject, "Refused the token of a revoked device.");
+            return Err(ApiError::Unauthorized("the device is revoked".into()));
+        }
         Ok(Identity {
-            role: data.claims.role,
-            subject: data.claims.sub,
-            tenant,
+            role: principal.role,
+            subject: principal.subject,
+            tenant: principal.tenant,
         })
     }
 }
 
-/// Mints a token (for `locus-ingest token` and local use).
+/// Reloads the revoked devices from PostgreSQL every `every`, so that a revocation made
+/// through any replica refuses the device's older tokens on this one within `every` plus
+/// one query. Only revocations younger than the longest token lifetime are kept: an older
+/// revocation has no unexpired token left to refuse.
+pub struct RevocationRefresher {
+    /// Where the revocations are read.
+    pub store: locus_session::SessionStore,
+    /// The list the authenticator reads.
+    pub revocations: Arc<Revocations>,
+    /// Time between reloads.
+    pub every: Duration,
+    /// How far back revocations matter: the longest accepted token lifetime plus leeway.
+    pub horizon: chrono::Duration,
+}
+
+impl RevocationRefresher {
+    /// Reloads until `shutdown`. A failed reload keeps the last list (and is retried on the
+    /// next tick): authorization never fails open on a list it has, and a device revoked
+    /// during a PostgreSQL outage cannot get new tokens either (the exchange needs it).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.reload().await;
+        }
+    }
+
+    /// One reload.
+    pub async fn reload(&self) {
+        let since = chrono::Utc::now() - self.horizon;
+        match locus_session::revocation::revoked_since(self.store.pool(), since).await {
+            Ok(rows) => self.revocations.replace(
+                rows.into_iter()
+                    .map(|(t, d, at)| ((t, d), at.timestamp()))
+                    .collect(),
+            ),
+            Err(e) => tracing::warn!(error = %e, "Could not reload revoked devices; keeping the last list."),
+        }
+    }
+}
+
+/// Mints an HS256 development token (for `locus-ingest token`): `tenant` is required for
+/// tenant admins and devices and left out for platform admins and partners.
 pub fn mint(
     secret: &SecretString,
     issuer: &str,
     audience: &str,
-    tenant: &TenantId,
-    subject: &DeviceId,
+    tenant: Option<&TenantId>,
+    subject: &str,
     role: Role,
     ttl_secs: i64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
@@ -193,8 +211,8 @@ pub fn mint(
     let claims = Claims {
         iss: issuer.to_owned(),
         aud: audience.to_owned(),
-        sub: subject.to_string(),
-        tenant: Some(tenant.to_string()),
+        sub: subject.to_owned(),
+        tenant: tenant.filter(|_| role.has_tenant()).map(|t| t.to_string()),
         role,
         iat: now,
         exp: now + ttl_secs,
@@ -211,7 +229,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("the request has no Authorization header".into()))?;
+        .ok_or(ApiError::MissingToken("the request has no Authorization header"))?;
     header
         .to_str()
         .ok()
@@ -220,16 +238,16 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
-        })
+        .ok_or(ApiError::MissingToken(
+            "the Authorization header is not `Bearer <token>`",
+        ))
 }
 
 impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.verify(bearer(parts)?)
+        state.auth.verify(bearer(parts)?).await
     }
 }
 
@@ -257,36 +275,3 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secret(s: &str) -> SecretString {
-        SecretString::from(s.to_owned())
-    }
-
-    #[test]
-    fn a_minted_token_verifies_and_names_its_caller() {
-        let s = secret("k");
-        let a = Authenticator::new(&s, "locus", "locus");
-        let t = TenantId::parse("acme").unwrap();
-        let d = DeviceId::parse("phone-1").unwrap();
-        let tok = mint(&s, "locus", "locus", &t, &d, Role::Device, 60).unwrap();
-        let c = a.verify(&tok).unwrap();
-        assert_eq!((c.tenant, c.subject, c.role), (t, d, Role::Device));
-    }
-
-    #[test]
-    fn tokens_with_another_secret_audience_or_past_expiry_are_refused() {
-        let a = Authenticator::new(&secret("k"), "locus", "locus");
-        let t = TenantId::parse("acme").unwrap();
-        let d = DeviceId::parse("p").unwrap();
-        for tok in [
-            mint(&secret("other"), "locus", "locus", &t, &d, Role::Device, 60).unwrap(),
-            mint(&secret("k"), "locus", "elsewhere", &t, &d, Role::Device, 60).unwrap(),
-            mint(&secret("k"), "locus", "locus", &t, &d, Role::Device, -120).unwrap(),
-        ] {
-            assert!(matches!(a.verify(&tok), Err(ApiError::Unauthorized(_))));
-        }
-    }
-}

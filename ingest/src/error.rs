@@ -212,9 +212,12 @@ impl ErrorCode {
 /// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The token is missing or invalid (why, in words).
+    /// The token is not valid (why, in words: logged, never sent).
     #[error("{0}")]
     Unauthorized(String),
+    /// The request carries no bearer token (what is missing: sent).
+    #[error("{0}")]
+    MissingToken(&'static str),
     /// The token's role may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -290,7 +293,7 @@ impl ApiError {
     /// The stable code of this answer.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Unauthorized(_) | Self::MissingToken(_) => ErrorCode::Unauthorized,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -310,8 +313,10 @@ impl ApiError {
     /// What the client reads in `message`.
     fn message(&self) -> String {
         match self {
-            Self::Unauthorized(m) => {
-                format!("{m}; send `Authorization: Bearer <token>` with a valid, unexpired token")
+            // Which check failed is logged, not sent: it would only help someone forging tokens.
+            Self::Unauthorized(_) => "the bearer token is malformed, expired, not yet valid, or not issued for this service; devices get a new one with POST /v1/auth/token, admins from their identity provider".into(),
+            Self::MissingToken(m) => {
+                format!("{m}; send `Authorization: Bearer <token>` (devices get one with POST /v1/auth/token)")
             }
             Self::Forbidden(m) | Self::NotFound(m) | Self::UnsupportedMediaType(m) => m.clone(),
             Self::MethodNotAllowed => {
@@ -384,11 +389,16 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"locus\""),
-            );
+        // RFC 6750 §3: no error attribute when the request had no token at all.
+        let challenge = match &self {
+            Self::Unauthorized(_) => Some("Bearer realm=\"locus\", error=\"invalid_token\""),
+            Self::MissingToken(_) => Some("Bearer realm=\"locus\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
     }

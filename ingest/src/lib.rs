@@ -64,7 +64,7 @@ pub struct TokenArgs {
     /// Tenant the token belongs to.
     #[arg(long, default_value = "acme")]
     pub tenant: String,
-    /// Subject: the device id (or admin user).
+    /// Subject: the device id (or the admin user, or the partner id).
     #[arg(long, default_value = "phone-1")]
     pub device: String,
     /// Role.

@@ -17,13 +17,15 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Token(t)) => {
             let tenant = TenantId::parse(t.tenant).context("invalid --tenant")?;
-            let device = DeviceId::parse(t.device).context("invalid --device")?;
+            if t.role == auth::Role::Device {
+                DeviceId::parse(t.device.as_str()).context("invalid --device")?;
+            }
             let token = auth::mint(
                 &t.jwt_secret,
                 &t.issuer,
                 &t.audience,
-                &tenant,
-                &device,
+                Some(&tenant),
+                &t.device,
                 t.role,
                 t.ttl_secs,
             )
@@ -43,7 +45,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("Database roles and migrations are in place.");
             Ok(())
         }
-        Some(Command::Keygen) => anyhow::bail!("not yet"),
+        Some(Command::Keygen) => {
+            print!("{}", locus_identity::TokenSigner::generate().to_pkcs8_pem());
+            Ok(())
+        }
         None => {
             let config = locus_ingest::Config::from_env_and_args(std::iter::empty::<String>())
                 .unwrap_or_else(|e| e.exit());

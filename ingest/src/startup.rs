@@ -40,6 +40,106 @@ pub enum StartupError {
     /// The listener could not bind.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// Token verification or signing is not configured safely.
+    #[error("identity: {0}")]
+    Identity(String),
+}
+
+/// The token verifier and the device-token signer `config` asks for, refusing what would
+/// be unsafe in production: a weak or published HS256 secret, or no signing key (both
+/// allowed in development mode).
+fn identity(
+    config: &Config,
+) -> Result<(locus_identity::Verifier, locus_identity::TokenSigner), StartupError> {
+    use locus_identity::{ClaimMapping, ProviderConfig, TokenSigner, VerifierConfig};
+    use secrecy::ExposeSecret;
+    let jwt = &config.jwt;
+    let refuse = |m: String| StartupError::Identity(m);
+    if let Some(secret) = &jwt.secret {
+        locus_identity::check_hs256_secret(secret.expose_secret(), jwt.dev_mode)
+            .map_err(|e| refuse(format!("LOCUS_JWT_SECRET: {e}")))?;
+    }
+    let read_key = |path: &std::path::Path| {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| refuse(format!("cannot read the signing key {}: {e}", path.display())))?;
+        TokenSigner::from_pkcs8_pem(&pem)
+            .map_err(|e| refuse(format!("the signing key {} is not usable: {e}", path.display())))
+    };
+    let signer = match &jwt.signing_key_file {
+        Some(path) => read_key(path)?,
+        None if jwt.dev_mode => {
+            tracing::warn!("No LOCUS_TOKEN_SIGNING_KEY_FILE: signing device tokens with a key generated now (development mode; other replicas will not accept its tokens).");
+            TokenSigner::generate()
+        }
+        None => {
+            return Err(refuse(
+                "LOCUS_TOKEN_SIGNING_KEY_FILE is not set: write a key with `locus-ingest keygen > key.pem` and give every replica the same file".into(),
+            ));
+        }
+    };
+    let mut keys = signer.public_keys();
+    for path in &jwt.previous_key_files {
+        keys.add(read_key(path)?.public_keys());
+    }
+    let provider = match (&jwt.oidc.issuer, &jwt.oidc.jwks_url) {
+        (None, None) => None,
+        (Some(issuer), Some(url)) => {
+            let url = url
+                .parse()
+                .map_err(|e| refuse(format!("LOCUS_OIDC_JWKS_URL is not a URL: {e}")))?;
+            let mut roles = std::collections::BTreeMap::new();
+            for pair in &jwt.oidc.role_map {
+                let (value, role) = pair.split_once('=').ok_or_else(|| {
+                    refuse(format!("LOCUS_OIDC_ROLE_MAP entry {pair:?} is not value=role"))
+                })?;
+                let role = role
+                    .parse()
+                    .map_err(|e| refuse(format!("LOCUS_OIDC_ROLE_MAP: {e}")))?;
+                roles.insert(value.to_owned(), role);
+            }
+            let mut p = ProviderConfig::new(issuer.clone(), url);
+            p.audience = jwt.oidc.audience.clone();
+            p.claims = ClaimMapping {
+                tenant: jwt.oidc.tenant_claim.clone(),
+                role: jwt.oidc.role_claim.clone(),
+                roles,
+                partner: jwt.oidc.partner_claim.clone(),
+            };
+            p.min_refresh = Duration::from_secs(jwt.oidc.jwks_min_refresh_secs);
+            p.refresh_every = Duration::from_secs(jwt.oidc.jwks_refresh_secs);
+            Some(p)
+        }
+        _ => {
+            return Err(refuse(
+                "set both LOCUS_OIDC_ISSUER and LOCUS_OIDC_JWKS_URL, or neither".into(),
+            ));
+        }
+    };
+    let verifier = locus_identity::Verifier::new(
+        VerifierConfig {
+            audience: jwt.audience.clone(),
+            leeway_secs: jwt.leeway_secs,
+            max_lifetime_secs: jwt.max_lifetime_secs,
+            max_token_bytes: jwt.max_bytes,
+            locus_issuer: jwt.issuer.clone(),
+            dev_secret: jwt.secret.clone(),
+            provider,
+        },
+        keys,
+    )
+    .map_err(|e| refuse(e.to_string()))?;
+    Ok((verifier, signer))
+}
+
+/// The task that keeps this replica's list of revoked devices fresh.
+fn revocation_refresher(state: &AppState) -> crate::auth::RevocationRefresher {
+    let jwt = &state.config.jwt;
+    crate::auth::RevocationRefresher {
+        store: state.store.clone(),
+        revocations: state.auth.revocations().clone(),
+        every: Duration::from_millis(jwt.revocation_refresh_ms),
+        horizon: chrono::Duration::seconds((jwt.max_lifetime_secs + jwt.leeway_secs) as i64),
+    }
 }
 
 /// The built application, ready to run.
@@ -97,8 +197,11 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await?;
         let port = listener.local_addr()?.port();
         let limits = &config.limits;
+        let (verifier, signer) = identity(&config)?;
+        let revocations = Arc::new(locus_identity::Revocations::new());
         let state = AppState {
-            auth: Authenticator::new(config.jwt.secret.as_ref().expect("interim: a JWT secret"), &config.jwt.issuer, &config.jwt.audience),
+            auth: Authenticator::new(verifier, revocations),
+            signer: Arc::new(signer),
             admission: Arc::new(Admission::new(&config)),
             limits: FixLimits {
                 max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),
@@ -111,6 +214,8 @@ impl Application {
             producer,
             forwarder: forwarder.as_ref().map(Forwarder::health),
         };
+        // The revoked devices, loaded once before the first request is served.
+        revocation_refresher(&state).reload().await;
         Ok(Self {
             config,
             listener,
@@ -165,6 +270,7 @@ impl Application {
                 every: Duration::from_millis(self.config.sessions.sweep_interval_ms),
             };
             tracker.spawn(sweeper.run(stop.clone()));
+            tracker.spawn(revocation_refresher(&self.state).run(stop.clone()));
             let relay = self
                 .state
                 .session_events
