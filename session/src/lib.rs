@@ -6,12 +6,18 @@
 //! exist, and row-level security holds that wall even where a query's filter would not.
 
 pub mod audit;
+pub mod audit_feed;
 mod bootstrap;
 mod outbox;
+pub mod partners;
 pub mod scope;
+pub mod sinks;
 mod store;
 
 pub use bootstrap::{BootstrapError, bootstrap, check_service_role, migrate};
 pub use outbox::{ClaimedEvents, OutboxBacklog, QueuedEvent};
 pub use scope::{Scope, begin};
-pub use store::{Session, SessionError, SessionProgress, SessionStore, StartOutcome};
+pub use store::{
+    InvalidCursor, Session, SessionCursor, SessionError, SessionFilter, SessionPage,
+    SessionProgress, SessionStore, StartOutcome,
+};

@@ -159,6 +159,67 @@ fn with_event(change: &str, kind: SessionEventKind) -> String {
     )
 }
 
+/// Which sessions [`SessionStore::list_filtered`] returns; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionFilter {
+    /// Only this tenant's (the scope still bounds what is visible).
+    pub tenant: Option<TenantId>,
+    /// Only this device's.
+    pub device: Option<DeviceId>,
+    /// Only active, or only stopped, sessions.
+    pub status: Option<SessionStatus>,
+    /// Only sessions started at or after this instant.
+    pub started_after: Option<DateTime<Utc>>,
+    /// Only sessions started before this instant.
+    pub started_before: Option<DateTime<Utc>>,
+}
+
+/// Where a page of [`SessionStore::list_filtered`] ends: the last session it returned, in
+/// the listing's order (newest `started_at` first, then `id` descending, so sessions that
+/// started in the same microsecond are neither skipped nor repeated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCursor {
+    /// `started_at` of the last session returned.
+    pub started_at: DateTime<Utc>,
+    /// Its id.
+    pub id: SessionId,
+}
+
+/// A cursor string that [`SessionCursor::encode`] did not make.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cursor is not one this API gave out")]
+pub struct InvalidCursor;
+
+impl SessionCursor {
+    /// The cursor as clients see it: opaque to them (they pass back what they got), made
+    /// of URL-safe characters only (`<microseconds since the epoch>.<uuid>`), so it goes in
+    /// a query string unescaped. PostgreSQL keeps microseconds, so the round trip is exact.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.started_at.timestamp_micros(), self.id.0)
+    }
+
+    /// Parses a cursor made by [`Self::encode`].
+    pub fn decode(s: &str) -> Result<Self, InvalidCursor> {
+        let (micros, id) = s.split_once('.').ok_or(InvalidCursor)?;
+        let micros: i64 = micros.parse().map_err(|_| InvalidCursor)?;
+        let started_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
+        let id = Uuid::try_parse(id).map_err(|_| InvalidCursor)?;
+        Ok(Self {
+            started_at,
+            id: SessionId(id),
+        })
+    }
+}
+
+/// One page of [`SessionStore::list_filtered`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPage {
+    /// The sessions, newest first.
+    pub sessions: Vec<Session>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<SessionCursor>,
+}
+
 /// Access to the session tables.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
@@ -284,6 +345,70 @@ impl SessionStore {
         .bind(limit)
         .fetch_all(&mut *begin(&self.pool, Scope::Tenant(tenant)).await?)
         .await?)
+    }
+
+    /// Up to `limit` sessions visible in `scope` that match `filter`, after `cursor` (from
+    /// the start when `None`), newest first, with the cursor of the next page if there is
+    /// one. The order is a total one, `(started_at, id)` descending, so walking the pages
+    /// returns every matching session exactly once (sessions started meanwhile are newer
+    /// than every cursor and do not appear).
+    pub async fn list_filtered(
+        &self,
+        scope: Scope<'_>,
+        filter: &SessionFilter,
+        cursor: Option<SessionCursor>,
+        limit: i64,
+    ) -> Result<SessionPage, SessionError> {
+        let limit = limit.max(1);
+        let status = filter.status.map(|s| match s {
+            SessionStatus::Active => "active",
+            SessionStatus::Stopped => "stopped",
+        });
+        // One more than asked: whether a next page exists without a second query.
+        let mut sessions: Vec<Session> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM sessions \
+             WHERE ($1::text IS NULL OR tenant_id = $1) \
+               AND ($2::text IS NULL OR device_id = $2) \
+               AND ($3::text IS NULL OR status = $3) \
+               AND ($4::timestamptz IS NULL OR started_at >= $4) \
+               AND ($5::timestamptz IS NULL OR started_at < $5) \
+               AND ($6::timestamptz IS NULL OR (started_at, id) < ($6, $7::uuid)) \
+             ORDER BY started_at DESC, id DESC LIMIT $8"
+        ))
+        .bind(filter.tenant.as_ref().map(TenantId::as_str))
+        .bind(filter.device.as_ref().map(DeviceId::as_str))
+        .bind(status)
+        .bind(filter.started_after)
+        .bind(filter.started_before)
+        .bind(cursor.map(|c| c.started_at))
+        .bind(cursor.map(|c| c.id.0))
+        .bind(limit + 1)
+        .fetch_all(&mut *begin(&self.pool, scope).await?)
+        .await?;
+        let next = if sessions.len() as i64 > limit {
+            sessions.truncate(limit as usize);
+            sessions.last().map(|s| SessionCursor {
+                started_at: s.started_at,
+                id: s.id,
+            })
+        } else {
+            None
+        };
+        Ok(SessionPage { sessions, next })
+    }
+
+    /// The session `id` if `scope` sees it: for callers whose scope is several tenants (a
+    /// partner's grants), where [`Self::get`]'s one tenant is not known up front.
+    pub async fn get_scoped(
+        &self,
+        scope: Scope<'_>,
+        id: SessionId,
+    ) -> Result<Session, SessionError> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM sessions WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&mut *begin(&self.pool, scope).await?)
+            .await?
+            .ok_or(SessionError::NotFound)
     }
 
     /// Stops an active session. Stopping a stopped session is [`SessionError::Stopped`].
