@@ -509,3 +509,29 @@ async fn verification_cost() {
         start.elapsed().as_secs_f64() * 1e6 / 10_000.0
     );
 }
+
+#[test]
+fn a_provider_with_the_locus_issuer_or_an_empty_secret_is_refused_at_startup() {
+    let keys = TokenSigner::generate().public_keys();
+    let clash = VerifierConfig {
+        provider: Some(ProviderConfig::new(
+            "locus",
+            "http://127.0.0.1:9/jwks".parse().unwrap(),
+        )),
+        ..VerifierConfig::default()
+    };
+    assert!(matches!(
+        Verifier::new(clash, keys.clone()),
+        Err(ConfigError::Invalid(_))
+    ));
+    let empty = VerifierConfig {
+        dev_secret: Some(SecretString::from(String::new())),
+        ..VerifierConfig::default()
+    };
+    assert!(matches!(
+        Verifier::new(empty, keys.clone()),
+        Err(ConfigError::Invalid(_))
+    ));
+    let debug = format!("{:?}", fixture().verifier);
+    assert!(!debug.contains(DEV_SECRET), "{debug}");
+}
