@@ -27,7 +27,7 @@ mod verifier;
 pub use config::{ClaimMapping, ProviderConfig, VerifierConfig};
 pub use error::{AuthError, ConfigError};
 pub use revocation::Revocations;
-pub use role::{Principal, Role};
+pub use role::{Principal, Role, UnknownRoleName};
 pub use secret::{MIN_HS256_SECRET_BYTES, PUBLISHED_DEV_SECRETS, WeakSecret, check_hs256_secret};
 pub use signer::{LocusPublicKeys, TokenSigner};
 pub use verifier::Verifier;
