@@ -10,12 +10,15 @@ pub mod audit_feed;
 mod bootstrap;
 mod outbox;
 pub mod partners;
+pub mod revocation;
+pub mod registry;
 pub mod scope;
 pub mod sinks;
 mod store;
 
 pub use bootstrap::{BootstrapError, bootstrap, check_service_role, migrate};
 pub use outbox::{ClaimedEvents, OutboxBacklog, QueuedEvent};
+pub use registry::{Registry, RegistryError};
 pub use scope::{Scope, begin};
 pub use store::{
     InvalidCursor, Session, SessionCursor, SessionError, SessionFilter, SessionPage,
