@@ -54,9 +54,10 @@ impl TopicSpec {
 
 /// The topics of `config`: location and session-event topics with the configured
 /// partitions, and a dead-letter topic with one (it takes few records, and one partition
-/// keeps them in the order they failed for whoever replays them). All with the configured
-/// replication factor.
-pub fn topic_specs(config: &Config) -> [TopicSpec; 3] {
+/// keeps them in the order they failed for whoever replays them); the tenant-events topic
+/// (the audit relay's, keyed by tenant, so one tenant's changes stay in order) with the
+/// configured partitions too. All with the configured replication factor.
+pub fn topic_specs(config: &Config) -> [TopicSpec; 4] {
     let spec = |name: &str, partitions: i32| TopicSpec {
         name: name.to_owned(),
         partitions,
@@ -68,6 +69,7 @@ pub fn topic_specs(config: &Config) -> [TopicSpec; 3] {
         spec(topics.locations(), partitions),
         spec(topics.session_events(), partitions),
         spec(topics.dead_letter(), 1),
+        spec(topics.tenant_events(), partitions),
     ]
 }
 
@@ -214,7 +216,8 @@ mod tests {
             [
                 ("p.locations", 12, 3),
                 ("p.session-events", 12, 3),
-                ("p.dead-letter", 1, 3)
+                ("p.dead-letter", 1, 3),
+                ("p.tenant-events", 12, 3)
             ]
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod audit_relay;
 pub mod auth;
 pub mod body;
 pub mod buffer;

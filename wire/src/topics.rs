@@ -7,6 +7,7 @@ pub struct Topics {
     locations: String,
     session_events: String,
     dead_letter: String,
+    tenant_events: String,
 }
 
 impl Topics {
@@ -16,6 +17,7 @@ impl Topics {
             locations: format!("{prefix}locations"),
             session_events: format!("{prefix}session-events"),
             dead_letter: format!("{prefix}dead-letter"),
+            tenant_events: format!("{prefix}tenant-events"),
         }
     }
 
@@ -34,7 +36,14 @@ impl Topics {
         &self.dead_letter
     }
 
-    /// Every topic, in the order above.
+    /// Changes made through the admin API (the audit log), keyed by tenant id, or
+    /// `platform` for changes that belong to no tenant (partners).
+    pub fn tenant_events(&self) -> &str {
+        &self.tenant_events
+    }
+
+    /// The topics of the location pipeline, in the order above (not the tenant-events
+    /// topic, which is not part of it).
     pub fn all(&self) -> [&str; 3] {
         [self.locations(), self.session_events(), self.dead_letter()]
     }
@@ -54,5 +63,6 @@ mod tests {
         assert_eq!(t.locations(), "t1.locations");
         assert_eq!(t.session_events(), "t1.session-events");
         assert_eq!(t.dead_letter(), "t1.dead-letter");
+        assert_eq!(t.tenant_events(), "t1.tenant-events");
     }
 }
