@@ -23,7 +23,7 @@ async fn each_bad_input_gets_its_status_and_a_json_reason_and_nothing_is_buffere
         c.limits.max_fixes_per_batch = 50;
     })
     .await;
-    let token = kit::device_token("acme", "phone-1");
+    let token = scope.device_token("acme", "phone-1").await;
     let id = app.session_id(&token).await;
     let url = app.url(&format!("/v1/sessions/{id}/locations"));
     let post = || app.client.post(&url).bearer_auth(&token);
@@ -95,7 +95,7 @@ async fn each_bad_input_gets_its_status_and_a_json_reason_and_nothing_is_buffere
 async fn a_partly_valid_batch_is_accepted_with_each_rejected_fix_named() {
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api], |_| {}).await;
-    let token = kit::device_token("acme", "phone-1");
+    let token = scope.device_token("acme", "phone-1").await;
     let id = app.session_id(&token).await;
     let now = chrono::Utc::now();
     let body = json!({

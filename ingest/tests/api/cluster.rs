@@ -34,7 +34,7 @@ async fn killing_the_partition_leader_of_a_three_broker_cluster_loses_and_reorde
 
     let mut sessions = Vec::new();
     for d in 0..6 {
-        let token = kit::device_token("acme", &format!("cluster-{d}"));
+        let token = scope.device_token("acme", &format!("cluster-{d}")).await;
         let id = app.session_id(&token).await;
         sessions.push((token, id));
     }

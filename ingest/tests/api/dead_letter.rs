@@ -121,7 +121,7 @@ async fn an_undecodable_entry_waits_pending_for_a_reader_while_later_entries_flo
         c.forwarder.undecodable_attempts = 3;
     })
     .await;
-    let token = kit::device_token("acme", "skew-1");
+    let token = scope.device_token("acme", "skew-1").await;
     let session = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &session, &crate::helpers::batch("after", 5))
@@ -195,7 +195,7 @@ async fn an_entry_kafka_refuses_for_good_goes_to_the_shards_dead_letter_stream_a
         c.forwarder.rejected_attempts = 2;
     })
     .await;
-    let token = kit::device_token("acme", "too-large-1");
+    let token = scope.device_token("acme", "too-large-1").await;
     let session = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &session, &crate::helpers::batch("big", 3))
@@ -277,7 +277,7 @@ async fn readiness_reports_a_forwarder_that_cannot_make_progress_and_recovers_wh
         c.forwarder.stall_secs = 1;
     })
     .await;
-    let token = kit::device_token("acme", "stuck-1");
+    let token = scope.device_token("acme", "stuck-1").await;
     let session = api.session_id(&token).await;
     assert_eq!(
         api.post_fixes(&token, &session, &crate::helpers::batch("stuck", 2))

@@ -11,7 +11,7 @@ use crate::helpers::{batch, spawn_app};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_batch_is_answered_again_but_stored_once() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-2");
+    let token = scope.device_token("acme", "phone-2").await;
     let id = app.session_id(&token).await;
     let body = batch("same-batch", 10);
     let first: Value = app
@@ -37,7 +37,7 @@ async fn a_retried_batch_is_answered_again_but_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_id_reused_for_other_fixes_is_refused_with_409_and_not_stored() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-reuse");
+    let token = scope.device_token("acme", "phone-reuse").await;
     let id = app.session_id(&token).await;
     let first = batch("reused", 2);
     assert_eq!(app.post_fixes(&token, &id, &first).await.status(), 202);
@@ -67,7 +67,7 @@ async fn a_batch_id_reused_for_other_fixes_is_refused_with_409_and_not_stored() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_without_an_id_retried_after_a_lost_answer_is_stored_once() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-noid");
+    let token = scope.device_token("acme", "phone-noid").await;
     let id = app.session_id(&token).await;
     let mut body = batch("unused", 4);
     body.as_object_mut().unwrap().remove("batch_id");
@@ -113,7 +113,7 @@ const MAX_DEDUPE_BYTES_PER_BATCH: (usize, usize) = (40, 80);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_dedupe_state_is_one_small_key_that_lives_for_the_window_and_answers_retries() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-window");
+    let token = scope.device_token("acme", "phone-window").await;
     let id = app.session_id(&token).await;
 
     // A batch with a rejected fix first: its retry must list the same rejection.
@@ -134,7 +134,9 @@ async fn a_sessions_dedupe_state_is_one_small_key_that_lives_for_the_window_and_
 
     // Other sessions' traffic in between.
     for device in 0..20 {
-        let token = kit::device_token("acme", &format!("phone-other-{device}"));
+        let token = scope
+            .device_token("acme", &format!("phone-other-{device}"))
+            .await;
         let other = app.session_id(&token).await;
         for i in 0..5 {
             let r = app
@@ -225,7 +227,9 @@ async fn measure_dedupe_bytes_per_batch() {
     let (app, scope) = spawn_app().await;
     let (sessions, per_session) = (20, 500);
     for device in 0..sessions {
-        let token = kit::device_token("acme", &format!("phone-measure-{device}"));
+        let token = scope
+            .device_token("acme", &format!("phone-measure-{device}"))
+            .await;
         let id = app.session_id(&token).await;
         for i in 0..per_session {
             let body = batch(&format!("0191c5a2-7b3e-7000-8000-{i:012}"), 1);
@@ -268,7 +272,7 @@ async fn measure_dedupe_bytes_per_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_remembered_in_the_layout_before_the_upgrade_is_still_a_duplicate() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-legacy");
+    let token = scope.device_token("acme", "phone-legacy").await;
     let id = app.session_id(&token).await;
     // What the one-key-per-batch layout wrote (a value from before fingerprints existed,
     // which counts as the same batch whatever its fixes).

@@ -42,7 +42,7 @@ async fn api_without_forwarder(scope: &Scope) -> TestApp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_durability_level_is_a_400_that_names_the_levels() {
     let (app, _scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-level");
+    let token = app.device_token("acme", "phone-level").await;
     let id = app.session_id(&token).await;
     let r = post(&app, &token, &id, &batch("b1", 1), Some("fsync")).await;
     assert_eq!(r.status(), 400);
@@ -59,7 +59,7 @@ async fn an_unknown_durability_level_is_a_400_that_names_the_levels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_durability_202_comes_after_the_forwarder_confirmed_the_batch() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-kafka");
+    let token = scope.device_token("acme", "phone-kafka").await;
     let id = app.session_id(&token).await;
     for i in 0..5 {
         let r = post(
@@ -94,7 +94,7 @@ async fn a_kafka_durability_202_comes_after_the_forwarder_confirmed_the_batch() 
 async fn an_unconfirmed_batch_is_a_503_that_says_it_is_stored_and_its_retry_waits_for_kafka_too() {
     let scope = Scope::new().await;
     let api = api_without_forwarder(&scope).await;
-    let token = kit::device_token("acme", "phone-unconfirmed");
+    let token = scope.device_token("acme", "phone-unconfirmed").await;
     let id = api.session_id(&token).await;
     let body = batch("wait-for-me", 4);
 
@@ -136,7 +136,7 @@ async fn an_unconfirmed_batch_is_a_503_that_says_it_is_stored_and_its_retry_wait
 async fn a_tenant_can_default_to_kafka_durability_and_a_request_can_still_choose() {
     let scope = Scope::new().await;
     let api = api_without_forwarder(&scope).await;
-    let token = kit::device_token("strict", "phone-default");
+    let token = scope.device_token("strict", "phone-default").await;
     let id = api.session_id(&token).await;
     let r = post(&api, &token, &id, &batch("d1", 1), None).await;
     assert_eq!(r.status(), 503, "the tenant's default waits for Kafka");
@@ -144,7 +144,7 @@ async fn a_tenant_can_default_to_kafka_durability_and_a_request_can_still_choose
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["locus-durability"], "buffered");
     // Another tenant keeps the default level.
-    let token = kit::device_token("acme", "phone-default");
+    let token = scope.device_token("acme", "phone-default").await;
     let id = api.session_id(&token).await;
     let r = post(&api, &token, &id, &batch("d3", 1), None).await;
     assert_eq!(r.status(), 202);

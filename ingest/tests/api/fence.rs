@@ -146,7 +146,7 @@ async fn start_load(
 ) -> Vec<tokio::task::JoinHandle<Vec<(String, String)>>> {
     let mut tasks = Vec::new();
     for d in 0..sessions {
-        let token = kit::device_token("acme", &format!("fence-{d}"));
+        let token = api.device_token("acme", &format!("fence-{d}")).await;
         let id = api.session_id(&token).await;
         let client = api.client.clone();
         let url = api.url(&format!("/v1/sessions/{id}/locations"));

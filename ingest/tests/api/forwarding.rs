@@ -45,7 +45,7 @@ async fn ingest_creates_its_topics_as_configured_and_starts_over_existing_smalle
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "phone-1");
+    let token = scope.device_token("acme", "phone-1").await;
     let session = app.start_session(&token).await;
     let id = session["session_id"].as_str().unwrap().to_owned();
 
@@ -123,7 +123,7 @@ async fn a_posted_batch_appears_on_kafka_fix_for_fix_in_order_with_its_headers()
 async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |_| {}).await;
-    let token = kit::device_token("acme", "phone-3");
+    let token = scope.device_token("acme", "phone-3").await;
     let id = app.session_id(&token).await;
     for b in 0..20 {
         assert_eq!(
@@ -146,7 +146,15 @@ async fn graceful_shutdown_forwards_every_accepted_fix_before_exit() {
 }
 
 fn spawn_forwarder(scope: &Scope, consumer: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_locus-ingest"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_locus-ingest"));
+    // Its flags alone configure it, as `Config::for_tests` reads no environment: the
+    // runner's `scripts/env.sh` names files (a signing key) that only `./locus up` writes.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LOCUS_") {
+            command.env_remove(name);
+        }
+    }
+    command
         .arg("serve")
         .args(scope.args("forwarder"))
         .args(["--forwarder-consumer", consumer])
@@ -170,7 +178,7 @@ async fn every_fix_that_got_a_202_is_on_kafka_after_the_forwarder_is_killed_and_
     let batches = 30;
     let mut load = Vec::new();
     for d in 0..devices {
-        let token = kit::device_token("acme", &format!("kill-{d}"));
+        let token = scope.device_token("acme", &format!("kill-{d}")).await;
         let id = api.session_id(&token).await;
         let client = api.client.clone();
         let url = api.url(&format!("/v1/sessions/{id}/locations"));
@@ -288,7 +296,7 @@ async fn two_forwarders_share_the_shards_and_keep_every_session_in_order() {
 
     let mut sessions = Vec::new();
     for d in 0..6 {
-        let token = kit::device_token("acme", &format!("pair-{d}"));
+        let token = scope.device_token("acme", &format!("pair-{d}")).await;
         let id = api.session_id(&token).await;
         sessions.push((token, id));
     }

@@ -47,7 +47,7 @@ async fn shards_handed_over_by_a_stopping_forwarder_under_load_keep_every_sessio
 
     let mut sessions = Vec::new();
     for d in 0..6 {
-        let token = kit::device_token("acme", &format!("handover-{d}"));
+        let token = scope.device_token("acme", &format!("handover-{d}")).await;
         let id = api.session_id(&token).await;
         sessions.push((token, id));
     }

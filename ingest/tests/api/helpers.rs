@@ -15,6 +15,8 @@ pub struct TestApp {
     pub address: String,
 
     pub client: reqwest::Client,
+    /// The scope the app runs in: for registering the devices a test signs in as.
+    pub scope: Scope,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -23,7 +25,11 @@ pub struct TestApp {
 /// can work on the same data).
 #[derive(Clone)]
 pub struct Scope {
+    /// URL of the service role (`locus_app`), as the apps connect.
     pub database_url: String,
+    /// URL of the database owner: for set-up (registering devices) and for checks that
+    /// must see every tenant's rows, which row-level security hides from the service role.
+    pub owner_url: String,
     pub redis_prefix: String,
     pub topic_prefix: String,
 }
@@ -31,11 +37,20 @@ pub struct Scope {
 impl Scope {
     pub async fn new() -> Self {
         kit::require_redis().await;
+        let database = kit::test_database().await;
         Self {
-            database_url: kit::fresh_database().await,
+            database_url: database.url,
+            owner_url: database.owner_url,
             redis_prefix: kit::unique("locus-test-"),
             topic_prefix: format!("{}.", kit::unique("t")),
         }
+    }
+
+    /// Registers `device` of `tenant` (as a tenant admin would) and returns a device token
+    /// for it: sessions start only for registered devices.
+    pub async fn device_token(&self, tenant: &str, device: &str) -> String {
+        kit::register_device(&self.owner_url, tenant, device).await;
+        kit::device_token(tenant, device)
     }
 
     /// The configuration of an app of this scope running `roles`.
@@ -73,6 +88,10 @@ impl Scope {
             "3",
             "--jwt-secret",
             kit::JWT_SECRET,
+            // The test secret is a published one: accepted in development mode only, as
+            // `Config::for_tests` runs.
+            "--dev-mode",
+            "true",
             "--forwarder-lease-ms",
             "1500",
             "--session-sweep-interval-ms",
@@ -118,12 +137,18 @@ pub async fn spawn_in(scope: &Scope, roles: &[Role], change: impl FnOnce(&mut Co
         address,
 
         client: reqwest::Client::new(),
+        scope: scope.clone(),
         shutdown,
         task: Some(task),
     }
 }
 
 impl TestApp {
+    /// [`Scope::device_token`] of this app's scope.
+    pub async fn device_token(&self, tenant: &str, device: &str) -> String {
+        self.scope.device_token(tenant, device).await
+    }
+
     /// Graceful stop: like SIGTERM.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -15,7 +15,7 @@ async fn a_batch_gets_503_with_retry_after_while_redis_is_down() {
 
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = redis.url()).await;
-    let token = kit::device_token("acme", "phone-1");
+    let token = scope.device_token("acme", "phone-1").await;
     let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("before", 2))
@@ -57,7 +57,7 @@ async fn past_the_buffer_bound_ingest_answers_503_buffer_full() {
         c.redis.shards = 1;
     })
     .await;
-    let token = kit::device_token("acme", "phone-1");
+    let token = scope.device_token("acme", "phone-1").await;
     let id = app.session_id(&token).await;
     // The start event is entry 1; two batches fill the shard to its bound of 3.
     for b in 0..2 {
@@ -83,7 +83,7 @@ async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
         c.rates.device_burst = 10;
     })
     .await;
-    let token = kit::device_token("acme", "chatty");
+    let token = scope.device_token("acme", "chatty").await;
     let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("first", 10))
@@ -101,7 +101,7 @@ async fn a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
     assert!((1..=6).contains(&wait), "retry after {wait} s");
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
     // Another device of the tenant has its own budget.
-    let other = kit::device_token("acme", "quiet");
+    let other = scope.device_token("acme", "quiet").await;
     let other_id = app.session_id(&other).await;
     assert_eq!(
         app.post_fixes(&other, &other_id, &batch("b", 10))
@@ -126,7 +126,7 @@ async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwar
     let scope = Scope::new().await;
     let url = redis.url();
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| c.redis.url = url).await;
-    let token = kit::device_token("acme", "phone-1");
+    let token = scope.device_token("acme", "phone-1").await;
     let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("before", 2))
@@ -167,7 +167,7 @@ async fn after_redis_restarts_empty_the_forwarder_recreates_its_group_and_forwar
 
 /// Posts `batches` batches of 5 fixes to a fresh session on `app`; returns the batch ids.
 async fn post_batches(app: &crate::helpers::TestApp, device: &str, batches: usize) -> Vec<String> {
-    let token = kit::device_token("acme", device);
+    let token = app.device_token("acme", device).await;
     let id = app.session_id(&token).await;
     let mut ids = Vec::new();
     for b in 0..batches {
@@ -230,7 +230,7 @@ async fn the_forwarder_moves_again_soon_after_a_redis_outage_of_several_seconds(
     let scope = Scope::new().await;
     let url = redis.url();
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| c.redis.url = url).await;
-    let token = kit::device_token("acme", "phone-outage");
+    let token = scope.device_token("acme", "phone-outage").await;
     let id = app.session_id(&token).await;
     assert_eq!(
         app.post_fixes(&token, &id, &batch("before", 2))

@@ -62,13 +62,13 @@ async fn a_stop_and_an_expiry_during_a_long_redis_outage_reach_the_buffer_once_a
     let url = redis.url();
     // The API alone: nothing leaves the buffer, so it shows the whole story of each session.
     let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url).await;
-    let stopper = kit::device_token("acme", "stopper");
+    let stopper = scope.device_token("acme", "stopper").await;
     let stopped = app.session_id(&stopper).await;
     for b in ["b1", "b2"] {
         let r = app.post_fixes(&stopper, &stopped, &batch(b, 2)).await;
         assert_eq!(r.status(), 202);
     }
-    let expirer = kit::device_token("acme", "expirer");
+    let expirer = scope.device_token("acme", "expirer").await;
     let expiring = start_short_session(&app, &expirer, 2).await;
     assert_eq!(
         app.post_fixes(&expirer, &expiring, &batch("e1", 1))
@@ -144,8 +144,9 @@ async fn an_event_published_again_after_a_publisher_crash_is_buffered_once() {
     // The same through the outbox: a publisher claims a start's row, appends it and
     // crashes before deleting it (its claim is dropped, as a dead process's transaction is
     // rolled back); the next claim publishes the row again.
+    // The store as the services run it: the service role, on a registered device.
+    kit::register_device(&scope.owner_url, "acme", "crashy").await;
     let pool = sqlx::PgPool::connect(&scope.database_url).await.unwrap();
-    locus_session::migrate(&pool).await.unwrap();
     let store = SessionStore::new(pool);
     let started = store
         .start(
@@ -190,7 +191,7 @@ async fn two_replicas_publish_a_backlog_of_session_events_once_each_and_in_order
     let mut sessions = Vec::new();
     for n in 0..6 {
         let app = if n % 2 == 0 { &first } else { &second };
-        let token = kit::device_token("acme", &format!("backlog-{n}"));
+        let token = scope.device_token("acme", &format!("backlog-{n}")).await;
         let id = app.session_id(&token).await;
         assert_eq!(app.stop_session(&token, &id).await.status(), 200);
         sessions.push(id);
@@ -235,13 +236,14 @@ async fn a_batch_right_after_redis_returns_is_buffered_after_the_start_that_redi
         c.sessions.events_scan_ms = 60_000;
     })
     .await;
-    let device = kit::device_token("acme", "early-bird");
+    let device = scope.device_token("acme", "early-bird").await;
     redis.stop("TERM");
     // PostgreSQL holds the session and its `started`: the device gets its 201.
     let session = app.session_id(&device).await;
     // Another replica's relay has claimed the start's row and not appended it yet (this
-    // process's relay skips it): held here by a transaction of the test's own.
-    let pool = sqlx::PgPool::connect(&scope.database_url).await.unwrap();
+    // process's relay skips it): held here by a transaction of the test's own, as the
+    // owner (a relay works in the system scope; the service role alone sees no rows).
+    let pool = sqlx::PgPool::connect(&scope.owner_url).await.unwrap();
     let mut relay = pool.begin().await.unwrap();
     let held: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM session_event_outbox WHERE session_id = $1::uuid FOR UPDATE",

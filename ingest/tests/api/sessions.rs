@@ -10,7 +10,7 @@ use crate::helpers::{batch, spawn_app};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_has_at_most_one_active_session() {
     let (app, _scope) = spawn_app().await;
-    let token = kit::device_token("acme", "solo");
+    let token = app.device_token("acme", "solo").await;
     let first = app.start_session(&token).await;
     assert_eq!(first["status"], "active");
     assert_eq!(first["fix_count"], 0);
@@ -62,7 +62,7 @@ async fn a_device_has_at_most_one_active_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_past_its_maximum_duration_expires_and_refuses_batches_with_409() {
     let (app, scope) = spawn_app().await;
-    let token = kit::device_token("acme", "short-lived");
+    let token = scope.device_token("acme", "short-lived").await;
     let r = app
         .client
         .post(app.url("/v1/sessions"))
@@ -126,7 +126,7 @@ async fn health_readiness_and_metrics_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_of_a_stored_batch_after_the_stop_still_hears_it_was_stored() {
     let (app, _scope) = spawn_app().await;
-    let token = kit::device_token("acme", "retrier");
+    let token = app.device_token("acme", "retrier").await;
     let id = app.session_id(&token).await;
     let body = batch("last-batch", 3);
     assert_eq!(app.post_fixes(&token, &id, &body).await.status(), 202);
@@ -154,7 +154,7 @@ async fn no_batch_is_buffered_after_its_sessions_stop_event_even_when_they_race(
         c.rates.device_burst = 1_000_000;
     })
     .await;
-    let token = kit::device_token("acme", "racer");
+    let token = scope.device_token("acme", "racer").await;
     let id = app.session_id(&token).await;
     // Posters that do not pause, so that some batch is between its session read and its
     // append when the stop lands.
