@@ -38,14 +38,9 @@ pub enum PartnerError {
     Database(#[from] sqlx::Error),
 }
 
-/// Who makes a change, as its audit row records it.
-#[derive(Debug, Clone, Copy)]
-pub struct Actor<'a> {
-    /// The token's subject.
-    pub subject: &'a str,
-    /// The token's role name (`platform_admin`, `tenant_admin`...).
-    pub role: &'a str,
-}
+/// Who makes a change, as its audit row records it (the registry's type: one actor for
+/// every admin change).
+pub use crate::registry::Actor;
 
 /// Whether `id` may name a partner: 1 to [`PARTNER_ID_MAX`] ASCII letters, digits and
 /// `-_.:`, like every other id of the API (it appears in paths and in tokens' `sub`).
