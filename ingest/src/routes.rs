@@ -1,4 +1,29 @@
-//! The whole HTTP surface of ingest in one place.
+//! The whole HTTP surface of ingest in one place, and its OpenAPI document.
+//!
+//! Every `/v1` route is registered through utoipa-axum's [`OpenApiRouter`] with
+//! `routes!(...)`, which adds the handler to the axum router and its `#[utoipa::path]`
+//! operation to the document in one step: a route cannot be served without being
+//! documented, nor documented without being served. The document ([`openapi`]) is served at
+//! `/openapi.json`, Swagger UI (vendored into the binary, no CDN) at `/docs`, and
+//! [`route_roles`] reads from it the roles each route takes: it is THE route list that
+//! tests and docs use.
+//!
+//! # Adding a route
+//!
+//! 1. A handler file `routes/<resource>_<action>.rs` with `pub async fn handler`, annotated
+//!    with `#[utoipa::path(<method>, path = "/v1/...", operation_id = "<unique>",
+//!    tag = "...", request_body = ..., params(...), responses(...),
+//!    security(("bearer" = ["<role>", ...])))]`: every status the handler can answer, error
+//!    statuses with `body = ErrorBody`, and the roles that may call it as the scopes of
+//!    the `bearer` requirement (names from [`ROLE_NAMES`]; a route without a token takes
+//!    `security(())`). Bodies are `locus_wire::api` types deriving `ToSchema` (feature
+//!    `openapi`).
+//! 2. A `mod` line below and one `.routes(routes!(<module>::handler))` line in [`api`]. Handlers
+//!    of one path go in the same `routes!` (e.g. `routes!(a_post::handler, a_list::handler)`):
+//!    `routes!` registers its method router under each of its paths, so two paths in one
+//!    `routes!` would serve each other's methods.
+//!
+//! The unit test at the bottom checks that every `/v1` operation declares known roles.
 
 mod health;
 mod locations_post;
@@ -13,10 +38,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use locus_session::SessionStore;
 use locus_wire::api::FixLimits;
@@ -37,6 +67,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Token verification.
     pub auth: Authenticator,
+    /// Signs the device tokens `POST /v1/auth/token` hands out.
+    pub signer: Arc<locus_identity::TokenSigner>,
     /// Session metadata.
     pub store: SessionStore,
     /// The Redis buffer.
@@ -62,19 +94,107 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Every route and layer of the ingest service. The device API is mounted only when the
-/// process runs the API role; every role answers health, readiness and metrics.
+/// The name of the security scheme of the document: a bearer JWT. Each operation's
+/// requirement on it lists, as scopes, the roles that may call it.
+pub const BEARER: &str = "bearer";
+
+/// The role names an operation's scopes may take: the roles a Locus token can carry.
+pub const ROLE_NAMES: [&str; 4] = ["platform_admin", "tenant_admin", "device", "partner"];
+
+/// The base of the document: what is not said by an operation.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Locus ingest API",
+        description = "Devices start tracking sessions and post batches of location fixes; administrators and partners read sessions. Every error answer is `{error, message}`: a stable code and what was wrong and how to fix it. The roles an operation takes are the scopes of its `bearer` security requirement. docs/devices.md describes the API in prose."
+    ),
+    modifiers(&BearerScheme),
+    tags((name = "sessions", description = "Tracking sessions and their location fixes."))
+)]
+struct ApiDoc;
+
+/// Adds the `bearer` security scheme the operations refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "`Authorization: Bearer <JWT>`. The token's `role` claim must be one of the scopes the operation lists (platform_admin, tenant_admin, device, partner).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The `/v1` API: each line registers a route in the router and in the document at once
+/// (see "Adding a route" at the top of this file). Health, readiness and metrics are left
+/// out of the document on purpose: they are for the platform (balancers, Prometheus), not
+/// for API clients, and the shared router in `locus_service` serves them.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sessions_start::handler, sessions_list::handler))
+        .routes(routes!(sessions_get::handler))
+        .routes(routes!(sessions_stop::handler))
+        .routes(routes!(locations_post::handler))
+}
+
+/// The OpenAPI 3.1 document of the `/v1` API, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// Every operation of the document: its method, its path template (`/v1/sessions/{id}`, as
+/// axum and the document spell it) and the roles its `bearer` requirement lists. An
+/// operation without a `bearer` requirement (no token needed) has no roles.
+pub fn route_roles() -> Vec<(Method, String, Vec<String>)> {
+    let doc = serde_json::to_value(openapi()).expect("the OpenAPI document serializes");
+    let mut out = Vec::new();
+    let Some(paths) = doc["paths"].as_object() else {
+        return out;
+    };
+    for (path, item) in paths {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        for (method, operation) in item {
+            // A path item also holds `parameters`, `summary` and such beside the methods.
+            let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+                continue;
+            };
+            if !operation.is_object() {
+                continue;
+            }
+            let roles = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|requirement| requirement[BEARER].as_array())
+                .flatten()
+                .filter_map(|role| role.as_str().map(str::to_owned))
+                .collect();
+            out.push((method, path.clone(), roles));
+        }
+    }
+    out
+}
+
+/// Every route and layer of the ingest service. The device API, its document and Swagger
+/// UI are mounted only when the process runs the API role; every role answers health,
+/// readiness and metrics.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route(
-            "/v1/sessions",
-            post(sessions_start::handler).get(sessions_list::handler),
-        )
-        .route("/v1/sessions/{id}", get(sessions_get::handler))
-        .route("/v1/sessions/{id}/stop", post(sessions_stop::handler))
-        .route("/v1/sessions/{id}/locations", post(locations_post::handler));
     let base = if state.config.runs(Role::Api) {
-        api
+        let (api, doc) = api().split_for_parts();
+        // SwaggerUi serves the document at /openapi.json and the UI's page and assets under
+        // /docs/ (vendored into the binary, so the page needs no external URL).
+        api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
     } else {
         Router::new()
     };
@@ -106,4 +226,57 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     }
     .emit();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_v1_operation_declares_roles_the_design_knows() {
+        let routes = route_roles();
+        assert!(!routes.is_empty(), "the document lists no operation");
+        for (method, path, roles) in &routes {
+            assert!(path.starts_with("/v1/"), "{method} {path} is outside /v1");
+            assert!(!roles.is_empty(), "{method} {path} declares no roles");
+            for role in roles {
+                assert!(
+                    ROLE_NAMES.contains(&role.as_str()),
+                    "{method} {path} declares unknown role {role:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_session_routes_take_the_roles_of_the_design() {
+        let mut routes = route_roles();
+        routes.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
+        let want = [
+            (
+                Method::GET,
+                "/v1/sessions",
+                vec!["device", "tenant_admin", "partner"],
+            ),
+            (Method::POST, "/v1/sessions", vec!["device"]),
+            (
+                Method::GET,
+                "/v1/sessions/{id}",
+                vec!["device", "tenant_admin", "partner"],
+            ),
+            (Method::POST, "/v1/sessions/{id}/locations", vec!["device"]),
+            (
+                Method::POST,
+                "/v1/sessions/{id}/stop",
+                vec!["device", "tenant_admin"],
+            ),
+        ];
+        for (method, path, roles) in want {
+            let found = routes
+                .iter()
+                .find(|(m, p, _)| *m == method && p == path)
+                .unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+            assert_eq!(found.2, roles, "{method} {path}");
+        }
+    }
 }

@@ -9,15 +9,18 @@ use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/sessions`. Every field is optional; an empty body is fine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartSessionRequest {
     /// Seconds after which the session stops by itself with reason `expired`.
     /// Capped by the server's maximum; the server default applies when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_duration_secs: Option<u64>,
 }
 
 /// Whether a session still takes fixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Takes fixes.
@@ -28,6 +31,7 @@ pub enum SessionStatus {
 
 /// Why a session stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// `POST /v1/sessions/{id}/stop`.
@@ -57,6 +61,7 @@ impl StopReason {
 
 /// A position without the rest of a fix.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Position {
     /// Latitude in degrees (WGS 84).
     pub lat: f64,
@@ -66,12 +71,16 @@ pub struct Position {
 
 /// A session as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     /// The session's id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
     pub session_id: SessionId,
     /// The tenant that owns it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$"))]
     pub tenant_id: TenantId,
     /// The device that records it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$"))]
     pub device_id: DeviceId,
     /// Active or stopped.
     pub status: SessionStatus,
@@ -91,43 +100,67 @@ pub struct SessionView {
     pub last_position: Option<Position>,
 }
 
+/// Answer of `GET /v1/sessions`: the sessions visible to the caller, newest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionList {
+    /// The sessions, newest first.
+    pub sessions: Vec<SessionView>,
+}
+
 /// Body of `POST /v1/sessions/{id}/locations`.
 ///
 /// Each fix decodes into a [`FixSlot`], so that one malformed fix is rejected alone, with
 /// its index, instead of failing the whole batch.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocationBatch {
     /// Client batch id: a retried batch with the same id is recognised and not stored twice.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")
+    )]
     #[serde(default)]
     pub batch_id: Option<String>,
     /// The fixes, oldest first.
+    // The schema shows a valid fix; a fix of any other shape is still taken and rejected
+    // alone (reason `invalid_fix`), so the batch answer lists it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<FixInput>, min_items = 1))]
     #[serde(alias = "locations")]
     pub fixes: Vec<FixSlot>,
 }
 
 /// One fix as a device posts it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FixInput {
     /// Latitude in degrees, -90 to 90.
+    #[cfg_attr(feature = "openapi", schema(minimum = -90.0, maximum = 90.0))]
     pub lat: f64,
     /// Longitude in degrees, -180 to 180.
+    #[cfg_attr(feature = "openapi", schema(minimum = -180.0, maximum = 180.0))]
     pub lon: f64,
     /// When the device took the fix (RFC 3339).
     pub recorded_at: DateTime<Utc>,
     /// Horizontal accuracy in metres.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub accuracy: Option<f64>,
     /// Altitude in metres above the WGS 84 ellipsoid.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = -20000.0, maximum = 100000.0))]
     pub altitude: Option<f64>,
     /// Speed in metres per second.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub speed: Option<f64>,
     /// Heading in degrees clockwise from true north, 0 to 360.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 360.0))]
     pub heading: Option<f64>,
     /// Battery level in percent, 0 to 100.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100.0))]
     pub battery: Option<f64>,
 }
 
@@ -180,6 +213,7 @@ impl Default for FixLimits {
 
 /// Why one fix of a batch was rejected. The code is stable; clients may match on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// The fix is not a JSON object with the required fields of the right types.
@@ -212,6 +246,7 @@ impl RejectReason {
 
 /// A rejected fix in a batch answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RejectedFix {
     /// Index of the fix in the posted batch, from 0.
     pub index: u32,
@@ -316,6 +351,7 @@ impl Fix {
 
 /// Answer to a batch: 202 when at least one fix was accepted, 422 when none was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchResponse {
     /// The batch id the client sent, or the one the server gave the batch.
     pub batch_id: String,
@@ -328,8 +364,24 @@ pub struct BatchResponse {
     pub duplicate: bool,
 }
 
+/// The body of the 422 answer to a batch whose every fix was rejected: the batch answer,
+/// so the client sees why each fix was refused, with the `error` and `message` of every
+/// error answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedBatch {
+    /// The batch answer: `accepted` is 0.
+    #[serde(flatten)]
+    pub batch: BatchResponse,
+    /// `all_fixes_rejected`.
+    pub error: String,
+    /// What was wrong and how to fix it, for a human.
+    pub message: String,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Machine-readable code, stable.
     pub error: String,

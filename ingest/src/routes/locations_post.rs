@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use locus_wire::api::{BatchResponse, Fix, FixLimits, LocationBatch};
+use locus_wire::api::{BatchResponse, ErrorBody, Fix, FixLimits, LocationBatch, RejectedBatch};
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::{BatchId, SessionId, fingerprint};
 
@@ -51,9 +51,43 @@ impl Durability {
     }
 }
 
+/// Post a batch of location fixes to a session.
+///
 /// 202 with counts and per-fix rejections once the batch is in Redis (or on Kafka, with
 /// `Locus-Durability: kafka`); 422 when no fix was valid; 409 for a stopped session or a
-/// batch id reused for other fixes; 429 or 503 with Retry-After.
+/// batch id reused for other fixes; 429 or 503 with Retry-After. A batch posted again with
+/// the same batch id (body `batch_id` or `Idempotency-Key`) is answered, not stored twice.
+/// The body may be gzip (`Content-Encoding: gzip`).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/locations",
+    operation_id = "post_locations",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "The session id (a UUID); any other value reads as not found."),
+        ("Idempotency-Key" = Option<String>, Header, description = "The batch id, when the body has no `batch_id`: 1 to 128 printable ASCII characters.", min_length = 1, max_length = 128, pattern = "^[!-~]+$"),
+        ("Locus-Durability" = Option<String>, Header, description = "What the 202 waits for: `buffered` (the batch is in the Redis buffer; the default, unless the tenant's default is `kafka`) or `kafka` (Kafka confirmed the batch). docs/guarantees.md says what each can lose."),
+    ),
+    request_body(content = LocationBatch, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored (or already stored: `duplicate`); `rejected` lists the fixes refused.", body = BatchResponse,
+            headers(("Locus-Durability" = String, description = "The level the 202 was given under."))),
+        (status = 400, description = "`invalid_batch_id`, `invalid_durability`, `empty_batch`, `malformed_json`, `invalid_body`, `malformed_gzip` or `body_unreadable`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only device tokens post fixes.", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 409, description = "`session_stopped`, `session_expired` or `batch_id_reused`; nothing was stored.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_fixes` or `batch_over_burst`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON, or its encoding is not gzip.", body = ErrorBody),
+        (status = 422, description = "`all_fixes_rejected`: no fix was valid and nothing was stored; the body is the batch answer (see `rejected`) with `error` and `message`.", body = RejectedBatch),
+        (status = 429, description = "`rate_limited`: retry the same batch after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "`internal`: a bug; the cause is logged.", body = ErrorBody),
+        (status = 503, description = "`buffer_full`, `buffer_unavailable`, `kafka_unconfirmed` or `database_unavailable`: retry the same batch after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = ["device"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
     State(state): State<AppState>,

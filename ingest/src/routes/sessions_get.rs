@@ -6,8 +6,28 @@ use crate::error::ApiError;
 use crate::routes::AppState;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
+use locus_wire::api::{ErrorBody, SessionView};
 
-/// 200 with the session, or 404.
+/// A session's state and counts.
+///
+/// 200 with the session; 404 for an id the caller may not see (another tenant's, or for a
+/// device, another device's).
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    operation_id = "get_session",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session id (a UUID); any other value reads as not found.")),
+    responses(
+        (status = 200, description = "The session.", body = SessionView),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not read sessions.", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = ["device", "tenant_admin", "partner"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
     State(state): State<AppState>,

@@ -4,14 +4,41 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use locus_wire::api::StartSessionRequest;
+use locus_wire::api::{ErrorBody, SessionView, StartSessionRequest};
 
 use crate::auth::Caller;
 use crate::body;
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::AppState;
 
-/// Starts a session for the calling device; 201 with the session, 409 if it has one.
+/// Start a tracking session for the calling device.
+///
+/// 201 with the session and its URL in `Location`; 409 if the device already has an active
+/// session (the body's `session_id` names it). The body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    operation_id = "start_session",
+    tag = "sessions",
+    request_body(
+        content = Option<StartSessionRequest>,
+        description = "Optional: an empty body takes the server's default duration.",
+        content_type = "application/json"
+    ),
+    responses(
+        (status = 201, description = "The session started.", body = SessionView,
+            headers(("Location" = String, description = "The session's URL."))),
+        (status = 400, description = "`invalid_max_duration`, `malformed_json`, `invalid_body`, `malformed_gzip` or `body_unreadable`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not start sessions.", body = ErrorBody),
+        (status = 409, description = "`session_already_active`: the device has an active session, named by `session_id`.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = ["device"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device = %caller.subject))]
 pub async fn handler(
     State(state): State<AppState>,

@@ -2,15 +2,34 @@
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use locus_wire::api::StopReason;
+use locus_wire::api::{ErrorBody, SessionView, StopReason};
 
 use crate::access::visible_session;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::AppState;
 
+/// Stop a session.
+///
 /// 200 with the stopped session (also while Redis is down: PostgreSQL holds the stop and
 /// its event); 409 if it was already stopped; 404 if not visible.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/stop",
+    operation_id = "stop_session",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session id (a UUID); any other value reads as not found.")),
+    responses(
+        (status = 200, description = "The stopped session.", body = SessionView),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not stop sessions.", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 409, description = "`session_stopped` or `session_expired`: it was already stopped.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = ["device", "tenant_admin"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
     State(state): State<AppState>,
