@@ -271,6 +271,15 @@ impl Application {
             };
             tracker.spawn(sweeper.run(stop.clone()));
             tracker.spawn(revocation_refresher(&self.state).run(stop.clone()));
+            // Admin changes' audit rows, onto the tenant-events topic (what is left waits in
+            // PostgreSQL for the next process: no drain on the way out).
+            let audit = crate::audit_relay::AuditRelay::new(
+                self.state.store.clone(),
+                self.state.producer.clone(),
+                self.config.topic_names().tenant_events(),
+                Duration::from_millis(self.config.sessions.events_scan_ms),
+            );
+            tracker.spawn(audit.run(stop.clone()));
             let relay = self
                 .state
                 .session_events
