@@ -1,6 +1,7 @@
 //! Typed configuration of the stream bridge, from flags or `LOCUS_*` environment variables.
-//! Every knob has a documented default; the sink table is parsed here and checked in
-//! [`crate::webhook::config`] before anything connects.
+//! Every knob has a documented default; the static sinks are parsed here and checked in
+//! [`crate::webhook::config`] before anything connects. The sinks kept in PostgreSQL are
+//! read by [`crate::sink_store`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use clap::{Arg, Command, CommandFactory, FromArgMatches, Parser};
 
 use locus_service::settings::{KafkaSettings, ShutdownSettings};
 use locus_wire::topics::Topics;
+use secrecy::SecretString;
 
 use crate::error::BridgeError;
 use crate::webhook::config::{SinkSpecs, Sinks};
@@ -79,6 +81,28 @@ pub struct Config {
     /// Path of a JSON file with the same shape as `LOCUS_BRIDGE_SINKS`.
     #[arg(long, env = "LOCUS_BRIDGE_SINKS_FILE")]
     pub sinks_file: Option<PathBuf>,
+
+    /// Read webhook sinks from PostgreSQL too (the `sinks` table the admin API writes),
+    /// again every `LOCUS_BRIDGE_SINKS_REFRESH_MS`; a row wins over the static sinks for
+    /// its tenant. Off: only `LOCUS_BRIDGE_SINKS` and `LOCUS_BRIDGE_SINKS_FILE`, read once.
+    #[arg(long, env = "LOCUS_BRIDGE_SINKS_FROM_DATABASE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sinks_from_database: bool,
+
+    /// PostgreSQL URL (the same variable as ingest's), as the service role `locus_app`:
+    /// the sink table is read in the system scope (`SET LOCAL ROLE locus_system`).
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "LOCUS_DATABASE_URL",
+        default_value = "postgres://locus_app@127.0.0.1:5432/locus",
+        hide_env_values = true
+    )]
+    pub database_url: SecretString,
+
+    /// How often the sink table is read from PostgreSQL: a sink added, changed, disabled
+    /// or deleted takes effect within this (plus one delivery).
+    #[arg(long, env = "LOCUS_BRIDGE_SINKS_REFRESH_MS", default_value_t = 2_000)]
+    pub sinks_refresh_ms: u64,
 
     /// Allow sink URLs on loopback, private or link-local addresses (and `localhost`).
     /// Off in production: a tenant admin could otherwise point a sink at internal services.
@@ -182,8 +206,8 @@ impl Config {
     /// A configuration for tests against the local broker: no environment is read, the
     /// listener takes a free port, batches linger, backoffs are short, the lag is measured
     /// every 200 ms, and private sinks are allowed (the test receivers listen on 127.0.0.1).
-    /// The Kafka client settings are the production defaults.
-    /// Add sinks with [`Config::with_sink`].
+    /// The Kafka client settings are the production defaults. PostgreSQL is not read:
+    /// add sinks with [`Config::with_sink`], or a database with [`Config::with_database`].
     pub fn for_tests(kafka_brokers: &str, kafka_topic_prefix: &str, group: &str) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -196,8 +220,22 @@ impl Config {
             backoff_max_ms: 500,
             request_timeout_ms: 5_000,
             shutdown: ShutdownSettings { grace_secs: 10 },
+            sinks_from_database: false,
             ..Self::defaults()
         }
+    }
+
+    /// This configuration reading sinks from the database at `url`, every `refresh_ms`.
+    pub fn with_database(mut self, url: &str, refresh_ms: u64) -> Self {
+        self.sinks_from_database = true;
+        self.database_url = SecretString::from(url);
+        self.sinks_refresh_ms = refresh_ms;
+        self
+    }
+
+    /// How often the sink table is read from PostgreSQL (never more often than every 10 ms).
+    pub fn sinks_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.sinks_refresh_ms.max(10))
     }
 
     /// This configuration with one more inline sink (replacing the tenant's previous one).
@@ -237,7 +275,7 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms).min(Duration::from_secs(60))
     }
 
-    /// The sink table: the file's entries, overridden per tenant by the inline ones, each
+    /// The static sinks: the file's entries, overridden per tenant by the inline ones, each
     /// checked (tenant id, URL, private addresses unless allowed).
     pub fn load_sinks(&self) -> Result<Sinks, BridgeError> {
         let mut merged = match &self.sinks_file {
@@ -305,6 +343,12 @@ mod tests {
         assert_eq!(c.fetch_wait_max_ms, 500);
         assert_eq!(c.lag_interval_ms, 5_000);
         assert!(c.sinks.is_none() && c.sinks_file.is_none());
+        assert!(c.sinks_from_database);
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&c.database_url),
+            "postgres://locus_app@127.0.0.1:5432/locus"
+        );
+        assert_eq!(c.sinks_refresh_ms, 2_000);
         assert!(!c.allow_private_sinks);
         assert!(!c.allow_no_sinks);
         assert_eq!(c.shutdown.grace_secs, 30);

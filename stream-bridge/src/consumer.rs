@@ -50,7 +50,7 @@ use crate::events::{
 };
 use crate::record::ParsedRecord;
 use crate::webhook::WebhookDeliverer;
-use crate::webhook::config::Sinks;
+use crate::webhook::table::SinkTable;
 
 /// How long one poll waits for a record: also how often the thread looks at shutdown and at
 /// paused partitions.
@@ -168,7 +168,7 @@ pub struct ConsumerLoop {
     consumer: Arc<BridgeConsumer>,
     deliverer: WebhookDeliverer,
     dead_letter: DeadLetterWriter,
-    sinks: Arc<Sinks>,
+    sinks: SinkTable,
     settings: LoopSettings,
 }
 
@@ -178,7 +178,7 @@ impl ConsumerLoop {
         consumer: Arc<BridgeConsumer>,
         deliverer: WebhookDeliverer,
         dead_letter: DeadLetterWriter,
-        sinks: Arc<Sinks>,
+        sinks: SinkTable,
         settings: LoopSettings,
     ) -> Self {
         Self {
@@ -209,6 +209,7 @@ impl ConsumerLoop {
             batch_max_records: self.settings.batch_max_records.max(1),
             batch_linger: self.settings.batch_linger,
             abort: abort.clone(),
+            sinks: self.sinks.clone(),
         });
         let poller = Poller {
             consumer: Arc::clone(&self.consumer),
@@ -253,7 +254,7 @@ impl ConsumerLoop {
 /// The polling thread's state.
 struct Poller {
     consumer: Arc<BridgeConsumer>,
-    sinks: Arc<Sinks>,
+    sinks: SinkTable,
     settings: LoopSettings,
     context: Arc<LaneContext>,
     runtime: Handle,
@@ -298,19 +299,23 @@ impl Poller {
         let (partition, offset) = (message.partition(), message.offset());
         self.context.ownership.read(partition, offset);
         let parsed = ParsedRecord::parse(message.payload());
-        let sink = parsed
-            .as_ref()
-            .ok()
-            .and_then(|p| self.sinks.get(&p.record.tenant_id).map(|s| (p, s)));
-        let key = match sink {
-            Some((p, _)) => LaneKey::Sink(p.record.tenant_id.clone()),
-            None => LaneKey::DeadLetter,
+        // A tenant that has a lane keeps it whatever the table says now (see `lane`): its
+        // records stay in one queue, in order, and the lane itself sees a removed sink.
+        let key = match &parsed {
+            Ok(p) => {
+                let lane = LaneKey::Sink(p.record.tenant_id.clone());
+                if self.lanes.contains_key(&lane) || self.sinks.contains(&p.record.tenant_id) {
+                    lane
+                } else {
+                    LaneKey::DeadLetter
+                }
+            }
+            Err(_) => LaneKey::DeadLetter,
         };
         let lane = match self.lanes.get(&key) {
             Some(lane) => lane,
             None => {
-                let sink = sink.map(|(_, s)| s.clone());
-                let lane = Lane::spawn(&self.runtime, &key, sink, Arc::clone(&self.context));
+                let lane = Lane::spawn(&self.runtime, &key, Arc::clone(&self.context));
                 self.lanes.entry(key.clone()).or_insert(lane)
             }
         };

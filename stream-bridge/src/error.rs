@@ -42,6 +42,18 @@ pub enum SinkError {
     },
 }
 
+/// Why one read of the sink table from PostgreSQL failed. At start this stops the bridge
+/// ([`BridgeError::SinkDatabase`]); later the bridge keeps its last table and tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkRefreshError {
+    /// PostgreSQL refused or could not be reached.
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    /// PostgreSQL did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
 /// Why the bridge cannot start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -66,9 +78,19 @@ pub enum BridgeError {
     },
     /// No sink is configured, and that was not allowed.
     #[error(
-        "no webhook sink is configured, so every record would go to the dead-letter topic; set LOCUS_BRIDGE_SINKS or LOCUS_BRIDGE_SINKS_FILE, or LOCUS_BRIDGE_ALLOW_NO_SINKS=true to start anyway"
+        "no webhook sink is configured, so every record would go to the dead-letter topic; add one (a row of the PostgreSQL `sinks` table through the admin API, LOCUS_BRIDGE_SINKS or LOCUS_BRIDGE_SINKS_FILE), or set LOCUS_BRIDGE_ALLOW_NO_SINKS=true to start anyway (sinks added to PostgreSQL later are picked up without a restart)"
     )]
     NoSinks,
+    /// The sink table could not be read from PostgreSQL at start.
+    #[error(
+        "cannot read the webhook sinks from PostgreSQL at {database}: {source}; check LOCUS_DATABASE_URL (the service role locus_app, on a database `locus-ingest migrate` set up), or set LOCUS_BRIDGE_SINKS_FROM_DATABASE=false to use only LOCUS_BRIDGE_SINKS / LOCUS_BRIDGE_SINKS_FILE"
+    )]
+    SinkDatabase {
+        /// The database URL, without its password.
+        database: String,
+        /// What failed.
+        source: SinkRefreshError,
+    },
     /// A Kafka client cannot be created or subscribed.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

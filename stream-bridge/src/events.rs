@@ -16,7 +16,9 @@ use locus_wire::TenantId;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 use uuid::Uuid;
 
+use crate::error::{SinkError, SinkRefreshError};
 use crate::webhook::retry::Outcome;
+use crate::webhook::table::TableChanges;
 
 /// Why records went to the dead-letter topic: the `reason` label of
 /// `locus_bridge_records_dead_lettered_total` and the `locus-dlq-reason` header.
@@ -33,6 +35,9 @@ struct Metrics {
     consumer_lag: IntGaugeVec,
     sink_paused: IntGaugeVec,
     partitions_paused: IntGaugeVec,
+    sinks_loaded: IntGaugeVec,
+    sinks_skipped: IntGaugeVec,
+    sink_refresh_failures: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -81,11 +86,28 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
          (LOCUS_BRIDGE_LANE_CAPACITY); every tenant of those partitions waits meanwhile.",
         &[],
     ),
+    sinks_loaded: gauge_vec(
+        "locus_bridge_sinks_loaded",
+        "Tenants with a webhook sink in the live table: the static sinks with the valid \
+         PostgreSQL rows laid over them, as of the last successful refresh.",
+        &[],
+    ),
+    sinks_skipped: gauge_vec(
+        "locus_bridge_sinks_skipped",
+        "Enabled PostgreSQL sink rows the last successful refresh skipped as invalid (a \
+         bad URL or tenant id, or a private host while those are not allowed).",
+        &[],
+    ),
+    sink_refresh_failures: counter(
+        "locus_bridge_sink_refresh_failures_total",
+        "Refreshes of the sink table from PostgreSQL that failed (unreachable, refused, or \
+         no answer within 5 s); the bridge kept its last table each time.",
+    ),
 });
 
 /// Describes every metric and registers it, so the unlabelled ones (the consumed and
-/// delivered counters, the two histograms) read 0 before the first record and dashboards
-/// and alerts see them from the start.
+/// delivered counters, the two histograms, the sink refresh failures) read 0 before the
+/// first event and dashboards and alerts see them from the start.
 pub fn register() {
     LazyLock::force(&METRICS);
 }
@@ -441,5 +463,143 @@ impl ConsumerLagFailed<'_> {
             error = %self.error,
             "Could not measure the consumer lag; the lag metric keeps its last values."
         );
+    }
+}
+
+/// The sink table was read from PostgreSQL and installed.
+pub struct SinkTableRefreshed<'a> {
+    /// Tenants with a sink now (static and PostgreSQL).
+    pub sinks: usize,
+    /// Enabled rows read.
+    pub rows: usize,
+    /// Rows skipped as invalid.
+    pub skipped: usize,
+    /// What changed since the previous table.
+    pub changes: &'a TableChanges,
+}
+
+impl SinkTableRefreshed<'_> {
+    /// Logs the changes (if any) and sets the gauges.
+    pub fn emit(self) {
+        let names = |tenants: &[locus_wire::TenantId]| {
+            tenants
+                .iter()
+                .map(TenantId::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if self.changes.is_empty() {
+            tracing::trace!(
+                sinks = self.sinks,
+                rows = self.rows,
+                "Sink table refreshed."
+            );
+        } else {
+            // Info: a partner's deliveries start, move or stop here.
+            tracing::info!(
+                sinks = self.sinks,
+                rows = self.rows,
+                skipped = self.skipped,
+                added = %names(&self.changes.added),
+                changed = %names(&self.changes.changed),
+                removed = %names(&self.changes.removed),
+                "Sink table changed; deliveries use the new sinks from their next attempt."
+            );
+        }
+        METRICS
+            .sinks_loaded
+            .with_label_values::<&str>(&[])
+            .set(self.sinks as i64);
+        METRICS
+            .sinks_skipped
+            .with_label_values::<&str>(&[])
+            .set(self.skipped as i64);
+    }
+}
+
+/// A PostgreSQL sink row is invalid and was left out of the table.
+pub struct SinkRowSkipped<'a> {
+    /// The row's tenant, as stored.
+    pub tenant: &'a str,
+    /// What is wrong with it (never quotes the secret).
+    pub error: &'a SinkError,
+}
+
+impl SinkRowSkipped<'_> {
+    /// Logs the event (once per distinct problem; the refresher remembers).
+    pub fn emit(self) {
+        // A warning: the tenant's records go to its static sink, if it has one, or to the
+        // dead-letter topic (`no_sink`) until the row is fixed.
+        tracing::warn!(
+            tenant = self.tenant,
+            reason = %self.error,
+            "A sink row in PostgreSQL is invalid and was skipped; the tenant has no sink from it until it is fixed."
+        );
+    }
+}
+
+/// Reading the sink table from PostgreSQL failed; the last table stays.
+pub struct SinkRefreshFailed<'a> {
+    /// What failed.
+    pub error: &'a SinkRefreshError,
+    /// Failures in a row, this one included.
+    pub consecutive: u64,
+}
+
+impl SinkRefreshFailed<'_> {
+    /// Logs the event (a warning for the first failure of a run and every 30th after it,
+    /// so an outage is visible without a line every interval) and counts it.
+    pub fn emit(self) {
+        if self.consecutive == 1 || self.consecutive.is_multiple_of(30) {
+            tracing::warn!(
+                error = %self.error,
+                consecutive = self.consecutive,
+                "Could not refresh the sink table from PostgreSQL; delivering with the last one."
+            );
+        } else {
+            tracing::debug!(
+                error = %self.error,
+                consecutive = self.consecutive,
+                "Could not refresh the sink table from PostgreSQL; delivering with the last one."
+            );
+        }
+        METRICS.sink_refresh_failures.inc();
+    }
+}
+
+/// The sink table was read again after failures.
+pub struct SinkRefreshRecovered {
+    /// Refreshes that had failed in a row.
+    pub failed: u64,
+}
+
+impl SinkRefreshRecovered {
+    /// Logs the event.
+    pub fn emit(self) {
+        tracing::info!(
+            failed = self.failed,
+            "The sink table is read from PostgreSQL again."
+        );
+    }
+}
+
+/// A tenant whose webhook was failing lost its sink (deleted or disabled): its lane stops
+/// retrying and sends its records to the dead-letter topic (`no_sink`).
+pub struct PausedSinkRemoved<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+}
+
+impl PausedSinkRemoved<'_> {
+    /// Logs the event and clears the tenant's paused gauge.
+    pub fn emit(self) {
+        tracing::info!(
+            tenant = %self.tenant,
+            "The paused tenant's sink was removed; its records go to the dead-letter topic (no_sink)."
+        );
+        METRICS
+            .sink_paused
+            .with_label_values(&[self.tenant.as_str()])
+            .set(0);
     }
 }

@@ -2,7 +2,9 @@
 //! delivers them, batched per tenant, to each tenant's signed webhook, at least once and in
 //! order per session, one lane per tenant so that a failing webhook pauses its own tenant
 //! only. Records that cannot be delivered as they are (malformed, or a tenant without a
-//! sink) go to the dead-letter topic, from which [`replay`] puts them back.
+//! sink) go to the dead-letter topic, from which [`replay`] puts them back. The sinks come
+//! from the configuration and from PostgreSQL, read again while the bridge runs
+//! ([`sink_store`]).
 //!
 //! Start with [`startup::Application`]; the at-least-once rules are in [`consumer`].
 
@@ -14,6 +16,7 @@ pub mod events;
 pub mod record;
 pub mod replay;
 pub mod routes;
+pub mod sink_store;
 pub mod startup;
 pub mod webhook;
 

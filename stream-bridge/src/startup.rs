@@ -1,8 +1,9 @@
 //! Builds the bridge from its configuration and runs it until shutdown.
 //!
-//! [`Application::build`] does everything that can fail at start (sink table, Kafka
-//! clients, HTTP client, binding the listener), so a bad configuration stops the process
-//! before it reads a record; tests bind port 0 and read the port back.
+//! [`Application::build`] does everything that can fail at start (sink table, its first
+//! read from PostgreSQL, Kafka clients, HTTP client, binding the listener), so a bad
+//! configuration stops the process before it reads a record; tests bind port 0 and read
+//! the port back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use rdkafka::producer::FutureProducer;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +20,12 @@ use crate::consumer::lag::LagMonitor;
 use crate::consumer::{BridgeConsumer, BridgeContext, ConsumerLoop, LoopSettings, consumer_config};
 use crate::dead_letter::DeadLetterWriter;
 use crate::error::BridgeError;
-use crate::events;
+use crate::events::{self, SinkTableRefreshed};
 use crate::routes::{AppState, router};
+use crate::sink_store::{SinkRefresher, SinkStore, redacted};
 use crate::webhook::WebhookDeliverer;
 use crate::webhook::service::WebhookService;
+use crate::webhook::table::{SinkTable, TableChanges};
 
 /// A built bridge, listening but not yet consuming.
 pub struct Application {
@@ -30,23 +34,53 @@ pub struct Application {
     consumer: Arc<BridgeConsumer>,
     consumer_loop: ConsumerLoop,
     lag_monitor: LagMonitor,
+    /// Keeps the sink table in step with PostgreSQL; `None` with static sinks only.
+    refresher: Option<SinkRefresher>,
     router: Router,
 }
 
 impl Application {
     /// Checks the configuration, creates the Kafka and HTTP clients and binds the listener.
     pub async fn build(config: Config) -> Result<Self, BridgeError> {
-        let sinks = Arc::new(config.load_sinks()?);
-        if sinks.is_empty() {
+        // Registered before the first event, so every unlabelled metric reads 0 from start.
+        events::register();
+        let static_sinks = config.load_sinks()?;
+        let (sinks, refresher) = if config.sinks_from_database {
+            let url = config.database_url.expose_secret();
+            let failed = |source| BridgeError::SinkDatabase {
+                database: redacted(url),
+                source,
+            };
+            let store = SinkStore::connect(url).await.map_err(failed)?;
+            let mut refresher = SinkRefresher::new(
+                store,
+                static_sinks,
+                config.allow_private_sinks,
+                config.sinks_refresh_interval(),
+            );
+            refresher.refresh().await.map_err(failed)?;
+            (refresher.table(), Some(refresher))
+        } else {
+            let count = static_sinks.len();
+            SinkTableRefreshed {
+                sinks: count,
+                rows: 0,
+                skipped: 0,
+                changes: &TableChanges::default(),
+            }
+            .emit();
+            (SinkTable::new(static_sinks), None)
+        };
+        let sink_count = sinks.current().len();
+        if sink_count == 0 {
             if !config.allow_no_sinks {
                 return Err(BridgeError::NoSinks);
             }
             tracing::warn!(
-                "No webhook sinks are configured: every record goes to the dead-letter topic."
+                from_database = config.sinks_from_database,
+                "No webhook sinks are configured: every record goes to the dead-letter topic until one is added."
             );
         }
-        // Registered before the first event, so every unlabelled metric reads 0 from start.
-        events::register();
 
         let topics = config.topics();
         let topic = topics.locations().to_owned();
@@ -70,7 +104,7 @@ impl Application {
             Arc::clone(&consumer),
             deliverer,
             dead_letter,
-            Arc::clone(&sinks),
+            sinks,
             LoopSettings {
                 topic: topic.clone(),
                 batch_max_records: config.batch_max_records.max(1),
@@ -101,7 +135,8 @@ impl Application {
             %local_addr,
             topic = %topic,
             group = %config.group,
-            sinks = sinks.len(),
+            sinks = sink_count,
+            sinks_from_database = config.sinks_from_database,
             "Stream bridge built."
         );
         Ok(Self {
@@ -110,6 +145,7 @@ impl Application {
             consumer,
             consumer_loop,
             lag_monitor,
+            refresher,
             router,
         })
     }
@@ -124,10 +160,11 @@ impl Application {
         self.local_addr.port()
     }
 
-    /// Consumes, measures the consumer lag and serves HTTP until `shutdown` is cancelled,
-    /// then drains: the lanes finish what they hold (within the grace period), offsets are
-    /// committed, the lag monitor and the HTTP listener stop, and the consumer leaves its
-    /// group. Returns early with the error if the consumer loop or the listener fails.
+    /// Consumes, measures the consumer lag, refreshes the sink table and serves HTTP until
+    /// `shutdown` is cancelled, then drains: the lanes finish what they hold (within the
+    /// grace period), offsets are committed, the lag monitor, the refresher and the HTTP
+    /// listener stop, and the consumer leaves its group. Returns early with the error if
+    /// the consumer loop or the listener fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), BridgeError> {
         let Self {
             listener,
@@ -135,6 +172,7 @@ impl Application {
             consumer,
             consumer_loop,
             lag_monitor,
+            refresher,
             router,
         } = self;
 
@@ -163,6 +201,9 @@ impl Application {
         // The lag monitor stops with the consumer loop, whatever ended it.
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(lag_monitor.run(lag_stop.clone()));
+        // The refresher runs until the lanes are done: a drain still reads the sinks, and
+        // a sink changed during it is still picked up.
+        let refreshed = refresher.map(|r| tokio::spawn(r.run(lag_stop.clone())));
         let consumed = tokio::spawn(consumer_loop.run(stop)).await;
         lag_stop.cancel();
         http_stop.cancel();
@@ -170,6 +211,11 @@ impl Application {
         // It holds a handle of the consumer: wait for it to let go (a measurement in
         // progress finishes first, within its request timeouts).
         let lagged = lag.await;
+        // A refresh in progress is dropped where it stands; the pool closes.
+        let refreshed = match refreshed {
+            Some(task) => task.await,
+            None => Ok(()),
+        };
 
         // Dropping the last handle closes the consumer: it leaves the group, which blocks
         // for a moment, so it happens on a blocking thread.
@@ -178,6 +224,7 @@ impl Application {
         consumed??;
         served??;
         lagged?;
+        refreshed?;
         Ok(())
     }
 }

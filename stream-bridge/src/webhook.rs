@@ -1,13 +1,15 @@
-//! The webhook sink, split like Vector's sinks: [`config`] (the checked sink table),
-//! [`request_builder`] (body and signed headers, no I/O), [`service`] (one HTTP attempt,
-//! classified) and [`retry`] (classification and backoff). [`WebhookDeliverer`]
-//! drives them for one delivery until it is delivered or abandoned: a webhook failure never
-//! sends records to the dead-letter topic.
+//! The webhook sink, split like Vector's sinks: [`config`] (checked sinks), [`table`] (the
+//! live table a refresh swaps), [`request_builder`] (body and signed headers, no I/O),
+//! [`service`] (one HTTP attempt, classified) and [`retry`] (classification and backoff).
+//! [`WebhookDeliverer`] drives them for one delivery until it is delivered or abandoned: a
+//! webhook failure never sends records to the dead-letter topic (only a sink that is gone
+//! does).
 
 pub mod config;
 pub mod request_builder;
 pub mod retry;
 pub mod service;
+pub mod table;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +25,11 @@ use self::config::Sink;
 use self::request_builder::WebhookRequest;
 use self::retry::{Outcome, RetryPolicy};
 use self::service::WebhookService;
+use self::table::SinkTable;
 use crate::consumer::ownership::Generation;
-use crate::events::{DeliveryAttempt, RecordsDelivered, SinkPaused, SinkResumed};
+use crate::events::{
+    DeliveryAttempt, PausedSinkRemoved, RecordsDelivered, SinkPaused, SinkResumed,
+};
 use crate::record::ParsedRecord;
 
 /// How one delivery ended.
@@ -36,6 +41,9 @@ pub enum DeliveryResult {
     /// records' partitions were revoked. They are not finished, their offsets must not be
     /// stored, and whoever owns their partitions delivers them again.
     Abandoned,
+    /// The tenant has no sink in the table any more (deleted or disabled) when an attempt
+    /// was due: the records take the path of a tenant without a sink.
+    NoSink,
 }
 
 /// Whether a tenant's sink is paused, kept by its lane across deliveries so that the pause
@@ -67,10 +75,16 @@ impl WebhookDeliverer {
         }
     }
 
-    /// Delivers `records` (all of `tenant`, in Kafka order) to `sink` as one delivery: one
-    /// delivery id and one body for every attempt. A failure of any kind pauses the sink
-    /// and the same delivery is tried again with capped backoff, for as long as it takes:
-    /// skipping it would leave a hole in the tenant's sessions.
+    /// Delivers `records` (all of `tenant`, in Kafka order) to the tenant's sink in `sinks`
+    /// as one delivery: one delivery id and one body for every attempt. A failure of any
+    /// kind pauses the sink and the same delivery is tried again with capped backoff, for
+    /// as long as it takes: skipping it would leave a hole in the tenant's sessions.
+    ///
+    /// Each attempt takes the sink as the table has it when the attempt starts and keeps it
+    /// to the end of that attempt: a URL or secret changed while a webhook was failing is
+    /// tried from the next attempt on (usually the change is the fix), and an attempt in
+    /// flight is never redirected. With no sink left for the tenant, it returns
+    /// [`DeliveryResult::NoSink`] before sending anything more.
     ///
     /// Gives up with [`DeliveryResult::Abandoned`] when `abort` fires (shutdown's grace is
     /// over), when `generation` is revoked between attempts, or when it is fenced during
@@ -79,7 +93,7 @@ impl WebhookDeliverer {
     pub async fn deliver(
         &self,
         tenant: &TenantId,
-        sink: &Sink,
+        sinks: &SinkTable,
         records: &[&ParsedRecord],
         health: &mut SinkHealth,
         generation: &Generation,
@@ -93,6 +107,14 @@ impl WebhookDeliverer {
 
         let mut attempt = 0;
         loop {
+            // A snapshot: refreshes meanwhile do not change the sink of this attempt.
+            let table = sinks.current();
+            let Some(sink) = table.get(tenant) else {
+                if health.paused.take().is_some() {
+                    PausedSinkRemoved { tenant }.emit();
+                }
+                return DeliveryResult::NoSink;
+            };
             attempt += 1;
             let outcome = tokio::select! {
                 // Dropping the request mid-flight is safe for at-least-once: the webhook

@@ -303,6 +303,10 @@ async fn broker_restart_loses_nothing(how: Stop, outage: Duration) {
     let (hook, partner) = partner().await;
     let bridge_a = start_bridge(&brokers, &prefix, &group, &hook).await;
 
+    // Sessions start only for registered devices; the tokens are minted in `device`.
+    for d in 0..DEVICES {
+        ingest.device_token("acme", &format!("phone-{d}")).await;
+    }
     let devices = Arc::new(Devices::default());
     let stop_devices = CancellationToken::new();
     let device_tasks: Vec<_> = (0..DEVICES)

@@ -84,7 +84,7 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
     let _stop_on_drop = stop_bridge.clone().drop_guard();
 
     let client = reqwest::Client::new();
-    let token = kit::device_token("acme", "phone-e2e");
+    let token = ingest.device_token("acme", "phone-e2e").await;
     let id = support::start_session(&client, &ingest_url, &token, json!({})).await;
     let start = chrono::Utc::now() - chrono::Duration::seconds(60);
     for b in 0..5 {

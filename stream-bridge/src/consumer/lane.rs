@@ -2,6 +2,11 @@
 //! dead-letter topic. The polling thread routes each record to its lane and never waits for
 //! a delivery, so a tenant whose webhook fails or hangs holds back its own lane only.
 //!
+//! The sink table is live ([`crate::sink_store`]): a tenant's lane looks its sink up for
+//! every attempt, not once. Once a tenant has a lane, all its records keep going through it,
+//! also after its sink is removed (the lane then dead-letters them as `no_sink`, in order),
+//! so one tenant's records never travel two lanes at once.
+//!
 //! A lane takes its records in Kafka order and handles one batch at a time (count and
 //! linger as before), so per-session order holds: a session lives in one partition and
 //! belongs to one tenant, so all of it goes through one lane, in order. A batch is finished
@@ -26,7 +31,7 @@ use super::ownership::Ownership;
 use crate::dead_letter::DeadLetterWriter;
 use crate::events::{DeadLetterReason, OffsetStoreFailed};
 use crate::record::ParsedRecord;
-use crate::webhook::config::Sink;
+use crate::webhook::table::SinkTable;
 use crate::webhook::{DeliveryResult, SinkHealth, WebhookDeliverer};
 
 /// One record read from the location topic.
@@ -82,6 +87,8 @@ pub struct LaneContext {
     pub batch_linger: Duration,
     /// Fires once shutdown's grace period is over: lanes give up what they hold.
     pub abort: CancellationToken,
+    /// The live sink table.
+    pub sinks: SinkTable,
 }
 
 /// The polling thread's handle of a lane.
@@ -92,23 +99,16 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Starts the lane of `key` on `runtime`. `sink` is the tenant's sink (`None` for the
-    /// dead-letter lane).
-    pub fn spawn(
-        runtime: &Handle,
-        key: &LaneKey,
-        sink: Option<Sink>,
-        context: Arc<LaneContext>,
-    ) -> Self {
+    /// Starts the lane of `key` on `runtime`.
+    pub fn spawn(runtime: &Handle, key: &LaneKey, context: Arc<LaneContext>) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let target = match (key, sink) {
-            (LaneKey::Sink(tenant), Some(sink)) => Target::Webhook {
+        let target = match key {
+            LaneKey::Sink(tenant) => Target::Webhook {
                 tenant: tenant.clone(),
-                sink,
                 health: SinkHealth::default(),
             },
-            _ => Target::DeadLetter,
+            LaneKey::DeadLetter => Target::DeadLetter,
         };
         let task = runtime.spawn(
             LaneTask {
@@ -152,7 +152,6 @@ impl Lane {
 enum Target {
     Webhook {
         tenant: TenantId,
-        sink: Sink,
         health: SinkHealth,
     },
     DeadLetter,
@@ -231,11 +230,7 @@ impl LaneTask {
         };
         let context = &self.context;
         let done = match &mut self.target {
-            Target::Webhook {
-                tenant,
-                sink,
-                health,
-            } => {
+            Target::Webhook { tenant, health } => {
                 let records: Vec<&ParsedRecord> = batch
                     .iter()
                     .filter_map(|c| c.parsed.as_ref().ok())
@@ -244,17 +239,24 @@ impl LaneTask {
                     .deliverer
                     .deliver(
                         tenant,
-                        sink,
+                        &context.sinks,
                         &records,
                         health,
                         &work.generation,
                         &context.abort,
                     )
                     .await;
-                if delivered == DeliveryResult::Delivered {
-                    batch.len()
-                } else {
-                    0
+                match delivered {
+                    DeliveryResult::Delivered => batch.len(),
+                    DeliveryResult::Abandoned => 0,
+                    // The sink was deleted or disabled: the records go where those of a
+                    // tenant without a sink go, still in this lane's order.
+                    DeliveryResult::NoSink => {
+                        tokio::select! {
+                            done = dead_letter(context, &batch) => done,
+                            _ = work.generation.fenced.cancelled() => 0,
+                        }
+                    }
                 }
             }
             Target::DeadLetter => {

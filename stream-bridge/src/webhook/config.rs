@@ -1,12 +1,14 @@
-//! The webhook sink table: one URL and signing secret per tenant, parsed from JSON and
-//! checked once at start, so the delivery code only ever holds a usable [`Sink`].
+//! The webhook sink table: one URL and signing secret per tenant, each checked once where
+//! it comes in (the JSON of the static configuration at start, a PostgreSQL row at each
+//! refresh, see [`crate::sink_store`]), so the delivery code only ever holds a usable
+//! [`Sink`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use locus_wire::TenantId;
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::error::SinkError;
@@ -62,19 +64,8 @@ impl SinkSpecs {
     pub fn validate(self, allow_private: bool) -> Result<Sinks, SinkError> {
         let mut sinks = HashMap::with_capacity(self.0.len());
         for (tenant, spec) in self.0 {
-            let tenant_id =
-                TenantId::parse(tenant.clone()).map_err(|source| SinkError::InvalidTenant {
-                    tenant: tenant.clone(),
-                    source,
-                })?;
-            let url = parse_sink_url(&tenant, &spec.url, allow_private)?;
-            sinks.insert(
-                tenant_id,
-                Sink {
-                    url,
-                    secret: spec.secret,
-                },
-            );
+            let (tenant_id, sink) = Sink::parse(&tenant, &spec.url, spec.secret, allow_private)?;
+            sinks.insert(tenant_id, sink);
         }
         Ok(Sinks(sinks))
     }
@@ -154,6 +145,32 @@ pub struct Sink {
     pub secret: SecretString,
 }
 
+impl Sink {
+    /// Checks one sink as written: the tenant id, the URL (absolute, http or https) and its
+    /// host, which may only be a loopback, private or link-local address when
+    /// `allow_private`.
+    pub fn parse(
+        tenant: &str,
+        url: &str,
+        secret: SecretString,
+        allow_private: bool,
+    ) -> Result<(TenantId, Sink), SinkError> {
+        let tenant_id =
+            TenantId::parse(tenant.to_owned()).map_err(|source| SinkError::InvalidTenant {
+                tenant: tenant.to_owned(),
+                source,
+            })?;
+        let url = parse_sink_url(tenant, url, allow_private)?;
+        Ok((tenant_id, Sink { url, secret }))
+    }
+
+    /// Whether `other` sends to the same URL with the same secret: a refresh that reads a
+    /// row unchanged changes nothing.
+    pub fn same_as(&self, other: &Sink) -> bool {
+        self.url == other.url && self.secret.expose_secret() == other.secret.expose_secret()
+    }
+}
+
 /// The checked sink table: at most one sink per tenant.
 #[derive(Debug, Clone, Default)]
 pub struct Sinks(HashMap<TenantId, Sink>);
@@ -173,12 +190,20 @@ impl Sinks {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Sets the sink of `tenant`, replacing its previous one.
+    pub fn insert(&mut self, tenant: TenantId, sink: Sink) {
+        self.0.insert(tenant, sink);
+    }
+
+    /// Every tenant with its sink, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TenantId, &Sink)> {
+        self.0.iter()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     fn one(url: &str, allow_private: bool) -> Result<Sinks, SinkError> {

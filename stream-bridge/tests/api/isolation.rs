@@ -85,7 +85,10 @@ struct Device {
 
 impl Device {
     async fn start(p: &Pipeline, tenant: &str) -> Self {
-        let token = kit::device_token(tenant, &format!("{tenant}-phone"));
+        let token = p
+            .ingest
+            .device_token(tenant, &format!("{tenant}-phone"))
+            .await;
         let session = support::start_session(&p.client, &p.ingest.url, &token, json!({})).await;
         Self {
             token,

@@ -13,5 +13,6 @@ mod rebalance;
 mod replay;
 mod restart;
 mod retries;
+mod sinks_live;
 #[path = "../support/mod.rs"]
 mod support;

@@ -7,6 +7,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Ingest {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// URL of its database's owner, for set-up (registering devices).
+    pub owner_url: String,
     /// Cancel to stop it gracefully (drain, flush).
     pub stop: CancellationToken,
     /// Await after `stop` for the drain to finish.
@@ -16,9 +18,9 @@ pub struct Ingest {
 /// Starts ingest against `brokers` with its own database and Redis prefix, writing to the
 /// topics of `topic_prefix` (3 partitions), and with the test token secret.
 pub async fn spawn_ingest(brokers: &str, topic_prefix: &str) -> Ingest {
-    let database = kit::fresh_database().await;
+    let database = kit::test_database().await;
     let config = locus_ingest::Config::for_tests(kit::JWT_SECRET).with(|c| {
-        c.database.url = database;
+        c.database.url = database.url;
         c.redis.url = kit::redis_url();
         c.redis.prefix = kit::unique("locus-bridge-test-ingest-");
         c.kafka = locus_service::settings::KafkaSettings::new(brokers, topic_prefix);
@@ -30,7 +32,21 @@ pub async fn spawn_ingest(brokers: &str, topic_prefix: &str) -> Ingest {
     let url = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
-    Ingest { url, stop, task }
+    Ingest {
+        url,
+        owner_url: database.owner_url,
+        stop,
+        task,
+    }
+}
+
+impl Ingest {
+    /// Registers `device` of `tenant` (sessions start only for registered devices) and
+    /// returns a device token for it.
+    pub async fn device_token(&self, tenant: &str, device: &str) -> String {
+        kit::register_device(&self.owner_url, tenant, device).await;
+        kit::device_token(tenant, device)
+    }
 }
 
 /// Starts a session on `ingest` with `body` as the device of `token`, and returns its id.
