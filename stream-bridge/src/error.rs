@@ -52,6 +52,9 @@ pub enum SinkRefreshError {
     /// PostgreSQL did not answer in time.
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The connection's role is privileged (a superuser, BYPASSRLS, the owner).
+    #[error("{0}")]
+    Role(String),
 }
 
 /// Why the bridge cannot start or keep running.

@@ -71,6 +71,11 @@ impl SinkStore {
         let pool = tokio::time::timeout(REFRESH_TIMEOUT, pool.connect_with(options))
             .await
             .map_err(|_| SinkRefreshError::Timeout(REFRESH_TIMEOUT))??;
+        // The sink table holds every tenant's secrets: the bridge reads it through the
+        // system role, never as a role that would see it without asking.
+        locus_session::check_service_role(&pool)
+            .await
+            .map_err(|e| SinkRefreshError::Role(e.to_string()))?;
         Ok(Self { pool })
     }
 
