@@ -209,6 +209,11 @@ impl IngestClient {
         &self.base
     }
 
+    /// The HTTP client under it (a clone shares its connection pool).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Sends `post` and returns the first answer that is not retriable, retrying as the
     /// client's [`Retry`] says; `observe` hears about every attempt.
     pub async fn post(

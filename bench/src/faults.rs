@@ -81,11 +81,18 @@ pub struct Harness {
     pub brokers: String,
     /// URL of the run's Redis (the same across its restarts).
     pub redis_url: String,
-    /// URL of the run's PostgreSQL.
+    /// URL of the run's PostgreSQL as the service role `locus_app` (what ingest and the
+    /// bridges connect with).
     pub pg_url: String,
-    /// Token secret of the harness's ingest.
+    /// URL of the run's PostgreSQL as its owner (`locus-ingest migrate`).
+    pub pg_owner_url: String,
+    /// Token secret of the harness's ingest: a published one, so ingest runs in
+    /// development mode.
     pub jwt_secret: SecretString,
     jwt_secret_text: String,
+    /// The ES256 key every ingest replica of the run signs device tokens with (one file,
+    /// written by `locus-ingest keygen`: dev mode's generated key would differ per replica).
+    pub signing_key_file: PathBuf,
 }
 
 impl Harness {
@@ -104,6 +111,15 @@ impl Harness {
             redis.url(),
             pg.url()
         );
+        let ingest = opts.bin_dir.join("locus-ingest");
+        migrate(&ingest, &pg.url()).await?;
+        let signing_key_file = dir.join("token-signing-key.pem");
+        keygen(&ingest, &signing_key_file).await?;
+        println!(
+            "[faults] database migrated as the owner (services connect as locus_app); \
+             signing key {}",
+            signing_key_file.display()
+        );
         let node = tokio::task::spawn_blocking(KafkaNode::start)
             .await
             .context("the harness's Kafka node did not start (./locus deps installs Kafka)")?;
@@ -114,7 +130,9 @@ impl Harness {
             opts,
             dir,
             redis_url: redis.url(),
-            pg_url: pg.url(),
+            pg_url: pg.app_url(),
+            pg_owner_url: pg.url(),
+            signing_key_file,
             http: crate::client::http_client(Duration::from_secs(30), 64)?,
             redis: tokio::sync::Mutex::new(redis),
             pg: tokio::sync::Mutex::new(pg),
@@ -166,6 +184,56 @@ impl Harness {
     pub fn secs(&self, full: u64, quick: u64) -> Duration {
         Duration::from_secs(if self.opts.quick { quick } else { full })
     }
+}
+
+/// `locus-ingest migrate` against `owner_url`: the service roles and the schema, before any
+/// ingest starts (ingest itself connects as `locus_app`, which may not create tables).
+async fn migrate(ingest: &Path, owner_url: &str) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(ingest)
+        .arg("migrate")
+        .env_clear()
+        .env("LOCUS_DATABASE_OWNER_URL", owner_url)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} migrate", ingest.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} migrate failed: {}{}",
+        ingest.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `locus-ingest keygen` into `path` (readable by the owner only).
+async fn keygen(ingest: &Path, path: &Path) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(ingest)
+        .arg("keygen")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} keygen", ingest.display()))?;
+    anyhow::ensure!(
+        out.status.success() && !out.stdout.is_empty(),
+        "{} keygen failed: {}",
+        ingest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(
+        &mut options
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        &out.stdout,
+    )?;
+    Ok(())
 }
 
 /// The figures of one fault.
@@ -300,12 +368,19 @@ impl<'h> Stage<'h> {
             ("LOCUS_INGEST_ROLES", roles.to_owned()),
             ("LOCUS_INGEST_LISTEN", format!("127.0.0.1:{port}")),
             ("LOCUS_DATABASE_URL", h.pg_url.clone()),
+            ("LOCUS_DATABASE_OWNER_URL", h.pg_owner_url.clone()),
             ("LOCUS_REDIS_URL", h.redis_url.clone()),
             ("LOCUS_REDIS_PREFIX", self.redis_prefix.clone()),
             ("LOCUS_REDIS_SHARDS", SHARDS.to_string()),
             ("LOCUS_KAFKA_BROKERS", h.brokers.clone()),
             ("LOCUS_KAFKA_TOPIC_PREFIX", self.topic_prefix.clone()),
             ("LOCUS_JWT_SECRET", h.jwt_secret_text.clone()),
+            // The secret is a published one: refused outside development mode.
+            ("LOCUS_DEV_MODE", "true".to_owned()),
+            (
+                "LOCUS_TOKEN_SIGNING_KEY_FILE",
+                h.signing_key_file.display().to_string(),
+            ),
             ("LOCUS_FORWARDER_CONSUMER", consumer.to_owned()),
             ("LOCUS_FORWARDER_LEASE_MS", h.opts.lease_ms.to_string()),
         ]
@@ -365,6 +440,9 @@ impl<'h> Stage<'h> {
             .collect();
         [
             ("LOCUS_BRIDGE_LISTEN", format!("127.0.0.1:{port}")),
+            // The bridge reads the sinks table too; the run's tenants have no row there, so
+            // the static sinks below are the ones used.
+            ("LOCUS_DATABASE_URL", self.h.pg_url.clone()),
             ("LOCUS_KAFKA_BROKERS", self.h.brokers.clone()),
             ("LOCUS_KAFKA_TOPIC_PREFIX", self.topic_prefix.clone()),
             ("LOCUS_BRIDGE_GROUP", self.group.clone()),
@@ -431,16 +509,18 @@ impl<'h> Stage<'h> {
         format!("{}-{name}", self.tag)
     }
 
-    /// Starts `per_tenant` devices of every tenant.
-    pub async fn devices(&self, per_tenant: usize) -> anyhow::Result<Vec<Device>> {
-        load::start_devices(
+    /// Registers `per_tenant` devices of every tenant and starts their sessions.
+    pub async fn devices(&mut self, per_tenant: usize) -> anyhow::Result<Vec<Device>> {
+        let (devices, registration) = load::start_devices(
             &self.client,
             &self.h.jwt_secret,
             &self.tag,
             &self.tenants,
             per_tenant,
         )
-        .await
+        .await?;
+        self.note(format!("registered {}", registration.summary()));
+        Ok(devices)
     }
 
     /// The load's shape from the options.

@@ -7,6 +7,8 @@
 //! - [`stack`]: where the local stack is, from the variables `./locus` sets;
 //! - [`client`]: the one HTTP client of ingest's API (retries are an option);
 //! - [`driver`]: one load driver per load mode; [`workload`] and [`sessions`] prepare them;
+//! - [`register`]: the simulated tenants and devices, registered through the admin API
+//!   before any session starts; [`auth`]: the development tokens of both;
 //! - [`ceiling`]: what the dependencies allow, measured with the same data;
 //! - [`kafka`], [`kafka_count`], [`receiver`]: following records to Kafka and the webhook;
 //! - [`report`]: every figure, summary, report file and chart the bench writes.
@@ -22,6 +24,7 @@ pub mod kafka_count;
 pub mod machine;
 pub mod procstat;
 pub mod receiver;
+pub mod register;
 pub mod report;
 pub mod sessions;
 pub mod stack;

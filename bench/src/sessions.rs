@@ -5,13 +5,11 @@ use anyhow::Context as _;
 use locus_wire::SessionId;
 use secrecy::SecretString;
 
-use crate::auth;
+use crate::auth::{self, DEVICE_TOKEN_TTL_SECS};
 use crate::client::{self, IngestClient};
 use crate::driver::Target;
+use crate::register::{self, Registration};
 use crate::workload::Workload;
-
-/// Validity of the device tokens: a day, the server's longest session.
-const TOKEN_TTL_SECS: i64 = 86_400;
 
 /// A device's session and the request that posts its batch into it.
 #[derive(Debug, Clone)]
@@ -29,18 +27,29 @@ pub fn lifetime_secs(duration_secs: u64, drain_secs: u64) -> u64 {
     (duration_secs + drain_secs + 600).min(86_400)
 }
 
-/// Starts one session per device of `work`, one after another, each lasting
-/// `lifetime_secs`. Any failure stops the run: a timed run without all its devices would
-/// measure something else.
+/// Registers the devices of `work` ([`register`]), then starts one session per device,
+/// one after another, each lasting `lifetime_secs`. Any failure stops the run: a timed run
+/// without all its devices would measure something else.
 pub async fn start_sessions(
     ingest: &IngestClient,
     secret: &SecretString,
     work: &Workload,
     lifetime_secs: u64,
-) -> anyhow::Result<Vec<Session>> {
+) -> anyhow::Result<(Vec<Session>, Registration)> {
+    let devices: Vec<_> = work
+        .devices
+        .iter()
+        .map(|(t, d, _)| (t.clone(), d.clone()))
+        .collect();
+    let registration = register::register(ingest, secret, &devices).await?;
     let mut out = Vec::new();
     for (i, (tenant, device, _)) in work.devices.iter().enumerate() {
-        let token = auth::device_token(secret, tenant.as_str(), device.as_str(), TOKEN_TTL_SECS)?;
+        let token = auth::device_token(
+            secret,
+            tenant.as_str(),
+            device.as_str(),
+            DEVICE_TOKEN_TTL_SECS,
+        )?;
         let authorization = client::bearer(&token);
         let id = ingest
             .start_session(&authorization, Some(lifetime_secs), |_| {})
@@ -49,7 +58,7 @@ pub async fn start_sessions(
         let target = work.target(i, client::locations_path(id), authorization);
         out.push(Session { id, target });
     }
-    Ok(out)
+    Ok((out, registration))
 }
 
 /// Stops the sessions; failures are only logged (the sessions expire by themselves).

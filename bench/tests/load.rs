@@ -1,8 +1,12 @@
-//! The load generator against a stub ingest served in-process: it checks tokens, validates
-//! fixes with the real wire rules and answers 429 with `Retry-After` on first attempts.
+//! The load generator against a stub ingest served in-process: it checks tokens (and their
+//! lifetime), keeps a registry of tenants and devices behind the admin routes, refuses a
+//! session of an unregistered device as ingest does (403 `device_not_registered`),
+//! validates fixes with the real wire rules and answers 429 with `Retry-After` on first
+//! attempts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,7 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use locus_bench::client::{IngestClient, http_client};
 use locus_bench::driver::plan::{LoadPlan, run_load};
+use locus_bench::register::{self, Registration};
 use locus_wire::api::{
     BatchResponse, Fix, FixLimits, LocationBatch, SessionStatus, SessionView, StopReason,
 };
@@ -21,11 +27,16 @@ use serde::Deserialize;
 
 const SECRET: &str = "stub-secret";
 
+/// Ingest's default `LOCUS_JWT_MAX_LIFETIME_SECS`.
+const MAX_LIFETIME_SECS: i64 = 86_400;
+
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
-    tenant: String,
+    tenant: Option<String>,
     role: String,
+    iat: i64,
+    exp: i64,
 }
 
 #[derive(Debug)]
@@ -46,6 +57,12 @@ struct Stub {
     out_of_order: u64,
     in_flight: u64,
     max_in_flight: u64,
+    /// Tenants created through `POST /v1/tenants`.
+    tenants: HashSet<String>,
+    /// (tenant, device) registered through `POST /v1/devices`.
+    devices: HashSet<(String, String)>,
+    admin_in_flight: u64,
+    admin_max_in_flight: u64,
 }
 
 type Shared = Arc<Mutex<Stub>>;
@@ -62,7 +79,96 @@ fn claims(headers: &HeaderMap) -> Option<Claims> {
     let data =
         jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(SECRET.as_bytes()), &v)
             .ok()?;
-    (data.claims.role == "device").then_some(data.claims)
+    // Ingest refuses a token living longer than its maximum, whatever the role.
+    (data.claims.exp - data.claims.iat <= MAX_LIFETIME_SECS).then_some(data.claims)
+}
+
+/// A device's claims: its tenant and id.
+fn device(headers: &HeaderMap) -> Option<(String, String)> {
+    let c = claims(headers)?;
+    (c.role == "device").then_some((c.tenant?, c.sub))
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": code, "message": code})),
+    )
+        .into_response()
+}
+
+/// Counts an admin request in flight while it is held a moment (so concurrency shows).
+async fn admin_call<T>(stub: &Shared, f: impl FnOnce(&mut Stub) -> T) -> T {
+    {
+        let mut s = stub.lock().unwrap();
+        s.admin_in_flight += 1;
+        s.admin_max_in_flight = s.admin_max_in_flight.max(s.admin_in_flight);
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut s = stub.lock().unwrap();
+    s.admin_in_flight -= 1;
+    f(&mut s)
+}
+
+async fn create_tenant(
+    State(stub): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let Some(c) = claims(&headers) else {
+        return unauthorized();
+    };
+    if c.role != "platform_admin" || c.tenant.is_some() {
+        return error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let tenant = body["tenant_id"].as_str().unwrap().to_owned();
+    admin_call(&stub, |s| {
+        if s.tenants.insert(tenant.clone()) {
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({"tenant_id": tenant, "name": null})),
+            )
+                .into_response()
+        } else {
+            error(StatusCode::CONFLICT, "tenant_exists")
+        }
+    })
+    .await
+}
+
+async fn create_device(
+    State(stub): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let Some(c) = claims(&headers) else {
+        return unauthorized();
+    };
+    let (true, Some(tenant)) = (c.role == "tenant_admin", c.tenant) else {
+        return error(StatusCode::FORBIDDEN, "forbidden");
+    };
+    let device = body["device_id"].as_str().unwrap().to_owned();
+    admin_call(&stub, |s| {
+        // The ids a test wants refused.
+        if device.starts_with("refused-") {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_device");
+        }
+        if !s.tenants.contains(&tenant) {
+            return error(StatusCode::NOT_FOUND, "tenant_not_found");
+        }
+        if s.devices.insert((tenant.clone(), device.clone())) {
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({
+                    "tenant_id": tenant, "device_id": device, "credential": "lcd_x"
+                })),
+            )
+                .into_response()
+        } else {
+            error(StatusCode::CONFLICT, "device_exists")
+        }
+    })
+    .await
 }
 
 fn unauthorized() -> Response {
@@ -74,14 +180,22 @@ fn unauthorized() -> Response {
 }
 
 async fn start(State(stub): State<Shared>, headers: HeaderMap) -> Response {
-    let Some(c) = claims(&headers) else {
+    let Some((tenant, device)) = device(&headers) else {
         return unauthorized();
     };
+    if !stub
+        .lock()
+        .unwrap()
+        .devices
+        .contains(&(tenant.clone(), device.clone()))
+    {
+        return error(StatusCode::FORBIDDEN, "device_not_registered");
+    }
     let now = Utc::now();
     let view = SessionView {
         session_id: SessionId::new(),
-        tenant_id: TenantId::parse(c.tenant).unwrap(),
-        device_id: DeviceId::parse(c.sub).unwrap(),
+        tenant_id: TenantId::parse(tenant).unwrap(),
+        device_id: DeviceId::parse(device).unwrap(),
         status: SessionStatus::Active,
         stop_reason: None,
         started_at: now,
@@ -107,7 +221,7 @@ async fn locations(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(c) = claims(&headers) else {
+    let Some((_, device_id)) = device(&headers) else {
         return unauthorized();
     };
     {
@@ -134,7 +248,7 @@ async fn locations(
     let mut accepted = 0;
     let mut rejected = Vec::new();
     let mut last_at = s.sessions[&session].last_at;
-    assert_eq!(s.sessions[&session].view.device_id.as_str(), c.sub);
+    assert_eq!(s.sessions[&session].view.device_id.as_str(), device_id);
     for (i, raw) in batch.fixes.iter().enumerate() {
         match Fix::parse(i as u32, raw, now, &FixLimits::default()) {
             Ok(fix) => {
@@ -162,7 +276,7 @@ async fn locations(
 }
 
 async fn stop(State(stub): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if claims(&headers).is_none() {
+    if device(&headers).is_none() {
         return unauthorized();
     }
     let mut s = stub.lock().unwrap();
@@ -175,6 +289,8 @@ async fn stop(State(stub): State<Shared>, Path(id): Path<String>, headers: Heade
 async fn spawn_stub() -> (String, Shared) {
     let stub = Shared::default();
     let app = Router::new()
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/devices", post(create_device))
         .route("/v1/sessions", post(start))
         .route("/v1/sessions/{id}/locations", post(locations))
         .route("/v1/sessions/{id}/stop", post(stop))
@@ -207,6 +323,8 @@ async fn a_load_run_posts_every_fix_once_and_honours_retry_after() {
     let report = run_load(&plan).await.unwrap();
 
     assert_eq!(report.errors, Vec::<String>::new());
+    assert_eq!(report.registration.tenants_created, 2);
+    assert_eq!(report.registration.devices_created, 6);
     assert_eq!(report.sessions.len(), 6);
     assert_eq!(report.accepted, plan.total_fixes());
     assert_eq!(report.accepted, 6 * 4 * 25);
@@ -251,20 +369,122 @@ async fn a_load_run_posts_every_fix_once_and_honours_retry_after() {
 }
 
 #[tokio::test]
-async fn with_a_wrong_jwt_secret_every_session_fails_and_the_report_says_why() {
+async fn with_a_wrong_jwt_secret_the_registration_fails_and_says_why_before_any_session() {
     let (url, stub) = spawn_stub().await;
     let plan = plan(&url, "wrong-secret");
 
-    let report = run_load(&plan).await.unwrap();
+    let err = run_load(&plan).await.unwrap_err();
 
-    assert_eq!(report.accepted, 0);
-    assert_eq!(report.failed_sessions, 6);
-    assert_eq!(report.failed_batches, plan.total_batches());
-    assert!(report.errors[0].contains("401"), "{:?}", report.errors);
-    assert!(
-        report.errors[0].contains("unauthorized"),
-        "{:?}",
-        report.errors
+    let text = format!("{err:#}");
+    assert!(text.contains("401"), "{text}");
+    assert!(text.contains("unauthorized"), "{text}");
+    assert!(text.contains("LOCUS_DEV_MODE=true"), "{text}");
+    let s = stub.lock().unwrap();
+    assert!(s.tenants.is_empty() && s.sessions.is_empty());
+}
+
+#[tokio::test]
+async fn a_second_run_of_the_same_plan_finds_its_devices_registered_and_runs() {
+    let (url, stub) = spawn_stub().await;
+    let plan = plan(&url, SECRET);
+    run_load(&plan).await.unwrap();
+
+    let again = run_load(&plan).await.unwrap();
+
+    assert_eq!(again.errors, Vec::<String>::new());
+    assert_eq!(again.registration.devices_existing, 6);
+    assert_eq!(again.registration.devices_created, 0);
+    assert_eq!(again.registration.tenants_existing, 2);
+    assert_eq!(again.accepted, plan.total_fixes());
+    assert_eq!(stub.lock().unwrap().devices.len(), 6);
+}
+
+/// 512 devices of two tenants, as `(tenant, device)`.
+fn many_devices() -> Vec<(TenantId, DeviceId)> {
+    (0..512)
+        .map(|n| {
+            let tenant = if n % 2 == 0 { "acme" } else { "globex" };
+            (
+                TenantId::parse(tenant).unwrap(),
+                DeviceId::parse(format!("reg-{n}")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_512_devices_keeps_32_requests_in_flight_and_a_rerun_finds_them_there() {
+    let (url, stub) = spawn_stub().await;
+    let http = http_client(Duration::from_secs(10), 64).unwrap();
+    // The caller's client sends once and caps nothing: registration brings its own.
+    let ingest = IngestClient::new(http, url);
+    let secret = SecretString::from(SECRET);
+    let devices = many_devices();
+
+    let first = register::register(&ingest, &secret, &devices)
+        .await
+        .unwrap();
+    let again = register::register(&ingest, &secret, &devices)
+        .await
+        .unwrap();
+
+    println!(
+        "first: {}; again: {}; max in flight {}",
+        first.summary(),
+        again.summary(),
+        stub.lock().unwrap().admin_max_in_flight
     );
-    assert!(stub.lock().unwrap().sessions.is_empty());
+    assert_eq!(
+        (
+            first.tenants_created,
+            first.devices_created,
+            first.devices_existing
+        ),
+        (2, 512, 0)
+    );
+    assert_eq!(
+        again,
+        Registration {
+            secs: again.secs,
+            tenants_existing: 2,
+            devices_existing: 512,
+            ..Registration::default()
+        }
+    );
+    let s = stub.lock().unwrap();
+    assert_eq!(s.devices.len(), 512);
+    assert!(
+        s.admin_max_in_flight <= register::IN_FLIGHT as u64 && s.admin_max_in_flight >= 16,
+        "admin requests in flight at most: {}",
+        s.admin_max_in_flight
+    );
+    // 512 requests of 5 ms each, 32 at a time, is ~80 ms; one after another ~2.6 s.
+    assert!(first.secs < 2.0, "{}", first.summary());
+}
+
+#[tokio::test]
+async fn a_refused_device_fails_the_registration_with_how_many_and_the_first_reason() {
+    let (url, stub) = spawn_stub().await;
+    let http = http_client(Duration::from_secs(10), 64).unwrap();
+    let ingest = IngestClient::new(http, url);
+    let secret = SecretString::from(SECRET);
+    let tenant = TenantId::parse("acme").unwrap();
+    let devices: Vec<_> = ["ok-1", "refused-1", "ok-2", "refused-2"]
+        .into_iter()
+        .map(|d| (tenant.clone(), DeviceId::parse(d).unwrap()))
+        .collect();
+
+    let err = register::register(&ingest, &secret, &devices)
+        .await
+        .unwrap_err();
+
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("2 of 4 devices could not be registered"),
+        "{text}"
+    );
+    assert!(text.contains("422"), "{text}");
+    assert!(text.contains("invalid_device"), "{text}");
+    // The others were still tried: a rerun has less to do.
+    assert_eq!(stub.lock().unwrap().devices.len(), 2);
 }

@@ -191,6 +191,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
         devices: plan.total_devices(),
         batches: plan.total_batches(),
         fixes: plan.total_fixes(),
+        registration: load.registration,
         accepted: load.accepted,
         rejected: load.rejected,
         failed_batches: load.failed_batches,

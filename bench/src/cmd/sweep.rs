@@ -82,7 +82,7 @@ pub async fn sweep(args: &SweepArgs, command: String) -> anyhow::Result<SweepRep
         );
         let secret = SecretString::from(run_args.jwt_secret.clone());
         let lifetime = sessions::lifetime_secs(run_args.duration_secs, run_args.drain_secs);
-        let sessions = start_sessions(&ingest, &secret, &work, lifetime).await?;
+        let (sessions, _registration) = start_sessions(&ingest, &secret, &work, lifetime).await?;
         let targets = sessions.iter().map(|s| s.target.clone()).collect();
         (Arc::clone(&ingest), targets, sessions)
     };

@@ -23,12 +23,10 @@ use tokio::task::JoinSet;
 
 pub use tally::LoadReport;
 
-use crate::auth;
+use crate::auth::{self, DEVICE_TOKEN_TTL_SECS};
 use crate::client::{self, IngestClient, Post, Retry, SESSIONS_PATH};
+use crate::register;
 use crate::track::Track;
-
-/// Validity of the device tokens: longer than any run.
-const TOKEN_TTL_SECS: i64 = 24 * 3600;
 
 /// What to run against ingest.
 #[derive(Debug, Clone)]
@@ -155,10 +153,12 @@ struct BatchBody<'a> {
     fixes: &'a [FixInput],
 }
 
-/// Runs the plan: starts a session per device, posts every batch, stops the sessions.
+/// Runs the plan: registers the tenants and devices ([`register`]), starts a session per
+/// device, posts every batch, stops the sessions.
 ///
 /// Failures of single requests are counted in the report, not returned: a run under
-/// overload is still a run with figures. An error means the plan itself could not run.
+/// overload is still a run with figures. An error means the plan itself could not run,
+/// a failed registration included (every session would be refused).
 pub async fn run_load(plan: &LoadPlan) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(plan.concurrency > 0, "concurrency must be at least 1");
     anyhow::ensure!(plan.batch_size > 0, "batch size must be at least 1");
@@ -170,6 +170,15 @@ pub async fn run_load(plan: &LoadPlan) -> anyhow::Result<LoadReport> {
             .with_max_in_flight(plan.concurrency),
     );
     let mut report = LoadReport::new();
+
+    // Phase 0: the devices must be registered before ingest starts their sessions.
+    let registered: Vec<_> = devices
+        .iter()
+        .map(|d| (d.tenant.clone(), d.device_id.clone()))
+        .collect();
+    report.registration = register::register(&ingest, &plan.jwt_secret, &registered)
+        .await
+        .context("cannot register the simulated devices")?;
 
     // Phase 1: sessions. Kept out of the batch phase so throughput measures batches only.
     let mut tasks = JoinSet::new();
@@ -183,7 +192,7 @@ pub async fn run_load(plan: &LoadPlan) -> anyhow::Result<LoadReport> {
                 &secret,
                 device.tenant.as_str(),
                 device.device_id.as_str(),
-                TOKEN_TTL_SECS,
+                DEVICE_TOKEN_TTL_SECS,
             );
             let started = match token {
                 Ok(token) => {

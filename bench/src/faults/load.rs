@@ -13,15 +13,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use locus_wire::SessionId;
 use locus_wire::api::BatchResponse;
+use locus_wire::{DeviceId, SessionId, TenantId};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth;
+use crate::auth::{self, DEVICE_TOKEN_TTL_SECS};
 use crate::client::{self, Attempt, CallError, IngestClient, Post};
+use crate::register::{self, Registration};
 
 /// One simulated device.
 #[derive(Debug, Clone)]
@@ -112,19 +113,35 @@ pub fn body(device: &Device, seq: u64, batch_size: u32, other_body: bool) -> Byt
         .into()
 }
 
-/// Starts one session per device, `devices_per_tenant` for each tenant.
+/// The id of device `d` of `tenant` in the fault `tag`.
+fn device_id(tag: &str, tenant: &str, d: usize) -> String {
+    format!("{tag}-{tenant}-d{d}")
+}
+
+/// Registers `devices_per_tenant` devices of each tenant ([`register`]), then starts one
+/// session per device.
 pub async fn start_devices(
     ingest: &IngestClient,
     secret: &SecretString,
     tag: &str,
     tenants: &[&str],
     devices_per_tenant: usize,
-) -> anyhow::Result<Vec<Device>> {
+) -> anyhow::Result<(Vec<Device>, Registration)> {
+    let mut ids = Vec::new();
+    for tenant in tenants {
+        for d in 0..devices_per_tenant {
+            ids.push((
+                TenantId::parse(*tenant).context("a fault's tenant id")?,
+                DeviceId::parse(device_id(tag, tenant, d)).context("a fault's device id")?,
+            ));
+        }
+    }
+    let registration = register::register(ingest, secret, &ids).await?;
     let mut out = Vec::new();
     for tenant in tenants {
         for d in 0..devices_per_tenant {
-            let device_id = format!("{tag}-{tenant}-d{d}");
-            let token = auth::device_token(secret, tenant, &device_id, 86_400)?;
+            let device_id = device_id(tag, tenant, d);
+            let token = auth::device_token(secret, tenant, &device_id, DEVICE_TOKEN_TTL_SECS)?;
             let authorization = client::bearer(&token);
             let session = ingest
                 .start_session(&authorization, Some(7_200), |_| {})
@@ -141,7 +158,7 @@ pub async fn start_devices(
             });
         }
     }
-    Ok(out)
+    Ok((out, registration))
 }
 
 /// The answer to one post, as the load counts it.

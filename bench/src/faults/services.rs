@@ -163,9 +163,16 @@ impl PrivatePostgres {
         self.dir.join("data")
     }
 
-    /// URL of its `postgres` database (the harness's ingest migrates into it).
+    /// URL of its `postgres` database as the superuser `postgres`: the owner URL
+    /// `locus-ingest migrate` runs with.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// URL of the same database as the service role `locus_app` (created by the migration;
+    /// trust authentication, so no password), what ingest and the bridges connect with.
+    pub fn app_url(&self) -> String {
+        format!("postgres://locus_app@127.0.0.1:{}/postgres", self.port)
     }
 
     /// Starts the server and waits until it accepts connections.

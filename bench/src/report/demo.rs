@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::{LatencyMs, thousands};
+use crate::register::Registration;
 
 /// Everything `locus-bench demo` found, in the shape `--json` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,10 @@ pub struct DemoFigures {
     pub batches: u64,
     /// Fixes planned.
     pub fixes: u64,
+    /// The registration of the tenants and devices through the admin API, before the
+    /// sessions.
+    #[serde(default)]
+    pub registration: Registration,
     /// Fixes ingest accepted (202).
     pub accepted: u64,
     /// Fixes ingest rejected (per-fix reasons in the 202 or 422 answer).
@@ -66,6 +71,18 @@ impl DemoFigures {
         let row = |s: &mut String, label: &str, value: String| {
             let _ = writeln!(s, "  {label:<22}{value}");
         };
+        let reg = &self.registration;
+        row(
+            &mut s,
+            "devices registered",
+            format!(
+                "{:<7}({} new, tenants {} new; {:.2} s, admin API)",
+                reg.devices(),
+                reg.devices_created,
+                reg.tenants_created,
+                reg.secs
+            ),
+        );
         row(
             &mut s,
             "fixes accepted",
@@ -117,6 +134,13 @@ mod tests {
             devices: 8,
             batches: 80,
             fixes: 4000,
+            registration: Registration {
+                tenants_created: 0,
+                tenants_existing: 2,
+                devices_created: 8,
+                devices_existing: 0,
+                secs: 0.046,
+            },
             accepted: 4000,
             rejected: 0,
             failed_batches: 0,
@@ -153,6 +177,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  fixes on Kafka        4000\n"), "{text}");
+        assert!(
+            text.contains(
+                "  devices registered    8      (8 new, tenants 0 new; 0.05 s, admin API)\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("p50 1.2 ms   p99 4.8 ms   max 9.1 ms"),
             "{text}"

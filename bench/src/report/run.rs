@@ -12,6 +12,7 @@ use crate::ceiling::Ceiling;
 use crate::driver::{LoadFigures, Mode};
 use crate::machine::Machine;
 use crate::procstat::ProcUsage;
+use crate::register::Registration;
 
 /// The Locus leg: the load through ingest, followed to Kafka and the webhook.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct PipelineFigures {
     pub processes: BTreeMap<String, ProcUsage>,
     /// Problems seen (missing records, errors).
     pub problems: Vec<String>,
+    /// The registration of the run's devices before their sessions (`None` in reports
+    /// written before devices had to be registered).
+    #[serde(default)]
+    pub registration: Option<Registration>,
 }
 
 /// Everything a `run` measured.
@@ -194,6 +199,9 @@ pub fn run_markdown(r: &BenchReport) -> String {
             p.delivered
                 .map_or("(no webhook leg)".into(), |d| d.to_string())
         );
+        if let Some(reg) = &p.registration {
+            let _ = writeln!(s, "- registered: {} (admin API)", reg.summary());
+        }
         let _ = writeln!(
             s,
             "- to Kafka: {} fixes/s (first request to last record read)",

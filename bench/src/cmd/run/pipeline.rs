@@ -32,7 +32,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<PipelineFigures> {
     let secret = SecretString::from(args.jwt_secret.clone());
     let lifetime = sessions::lifetime_secs(args.duration_secs, args.drain_secs);
-    let sessions = start_sessions(&ingest, &secret, work, lifetime).await?;
+    let (sessions, registration) = start_sessions(&ingest, &secret, work, lifetime).await?;
     let session_ids: Vec<SessionId> = sessions.iter().map(|s| s.id).collect();
     // The webhook leg runs only if the receiver is there to be reset: its counts and
     // histogram must be this run's.
@@ -184,5 +184,6 @@ pub(super) async fn run(
         e2e_webhook_ms,
         backlog,
         problems,
+        registration: Some(registration),
     })
 }

@@ -9,6 +9,7 @@ use locus_wire::SessionId;
 
 use super::SessionRun;
 use crate::client::Attempt;
+use crate::register::Registration;
 use crate::report::latency_histogram;
 
 /// Error messages kept in a report; the counters hold the totals.
@@ -48,6 +49,8 @@ pub struct LoadReport {
     pub session_latency_us: Histogram<u64>,
     /// Wall time of the batch phase (first batch sent to last batch answered).
     pub load_elapsed: Duration,
+    /// The registration of the tenants and devices before the sessions.
+    pub registration: Registration,
 }
 
 impl LoadReport {
@@ -68,6 +71,7 @@ impl LoadReport {
             batch_latency_us: latency_histogram(),
             session_latency_us: latency_histogram(),
             load_elapsed: Duration::ZERO,
+            registration: Registration::default(),
         }
     }
 
