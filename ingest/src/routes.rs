@@ -25,12 +25,22 @@
 //!
 //! The unit test at the bottom checks that every `/v1` operation declares known roles.
 
+mod audit_list;
+mod grants_delete;
+mod grants_list;
+mod grants_put;
 mod health;
 mod locations_post;
+mod partners_create;
+mod partners_list;
+mod partners_shared;
 mod sessions_get;
 mod sessions_list;
 mod sessions_start;
 mod sessions_stop;
+mod sink_delete;
+mod sink_get;
+mod sink_put;
 
 use std::time::Instant;
 
@@ -144,6 +154,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions_get::handler))
         .routes(routes!(sessions_stop::handler))
         .routes(routes!(locations_post::handler))
+        .routes(routes!(partners_create::handler, partners_list::handler))
+        .routes(routes!(grants_list::handler))
+        .routes(routes!(grants_put::handler, grants_delete::handler))
+        .routes(routes!(sink_put::handler, sink_get::handler, sink_delete::handler))
+        .routes(routes!(audit_list::handler))
 }
 
 /// The OpenAPI 3.1 document of the `/v1` API, as served at `/openapi.json`.

@@ -1,7 +1,6 @@
 //! GET /v1/sessions/{id}: a session's state and counts.
 
-use crate::access::visible_session;
-use crate::auth::Caller;
+use crate::access::{Reader, readable_session};
 use crate::error::ApiError;
 use crate::routes::AppState;
 use axum::extract::{Path, State};
@@ -10,8 +9,8 @@ use locus_wire::api::{ErrorBody, SessionView};
 
 /// A session's state and counts.
 ///
-/// 200 with the session; 404 for an id the caller may not see (another tenant's, or for a
-/// device, another device's).
+/// 200 with the session; 404 for an id the caller may not see (another tenant's, for a
+/// device another device's, for a partner one of a tenant that has not granted it).
 #[utoipa::path(
     get,
     path = "/v1/sessions/{id}",
@@ -28,12 +27,12 @@ use locus_wire::api::{ErrorBody, SessionView};
     ),
     security(("bearer" = ["device", "tenant_admin", "partner"]))
 )]
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
+#[tracing::instrument(skip_all, fields(tenant = %reader.tenant_label(), session = %id))]
 pub async fn handler(
     State(state): State<AppState>,
-    caller: Caller,
+    reader: Reader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session = visible_session(&state.store, &caller, &id).await?;
+    let session = readable_session(&state.store, &reader, &id).await?;
     Ok(axum::Json(session.view()))
 }

@@ -13,6 +13,7 @@ mod helpers;
 mod openapi;
 mod outage;
 mod outbox;
+mod partners;
 mod schemathesis;
 mod sessions;
 mod tenancy;
