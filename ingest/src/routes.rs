@@ -26,14 +26,22 @@
 //! The unit test at the bottom checks that every `/v1` operation declares known roles.
 
 mod audit_list;
+mod auth_token;
+mod devices_credentials_create;
+mod devices_get;
+mod devices_list;
+mod devices_register;
+mod devices_revoke;
 mod grants_delete;
 mod grants_list;
 mod grants_put;
 mod health;
+mod jwks;
 mod locations_post;
 mod partners_create;
 mod partners_list;
 mod partners_shared;
+mod registry;
 mod sessions_get;
 mod sessions_list;
 mod sessions_start;
@@ -41,6 +49,9 @@ mod sessions_stop;
 mod sink_delete;
 mod sink_get;
 mod sink_put;
+mod tenants_create;
+mod tenants_get;
+mod tenants_list;
 
 use std::time::Instant;
 
@@ -111,6 +122,10 @@ pub const BEARER: &str = "bearer";
 /// The role names an operation's scopes may take: the roles a Locus token can carry.
 pub const ROLE_NAMES: [&str; 4] = ["platform_admin", "tenant_admin", "device", "partner"];
 
+/// The operations that take no token (`security(())`, so no roles): every other `/v1`
+/// operation lists the roles that may call it. A device has no token before this one.
+pub const PUBLIC_OPERATIONS: [(&str, &str); 1] = [("POST", "/v1/auth/token")];
+
 /// The base of the document: what is not said by an operation.
 #[derive(OpenApi)]
 #[openapi(
@@ -159,6 +174,16 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(grants_put::handler, grants_delete::handler))
         .routes(routes!(sink_put::handler, sink_get::handler, sink_delete::handler))
         .routes(routes!(audit_list::handler))
+        .routes(routes!(tenants_create::handler, tenants_list::handler))
+        .routes(routes!(tenants_get::handler))
+        .routes(routes!(devices_register::handler, devices_list::handler))
+        .routes(routes!(devices_get::handler))
+        .routes(routes!(devices_credentials_create::handler))
+        .routes(routes!(devices_revoke::handler))
+        .routes(routes!(auth_token::handler))
+        // Outside /v1 and outside the document: the key set is a standard location that
+        // token verifiers read, not an API operation.
+        .route("/.well-known/jwks.json", axum::routing::get(jwks::handler))
 }
 
 /// The OpenAPI 3.1 document of the `/v1` API, as served at `/openapi.json`.
@@ -253,6 +278,13 @@ mod tests {
         assert!(!routes.is_empty(), "the document lists no operation");
         for (method, path, roles) in &routes {
             assert!(path.starts_with("/v1/"), "{method} {path} is outside /v1");
+            if PUBLIC_OPERATIONS.contains(&(method.as_str(), path.as_str())) {
+                assert!(
+                    roles.is_empty(),
+                    "{method} {path} takes no token: {roles:?}"
+                );
+                continue;
+            }
             assert!(!roles.is_empty(), "{method} {path} declares no roles");
             for role in roles {
                 assert!(
@@ -284,6 +316,41 @@ mod tests {
                 Method::POST,
                 "/v1/sessions/{id}/stop",
                 vec!["device", "tenant_admin"],
+            ),
+        ];
+        for (method, path, roles) in want {
+            let found = routes
+                .iter()
+                .find(|(m, p, _)| *m == method && p == path)
+                .unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+            assert_eq!(found.2, roles, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_registry_routes_take_the_roles_of_the_design() {
+        let routes = route_roles();
+        let want = [
+            (Method::POST, "/v1/auth/token", vec![]),
+            (Method::POST, "/v1/tenants", vec!["platform_admin"]),
+            (Method::GET, "/v1/tenants", vec!["platform_admin"]),
+            (
+                Method::GET,
+                "/v1/tenants/{tenant_id}",
+                vec!["platform_admin"],
+            ),
+            (Method::POST, "/v1/devices", vec!["tenant_admin"]),
+            (Method::GET, "/v1/devices", vec!["tenant_admin"]),
+            (Method::GET, "/v1/devices/{device_id}", vec!["tenant_admin"]),
+            (
+                Method::POST,
+                "/v1/devices/{device_id}/credentials",
+                vec!["tenant_admin"],
+            ),
+            (
+                Method::POST,
+                "/v1/devices/{device_id}/revoke",
+                vec!["tenant_admin"],
             ),
         ];
         for (method, path, roles) in want {

@@ -14,6 +14,7 @@ mod openapi;
 mod outage;
 mod outbox;
 mod partners;
+mod registry;
 mod schemathesis;
 mod sessions;
 mod tenancy;
