@@ -72,17 +72,20 @@ impl SessionStore {
             AuditScope::Tenant(t) => (Some(t), begin(self.pool(), Scope::Tenant(t)).await?),
             AuditScope::Platform => (None, begin(self.pool(), Scope::System).await?),
         };
+        // Only the conditions asked for (see `SessionStore::list_filtered` on why: a
+        // `$n IS NULL OR ...` placeholder keeps a generic plan off the index).
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE true"
+        ));
+        if let Some(tenant) = tenant {
+            query.push(" AND tenant_id = ").push_bind(tenant.as_str());
+        }
+        if let Some(before) = before {
+            query.push(" AND id < ").push_bind(before);
+        }
         // One more than asked: whether a next page exists without a second query.
-        let rows = sqlx::query(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_log \
-             WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR id < $2) \
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(tenant.map(TenantId::as_str))
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&mut *tx)
-        .await?;
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
+        let rows = query.build().fetch_all(&mut *tx).await?;
         let mut records = rows
             .iter()
             .map(audit_record)
