@@ -31,6 +31,10 @@ pub struct VerifierConfig {
     pub dev_secret: Option<SecretString>,
     /// An external OIDC provider whose tokens are accepted too.
     pub provider: Option<ProviderConfig>,
+    /// Most verified tokens remembered, so a token's signature is checked once rather than
+    /// per request (`LOCUS_JWT_CACHE_ENTRIES`, 65,536; 0 turns the cache off). See
+    /// [`crate::VerifiedCache`] for what a hit is and when entries go.
+    pub cache_capacity: usize,
 }
 
 impl Default for VerifierConfig {
@@ -43,6 +47,7 @@ impl Default for VerifierConfig {
             locus_issuer: "locus".to_owned(),
             dev_secret: None,
             provider: None,
+            cache_capacity: 65_536,
         }
     }
 }

@@ -19,6 +19,7 @@
 //!    one by one, so one exotic key does not hide the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,10 @@ pub(crate) struct KeySet {
     pub keys: HashMap<String, ProviderKey>,
     /// When the set was last replaced wholesale (rule 2); `None` before the first fetch.
     replaced_at: Option<Instant>,
+    /// Which install this is (0: none yet): a token verified with one set is served from
+    /// the verified-token cache only while that set is current. Every install counts, a
+    /// merging refetch too, since it may bring new material under a known kid.
+    pub generation: u64,
 }
 
 #[derive(Default)]
@@ -63,6 +68,8 @@ pub(crate) struct ProviderKeys {
     min_refresh: Duration,
     refresh_every: Duration,
     current: RwLock<Arc<KeySet>>,
+    /// The generation of the last install.
+    installs: AtomicU64,
     /// Held for the whole of a fetch: one fetch at a time.
     fetch: Arc<Mutex<FetchState>>,
 }
@@ -87,6 +94,7 @@ impl ProviderKeys {
             min_refresh,
             refresh_every,
             current: RwLock::new(Arc::new(KeySet::default())),
+            installs: AtomicU64::new(0),
             fetch: Arc::new(Mutex::new(FetchState::default())),
         })
     }
@@ -95,8 +103,22 @@ impl ProviderKeys {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn install(&self, set: KeySet) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    fn install(&self, mut set: KeySet) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        // Under the write lock: generations grow in install order.
+        set.generation = self.installs.fetch_add(1, Ordering::Relaxed) + 1;
+        *current = Arc::new(set);
+    }
+
+    /// The generation of the current set, for a cached token of this provider; like a
+    /// lookup (rule 2), starts a background refresh when the set is stale, so cache hits
+    /// do not keep a withdrawn key's tokens alive past `refresh_every`.
+    pub(crate) fn current_generation(self: &Arc<Self>) -> u64 {
+        let set = self.snapshot();
+        if self.is_stale(&set) {
+            self.spawn_refresh();
+        }
+        set.generation
     }
 
     fn is_stale(&self, set: &KeySet) -> bool {
@@ -185,7 +207,11 @@ impl ProviderKeys {
                     merge,
                     "Fetched the identity provider's keys."
                 );
-                self.install(KeySet { keys, replaced_at });
+                self.install(KeySet {
+                    keys,
+                    replaced_at,
+                    generation: 0,
+                });
                 Ok(())
             }
             Err(e) => {
@@ -293,6 +319,7 @@ impl ProviderKeys {
         self.install(KeySet {
             keys,
             replaced_at: Some(Instant::now()),
+            generation: 0,
         });
     }
 }

@@ -5,7 +5,8 @@
 //! services decide what a [`Principal`] may do; this crate only says who it is.
 //!
 //! - [`Verifier`] checks a token and returns its [`Principal`], or an [`AuthError`] naming
-//!   the check that failed (for logs; the HTTP body stays generic).
+//!   the check that failed (for logs; the HTTP body stays generic). Tokens that verified
+//!   are remembered in a [`VerifiedCache`], so a token's signature is checked once.
 //! - [`TokenSigner`] signs Locus device tokens with an ES256 key and publishes its
 //!   [`LocusPublicKeys`] as a JWKS.
 //! - [`credential`] makes and hashes the long-lived device credentials (`lcd_...`) that a
@@ -13,6 +14,7 @@
 //! - [`check_hs256_secret`] refuses weak development secrets outside development.
 //! - [`Revocations`] answers "was this device revoked after its token was issued?".
 
+mod cache;
 mod claims;
 mod config;
 pub mod credential;
@@ -24,6 +26,7 @@ mod secret;
 mod signer;
 mod verifier;
 
+pub use cache::{CachedPrincipal, VerifiedCache};
 pub use config::{ClaimMapping, ProviderConfig, VerifierConfig};
 pub use error::{AuthError, ConfigError};
 pub use revocation::Revocations;

@@ -288,6 +288,17 @@ pub struct JwtSettings {
     )]
     pub max_bytes: usize,
 
+    /// Most verified tokens remembered per replica, so a token's signature is checked once
+    /// rather than per request (0: off). A full cache drops expired tokens, else part of
+    /// itself; size it above the tokens in use at once.
+    #[arg(
+        id = "jwt_cache_entries",
+        long = "jwt-cache-entries",
+        env = "LOCUS_JWT_CACHE_ENTRIES",
+        default_value_t = 65_536
+    )]
+    pub cache_entries: usize,
+
     /// PKCS#8 PEM file of the ES256 key Locus signs device tokens with (`locus-ingest
     /// keygen` writes one). Every replica needs the same key. Unset: refused at start,
     /// unless in development mode (then a key is generated, good for one replica).

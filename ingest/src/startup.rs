@@ -123,6 +123,7 @@ fn identity(
             max_token_bytes: jwt.max_bytes,
             locus_issuer: jwt.issuer.clone(),
             dev_secret: jwt.secret.clone(),
+            cache_capacity: jwt.cache_entries,
             provider,
         },
         keys,

@@ -26,6 +26,10 @@ struct Fixture {
 }
 
 fn fixture_with(dev_secret: Option<&str>) -> Fixture {
+    fixture_cached(dev_secret, VerifierConfig::default().cache_capacity)
+}
+
+fn fixture_cached(dev_secret: Option<&str>, cache_capacity: usize) -> Fixture {
     let signer = TokenSigner::generate();
     let rng = ring::rand::SystemRandom::new();
     let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
@@ -43,6 +47,7 @@ fn fixture_with(dev_secret: Option<&str>) -> Fixture {
     let config = VerifierConfig {
         dev_secret: dev_secret.map(|s| SecretString::from(s.to_owned())),
         provider: Some(provider),
+        cache_capacity,
         ..VerifierConfig::default()
     };
     let verifier = Verifier::new(config, signer.public_keys()).unwrap();
@@ -51,6 +56,17 @@ fn fixture_with(dev_secret: Option<&str>) -> Fixture {
         {"kty": "RSA", "kid": "rsa-1", "n": URL_SAFE_NO_PAD.encode(modulus), "e": "AQAB"},
         {"kty": "OKP", "crv": "Ed25519", "kid": "ed-1", "x": URL_SAFE_NO_PAD.encode(ed.public_key().as_ref())},
     ]});
+    preload(&verifier, &jwks);
+    Fixture {
+        signer,
+        ed,
+        ed_pkcs8,
+        verifier,
+    }
+}
+
+/// Installs `jwks` as the provider's key set, as a refresh would.
+fn preload(verifier: &Verifier, jwks: &Value) {
     verifier
         .inner
         .provider
@@ -58,12 +74,13 @@ fn fixture_with(dev_secret: Option<&str>) -> Fixture {
         .unwrap()
         .keys
         .preload(jwks.to_string().as_bytes());
-    Fixture {
-        signer,
-        ed,
-        ed_pkcs8,
-        verifier,
-    }
+}
+
+fn signature_checks(f: &Fixture) -> u64 {
+    f.verifier
+        .inner
+        .signature_checks
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn fixture() -> Fixture {
@@ -462,26 +479,54 @@ async fn a_signed_device_token_verifies_through_the_public_clock() {
 #[tokio::test]
 #[ignore = "a measurement, run on demand in release mode"]
 async fn verification_cost() {
-    let f = fixture();
+    const N: u32 = 100_000;
+    fn per(start: std::time::Instant, n: u32) -> f64 {
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    }
+    // No cache: every verification checks the signature.
+    let f = fixture_cached(Some(DEV_SECRET), 0);
     let hs = dev(&device_claims());
     let es = f.signer.sign(&device_claims());
-    let ed = eddsa(
-        &f,
-        "ed-1",
-        &json!({"iss": PROVIDER, "aud": "locus", "sub": "bob", "tenant": "acme",
-                "role": "admins", "exp": NOW + 300}),
-    );
+    let ed = provider_token(&f);
     for (name, token) in [("HS256", &hs), ("ES256", &es), ("EdDSA provider", &ed)] {
-        let n = 20_000;
         for _ in 0..1000 {
             f.verifier.verify_at(token, NOW).await.unwrap();
         }
         let start = std::time::Instant::now();
-        for _ in 0..n {
+        for _ in 0..N {
             std::hint::black_box(f.verifier.verify_at(token, NOW).await.unwrap());
         }
-        let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-        println!("{name}: {per:.2} µs per verification");
+        println!("{name}, no cache: {:.2} µs per verification", per(start, N));
+    }
+    // The default cache (65,536 entries). Cold: N distinct tokens, each a miss (signature
+    // check, then insert; past 65,536 the inserts evict too). Warm: one token, each a hit.
+    let c = fixture_cached(Some(DEV_SECRET), VerifierConfig::default().cache_capacity);
+    let distinct: Vec<String> = (0..N)
+        .map(|i| c.signer.sign(&with(device_claims(), json!({"jti": i}))))
+        .collect();
+    let start = std::time::Instant::now();
+    for token in &distinct {
+        std::hint::black_box(c.verifier.verify_at(token, NOW).await.unwrap());
+    }
+    println!(
+        "ES256 cold (cache miss): {:.2} µs per verification",
+        per(start, N)
+    );
+    let warm = [
+        ("HS256", dev(&device_claims())),
+        ("ES256", c.signer.sign(&device_claims())),
+        ("EdDSA provider", provider_token(&c)),
+    ];
+    for (name, token) in &warm {
+        c.verifier.verify_at(token, NOW).await.unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..N {
+            std::hint::black_box(c.verifier.verify_at(token, NOW).await.unwrap());
+        }
+        println!(
+            "{name} warm (cache hit): {:.2} µs per verification",
+            per(start, N)
+        );
     }
     // jsonwebtoken alone, for comparison: what this crate adds is the difference.
     let inner = &f.verifier.inner;
@@ -534,4 +579,182 @@ fn a_provider_with_the_locus_issuer_or_an_empty_secret_is_refused_at_startup() {
     ));
     let debug = format!("{:?}", fixture().verifier);
     assert!(!debug.contains(DEV_SECRET), "{debug}");
+}
+
+fn provider_token(f: &Fixture) -> String {
+    eddsa(
+        f,
+        "ed-1",
+        &json!({"iss": PROVIDER, "aud": "locus", "sub": "bob", "tenant": "acme",
+                "role": "admins", "exp": NOW + 300}),
+    )
+}
+
+#[tokio::test]
+async fn a_verified_token_is_signature_checked_once_then_served_from_the_cache() {
+    let f = fixture();
+    let tokens = [
+        f.signer.sign(&device_claims()),
+        dev(&device_claims()),
+        provider_token(&f),
+    ];
+    for (i, token) in tokens.iter().enumerate() {
+        let first = f.verifier.verify_at(token, NOW).await.unwrap();
+        for _ in 0..10 {
+            assert_eq!(f.verifier.verify_at(token, NOW + 5).await.unwrap(), first);
+        }
+        assert_eq!(signature_checks(&f), i as u64 + 1, "token {i}");
+    }
+    // Clones share the cache.
+    f.verifier.clone().verify_at(&tokens[0], NOW).await.unwrap();
+    assert_eq!(signature_checks(&f), 3);
+}
+
+#[tokio::test]
+async fn without_a_cache_every_verification_checks_the_signature() {
+    let f = fixture_cached(Some(DEV_SECRET), 0);
+    let token = f.signer.sign(&device_claims());
+    for _ in 0..5 {
+        f.verifier.verify_at(&token, NOW).await.unwrap();
+    }
+    assert_eq!(signature_checks(&f), 5);
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_past_its_expiry_and_before_its_verification() {
+    let f = fixture();
+    // exp NOW + 600, leeway 30: served up to NOW + 630 inclusive, as uncached.
+    let token = f.signer.sign(&device_claims());
+    f.verifier.verify_at(&token, NOW).await.unwrap();
+    f.verifier.verify_at(&token, NOW + 630).await.unwrap();
+    assert_eq!(signature_checks(&f), 1);
+    assert_eq!(
+        f.verifier.verify_at(&token, NOW + 631).await,
+        Err(AuthError::Expired {
+            exp: NOW + 600,
+            now: NOW + 631,
+            leeway: 30
+        })
+    );
+    assert_eq!(signature_checks(&f), 2, "an expired entry is not served");
+
+    // A token not yet valid is never cached; verified once valid, a clock stepped back
+    // before that moment gets the full checks again, which refuse it.
+    let early = dev(&with(device_claims(), json!({"nbf": NOW + 100})));
+    assert!(matches!(
+        refused(&f, &early).await,
+        AuthError::NotYetValid { .. }
+    ));
+    f.verifier.verify_at(&early, NOW + 100).await.unwrap();
+    assert!(matches!(
+        refused(&f, &early).await,
+        AuthError::NotYetValid { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_cached_token_with_one_byte_changed_is_not_a_hit() {
+    let f = fixture();
+    let token = f.signer.sign(&device_claims());
+    f.verifier.verify_at(&token, NOW).await.unwrap();
+    // The last signature character: the signature no longer verifies.
+    let mut bytes = token.clone().into_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap();
+    assert_eq!(refused(&f, &tampered).await, AuthError::BadSignature);
+    assert_eq!(signature_checks(&f), 2);
+    // A payload character: another subject, refused all the same.
+    let (header, rest) = token.split_once('.').unwrap();
+    let (payload, signature) = rest.split_once('.').unwrap();
+    let forged = b64(&with(device_claims(), json!({"sub": "phone-2"})));
+    assert_ne!(forged, payload);
+    let tampered = format!("{header}.{forged}.{signature}");
+    assert_eq!(refused(&f, &tampered).await, AuthError::BadSignature);
+}
+
+#[tokio::test]
+async fn refused_tokens_are_not_cached() {
+    let f = fixture();
+    let stranger = TokenSigner::generate();
+    for i in 0..50 {
+        let junk = stranger.sign(&with(device_claims(), json!({"jti": i})));
+        refused(&f, &junk).await;
+        refused(
+            &f,
+            &dev(&with(device_claims(), json!({"exp": NOW - 100 - i}))),
+        )
+        .await;
+    }
+    assert!(f.verifier.inner.cache.as_ref().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_key_withdrawn_by_a_replacement_stops_its_cached_tokens() {
+    let f = fixture();
+    let token = provider_token(&f);
+    f.verifier.verify_at(&token, NOW).await.unwrap();
+    f.verifier.verify_at(&token, NOW).await.unwrap();
+    assert_eq!(signature_checks(&f), 1);
+
+    // The same keys installed again: a new generation, so one more check, then cached.
+    let ed_only = json!({"keys": [
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed-1", "x": URL_SAFE_NO_PAD.encode(f.ed.public_key().as_ref())},
+    ]});
+    preload(&f.verifier, &ed_only);
+    f.verifier.verify_at(&token, NOW).await.unwrap();
+    f.verifier.verify_at(&token, NOW).await.unwrap();
+    assert_eq!(signature_checks(&f), 2);
+
+    // The provider withdraws ed-1: its cached token is refused at once, like an uncached one.
+    let modulus = hex::decode(RSA_MODULUS_HEX.trim()).unwrap();
+    let rsa_only = json!({"keys": [
+        {"kty": "RSA", "kid": "rsa-1", "n": URL_SAFE_NO_PAD.encode(modulus), "e": "AQAB"},
+    ]});
+    preload(&f.verifier, &rsa_only);
+    let result = f.verifier.verify_at(&token, NOW).await;
+    assert!(
+        matches!(
+            result,
+            Err(AuthError::UnknownKid(_) | AuthError::KeysUnavailable(_))
+        ),
+        "{result:?}"
+    );
+    // Locus tokens are not affected by the provider's keys.
+    let device = f.signer.sign(&device_claims());
+    f.verifier.verify_at(&device, NOW).await.unwrap();
+    preload(&f.verifier, &ed_only);
+    let checks = signature_checks(&f);
+    f.verifier.verify_at(&device, NOW).await.unwrap();
+    assert_eq!(signature_checks(&f), checks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_verifications_from_many_threads_each_get_their_own_principal() {
+    let f = fixture();
+    let shared = f.signer.sign(&device_claims());
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let verifier = f.verifier.clone();
+            let own = f.signer.sign(&with(
+                device_claims(),
+                json!({"sub": format!("phone-t{t}")}),
+            ));
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                for _ in 0..500 {
+                    let p = verifier.verify_at(&own, NOW).await.unwrap();
+                    assert_eq!(p.subject, format!("phone-t{t}"));
+                    let p = verifier.verify_at(&shared, NOW).await.unwrap();
+                    assert_eq!(p.subject, "phone-1");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Each own token once; the shared one at least once, at most once per racing task.
+    let checks = signature_checks(&f);
+    assert!((9..=16).contains(&checks), "{checks} signature checks");
 }
