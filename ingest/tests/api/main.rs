@@ -1,6 +1,7 @@
 //! Black-box tests of ingest: the real application on a free port, against the real
 //! PostgreSQL, Redis and Kafka compatible broker. One binary, one module per area.
 
+mod auth;
 mod bad_input;
 mod cluster;
 mod dead_letter;
@@ -10,6 +11,7 @@ mod fence;
 mod forwarding;
 mod handover;
 mod helpers;
+mod isolation;
 mod openapi;
 mod outage;
 mod outbox;
