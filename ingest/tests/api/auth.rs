@@ -88,17 +88,33 @@ async fn every_refused_token_gets_the_same_401_with_a_bearer_challenge() {
     no_exp.as_object_mut().unwrap().remove("exp");
     let cases = [
         ("expired", hs256(secret, &dev_claims("device", -600))),
-        ("another secret", hs256(b"not-the-secret", &dev_claims("device", 600))),
+        (
+            "another secret",
+            hs256(b"not-the-secret", &dev_claims("device", 600)),
+        ),
         ("alg none", alg_none),
         ("another audience", hs256(secret, &other_audience)),
         ("no tenant claim", hs256(secret, &no_tenant)),
         ("not yet valid", hs256(secret, &not_yet)),
         ("no exp", hs256(secret, &no_exp)),
-        ("lifetime over the cap", hs256(secret, &dev_claims("device", 3 * 86_400))),
+        (
+            "lifetime over the cap",
+            hs256(secret, &dev_claims("device", 3 * 86_400)),
+        ),
         // The classic key confusion: HS256 "signed" with a provider's RSA public key. No
         // provider is configured here, and HS256 is never pinned to a provider key.
-        ("HS256 with an RSA public key", hs256(RSA_PUBLIC_PEM.as_bytes(), &idp_claims)),
-        ("oversized", format!("{}{}", hs256(secret, &dev_claims("device", 600)), "A".repeat(9000))),
+        (
+            "HS256 with an RSA public key",
+            hs256(RSA_PUBLIC_PEM.as_bytes(), &idp_claims),
+        ),
+        (
+            "oversized",
+            format!(
+                "{}{}",
+                hs256(secret, &dev_claims("device", 600)),
+                "A".repeat(9000)
+            ),
+        ),
         ("not a JWT", "not-a-jwt".to_owned()),
     ];
     let mut messages = Vec::new();
@@ -122,9 +138,18 @@ async fn every_refused_token_gets_the_same_401_with_a_bearer_challenge() {
         messages.push(body["message"].as_str().unwrap().to_owned());
     }
     messages.dedup();
-    assert_eq!(messages.len(), 1, "the 401 body names the failed check: {messages:?}");
+    assert_eq!(
+        messages.len(),
+        1,
+        "the 401 body names the failed check: {messages:?}"
+    );
     // No token at all: the challenge carries no error (RFC 6750 §3).
-    let r = app.client.get(app.url("/v1/sessions")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/v1/sessions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="locus""#);
     app.stop().await;
@@ -154,12 +179,17 @@ async fn an_identity_providers_tokens_work_through_its_jwks_and_claim_mapping() 
             .bearer_auth(token)
             .send()
     };
-    let ok = list(rs256("idp-key-1", &claims(json!(["everyone", "acme-admins"]))))
-        .await
-        .unwrap();
+    let ok = list(rs256(
+        "idp-key-1",
+        &claims(json!(["everyone", "acme-admins"])),
+    ))
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
     // Without a mapped group there is no role: refused.
-    let r = list(rs256("idp-key-1", &claims(json!(["everyone"])))).await.unwrap();
+    let r = list(rs256("idp-key-1", &claims(json!(["everyone"]))))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // The provider's key type pins RS256: an HS256 token keyed with its public key fails.
     let r = list(hs256(
@@ -195,13 +225,19 @@ async fn a_production_start_refuses_development_secrets_and_a_missing_signing_ke
         })
     };
     for (secret, key, names) in [
-        (Some("locus-local-dev-secret-change-me"), true, "LOCUS_JWT_SECRET"),
+        (
+            Some("locus-local-dev-secret-change-me"),
+            true,
+            "LOCUS_JWT_SECRET",
+        ),
         (Some("short-but-not-published"), true, "LOCUS_JWT_SECRET"),
         (Some(strong), false, "LOCUS_TOKEN_SIGNING_KEY_FILE"),
         (None, false, "LOCUS_TOKEN_SIGNING_KEY_FILE"),
     ] {
         let refused = Application::build(production(secret, key)).await;
-        let e = refused.err().unwrap_or_else(|| panic!("{secret:?} {key} started"));
+        let e = refused
+            .err()
+            .unwrap_or_else(|| panic!("{secret:?} {key} started"));
         assert!(e.to_string().contains(names), "{e}");
     }
     // A strong secret and a key file: starts. So does the published secret in dev mode.
