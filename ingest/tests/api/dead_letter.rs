@@ -217,20 +217,30 @@ async fn an_entry_kafka_refuses_for_good_goes_to_the_shards_dead_letter_stream_a
         events.iter().any(|r| r.value["kind"] == "stopped"),
         "the shard moves past the refused entry"
     );
-    // The entry is in its shard's dead-letter stream, with why, and out of the buffer.
+    // The entry is in its shard's dead-letter stream, with why, and out of the buffer. The
+    // stop event can reach Kafka before that: one read queues the batch and the event
+    // together, and the event's topic takes it while the batch's refuses. The event is
+    // only acknowledged after the batch moved aside, so wait for the move.
     let keys = locus_ingest::buffer::Keys::new(&scope.redis_prefix, 4);
     let mut conn = kit::require_redis().await;
     let mut dead = Vec::new();
-    for shard in 0..4 {
-        let key = locus_ingest::forwarder::reader::dead_letter_key(&keys.stream(shard));
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        dead.extend(reply.ids);
+    for _ in 0..100 {
+        dead.clear();
+        for shard in 0..4 {
+            let key = locus_ingest::forwarder::reader::dead_letter_key(&keys.stream(shard));
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            dead.extend(reply.ids);
+        }
+        if !dead.is_empty() && crate::helpers::buffered_entries(&scope, 4).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(dead.len(), 1, "one dead letter");
     let reason: String = dead[0].get("reason").unwrap();
