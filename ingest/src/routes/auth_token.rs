@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::body;
 use crate::error::ApiError;
 use crate::routes::AppState;
-use crate::routes::registry::{self, ADMIN_BODY_LIMIT};
+use crate::routes::registry::{self, REGISTRY_BODY_LIMIT};
 
 /// Body of `POST /v1/auth/token`.
 #[derive(Deserialize, ToSchema)]
@@ -71,7 +71,7 @@ pub async fn handler(
     headers: HeaderMap,
     request: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let bytes = body::json_bytes(&headers, request, ADMIN_BODY_LIMIT, false).await?;
+    let bytes = body::json_bytes(&headers, request, REGISTRY_BODY_LIMIT, false).await?;
     let req: TokenRequest = body::parse(&bytes)?;
     // A string of another shape is no credential: refused without a lookup.
     if !locus_identity::credential::looks_like(&req.credential) {

@@ -13,7 +13,7 @@ use crate::auth::{Identity, Role};
 use crate::body;
 use crate::error::ApiError;
 use crate::routes::AppState;
-use crate::routes::registry::{self, ADMIN_BODY_LIMIT, DeviceView};
+use crate::routes::registry::{self, DeviceView, REGISTRY_BODY_LIMIT};
 
 /// Body of `POST /v1/devices`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -79,7 +79,7 @@ pub async fn handler(
 ) -> Result<impl IntoResponse, ApiError> {
     identity.require(&[Role::TenantAdmin])?;
     let tenant = identity.tenant()?;
-    let bytes = body::json_bytes(&headers, request, ADMIN_BODY_LIMIT, false).await?;
+    let bytes = body::json_bytes(&headers, request, REGISTRY_BODY_LIMIT, false).await?;
     let req: RegisterDeviceRequest = body::parse(&bytes)?;
     let device = registry::device_id(req.device_id)?;
     let span = tracing::Span::current();

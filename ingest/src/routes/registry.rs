@@ -13,8 +13,8 @@ use crate::auth::Identity;
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::AppState;
 
-/// Largest body an admin route reads: its bodies are a few short fields.
-pub const ADMIN_BODY_LIMIT: usize = 16 * 1024;
+/// Largest body the registry routes read (the token exchange's too): a few short fields.
+pub const REGISTRY_BODY_LIMIT: usize = 16 * 1024;
 
 /// The registry over the state's pool (a pool clone is a reference count).
 pub fn registry(state: &AppState) -> Registry {
@@ -92,7 +92,7 @@ fn invalid_cursor() -> ApiError {
 
 /// The id a cursor made by [`encode_cursor`] names, or 400 `invalid_cursor`.
 pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    if cursor.len() % 2 != 0 || !cursor.is_ascii() {
+    if !cursor.len().is_multiple_of(2) || !cursor.is_ascii() {
         return Err(invalid_cursor());
     }
     let bytes = (0..cursor.len())

@@ -12,7 +12,7 @@ use crate::auth::{Identity, Role};
 use crate::body;
 use crate::error::ApiError;
 use crate::routes::AppState;
-use crate::routes::registry::{self, ADMIN_BODY_LIMIT, TenantView};
+use crate::routes::registry::{self, REGISTRY_BODY_LIMIT, TenantView};
 
 /// Body of `POST /v1/tenants`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -59,7 +59,7 @@ pub async fn handler(
     request: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     identity.require(&[Role::PlatformAdmin])?;
-    let bytes = body::json_bytes(&headers, request, ADMIN_BODY_LIMIT, false).await?;
+    let bytes = body::json_bytes(&headers, request, REGISTRY_BODY_LIMIT, false).await?;
     let req: CreateTenantRequest = body::parse(&bytes)?;
     let id = registry::tenant_id(req.tenant_id)?;
     tracing::Span::current().record("tenant", id.as_str());

@@ -526,9 +526,11 @@ async fn a_token_issued_before_the_revocation_stops_working_on_every_replica_wit
         refused.is_some(),
         "replica b still takes the revoked device's token"
     );
-    // One refresh plus the poll's query and a request's round trip.
+    // One refresh plus the poll's query, a request's round trip and the 50 ms polling
+    // here; the margin is for a loaded test machine.
+    eprintln!("replica b refused the revoked device's token after {took:?}");
     assert!(
-        took < refresh * 3,
+        took < refresh + Duration::from_secs(1),
         "replica b refused it only after {took:?}"
     );
 }
