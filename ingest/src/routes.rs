@@ -90,6 +90,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Signs the device tokens `POST /v1/auth/token` hands out.
     pub signer: Arc<locus_identity::TokenSigner>,
+    /// The public keys of device tokens, the signer's and the previous ones.
+    pub jwks: Arc<serde_json::Value>,
     /// Session metadata.
     pub store: SessionStore,
     /// The Redis buffer.

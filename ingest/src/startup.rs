@@ -50,7 +50,14 @@ pub enum StartupError {
 /// allowed in development mode).
 fn identity(
     config: &Config,
-) -> Result<(locus_identity::Verifier, locus_identity::TokenSigner), StartupError> {
+) -> Result<
+    (
+        locus_identity::Verifier,
+        locus_identity::TokenSigner,
+        serde_json::Value,
+    ),
+    StartupError,
+> {
     use locus_identity::{ClaimMapping, ProviderConfig, TokenSigner, VerifierConfig};
     use secrecy::ExposeSecret;
     let jwt = &config.jwt;
@@ -115,6 +122,9 @@ fn identity(
             ));
         }
     };
+    // Published with the previous keys too: verifiers elsewhere must accept the tokens
+    // signed before a rotation for as long as Locus does.
+    let jwks = keys.jwks();
     let verifier = locus_identity::Verifier::new(
         VerifierConfig {
             audience: jwt.audience.clone(),
@@ -129,7 +139,7 @@ fn identity(
         keys,
     )
     .map_err(|e| refuse(e.to_string()))?;
-    Ok((verifier, signer))
+    Ok((verifier, signer, jwks))
 }
 
 /// The task that keeps this replica's list of revoked devices fresh.
@@ -198,11 +208,12 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await?;
         let port = listener.local_addr()?.port();
         let limits = &config.limits;
-        let (verifier, signer) = identity(&config)?;
+        let (verifier, signer, jwks) = identity(&config)?;
         let revocations = Arc::new(locus_identity::Revocations::new());
         let state = AppState {
             auth: Authenticator::new(verifier, revocations),
             signer: Arc::new(signer),
+            jwks: Arc::new(jwks),
             admission: Arc::new(Admission::new(&config)),
             limits: FixLimits {
                 max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),

@@ -7,11 +7,11 @@ use axum::response::IntoResponse;
 
 use crate::routes::AppState;
 
-/// The JWKS document of the device-token signing key. No token needed: these are public
+/// The JWKS document of the device-token signing key and the previous keys still accepted. No token needed: these are public
 /// keys. Cached for five minutes.
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
-        axum::Json(state.signer.public_keys().jwks()),
+        axum::Json(state.jwks.as_ref().clone()),
     )
 }
