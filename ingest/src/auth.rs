@@ -191,7 +191,9 @@ impl RevocationRefresher {
                     .map(|(t, d, at)| ((t, d), at.timestamp()))
                     .collect(),
             ),
-            Err(e) => tracing::warn!(error = %e, "Could not reload revoked devices; keeping the last list."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not reload revoked devices; keeping the last list.")
+            }
         }
     }
 }
@@ -229,7 +231,9 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
-        .ok_or(ApiError::MissingToken("the request has no Authorization header"))?;
+        .ok_or(ApiError::MissingToken(
+            "the request has no Authorization header",
+        ))?;
     header
         .to_str()
         .ok()
@@ -274,4 +278,3 @@ impl FromRequestParts<AppState> for Caller {
         })
     }
 }
-

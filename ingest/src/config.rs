@@ -352,12 +352,20 @@ pub struct OidcSettings {
     pub issuer: Option<String>,
 
     /// URL of the provider's JWKS (its `jwks_uri`).
-    #[arg(id = "oidc_jwks_url", long = "oidc-jwks-url", env = "LOCUS_OIDC_JWKS_URL")]
+    #[arg(
+        id = "oidc_jwks_url",
+        long = "oidc-jwks-url",
+        env = "LOCUS_OIDC_JWKS_URL"
+    )]
     pub jwks_url: Option<String>,
 
     /// Audience the provider's tokens must carry, when it is not `LOCUS_JWT_AUDIENCE`
     /// (Cognito access tokens carry `client_id` instead: set the app client id here).
-    #[arg(id = "oidc_audience", long = "oidc-audience", env = "LOCUS_OIDC_AUDIENCE")]
+    #[arg(
+        id = "oidc_audience",
+        long = "oidc-audience",
+        env = "LOCUS_OIDC_AUDIENCE"
+    )]
     pub audience: Option<String>,
 
     /// Claim that holds the tenant id (a dotted path: `custom:tenant`, `app_metadata.tenant`).

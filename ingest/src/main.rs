@@ -36,9 +36,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Migrate(m)) => {
             locus_service::init_tracing();
-            let pool = sqlx::PgPool::connect(&m.database_owner_url)
-                .await
-                .context("could not connect to PostgreSQL as the owner (LOCUS_DATABASE_OWNER_URL)")?;
+            let pool = sqlx::PgPool::connect(&m.database_owner_url).await.context(
+                "could not connect to PostgreSQL as the owner (LOCUS_DATABASE_OWNER_URL)",
+            )?;
             locus_session::bootstrap(&pool)
                 .await
                 .context("could not set the database up")?;

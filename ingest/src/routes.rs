@@ -174,7 +174,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(partners_create::handler, partners_list::handler))
         .routes(routes!(grants_list::handler))
         .routes(routes!(grants_put::handler, grants_delete::handler))
-        .routes(routes!(sink_put::handler, sink_get::handler, sink_delete::handler))
+        .routes(routes!(
+            sink_put::handler,
+            sink_get::handler,
+            sink_delete::handler
+        ))
         .routes(routes!(audit_list::handler))
         .routes(routes!(tenants_create::handler, tenants_list::handler))
         .routes(routes!(tenants_get::handler))

@@ -67,15 +67,25 @@ fn identity(
             .map_err(|e| refuse(format!("LOCUS_JWT_SECRET: {e}")))?;
     }
     let read_key = |path: &std::path::Path| {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| refuse(format!("cannot read the signing key {}: {e}", path.display())))?;
-        TokenSigner::from_pkcs8_pem(&pem)
-            .map_err(|e| refuse(format!("the signing key {} is not usable: {e}", path.display())))
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            refuse(format!(
+                "cannot read the signing key {}: {e}",
+                path.display()
+            ))
+        })?;
+        TokenSigner::from_pkcs8_pem(&pem).map_err(|e| {
+            refuse(format!(
+                "the signing key {} is not usable: {e}",
+                path.display()
+            ))
+        })
     };
     let signer = match &jwt.signing_key_file {
         Some(path) => read_key(path)?,
         None if jwt.dev_mode => {
-            tracing::warn!("No LOCUS_TOKEN_SIGNING_KEY_FILE: signing device tokens with a key generated now (development mode; other replicas will not accept its tokens).");
+            tracing::warn!(
+                "No LOCUS_TOKEN_SIGNING_KEY_FILE: signing device tokens with a key generated now (development mode; other replicas will not accept its tokens)."
+            );
             TokenSigner::generate()
         }
         None => {
@@ -97,7 +107,9 @@ fn identity(
             let mut roles = std::collections::BTreeMap::new();
             for pair in &jwt.oidc.role_map {
                 let (value, role) = pair.split_once('=').ok_or_else(|| {
-                    refuse(format!("LOCUS_OIDC_ROLE_MAP entry {pair:?} is not value=role"))
+                    refuse(format!(
+                        "LOCUS_OIDC_ROLE_MAP entry {pair:?} is not value=role"
+                    ))
                 })?;
                 let role = role
                     .parse()

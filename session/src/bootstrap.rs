@@ -35,7 +35,9 @@ pub enum BootstrapError {
 pub async fn bootstrap(owner: &PgPool) -> Result<(), BootstrapError> {
     // Each step tolerates losing the race to a concurrent run, then checks the result.
     for statement in [
-        format!("CREATE ROLE {APP_ROLE} LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
+        format!(
+            "CREATE ROLE {APP_ROLE} LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+        ),
         format!("CREATE ROLE {SYSTEM_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS"),
         format!("GRANT {SYSTEM_ROLE} TO {APP_ROLE}"),
     ] {

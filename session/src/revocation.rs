@@ -13,12 +13,11 @@ pub async fn revoked_since(
     since: DateTime<Utc>,
 ) -> Result<Vec<(TenantId, DeviceId, DateTime<Utc>)>, sqlx::Error> {
     let mut tx = begin(pool, Scope::System).await?;
-    let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT tenant_id, id, revoked_at FROM devices WHERE revoked_at >= $1",
-    )
-    .bind(since)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(String, String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT tenant_id, id, revoked_at FROM devices WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     Ok(rows
         .into_iter()

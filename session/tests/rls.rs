@@ -11,7 +11,9 @@ async fn two_tenants() -> (PgPool, locus_testkit::TestDatabase) {
     let db = locus_testkit::test_database().await;
     locus_testkit::register_device(&db.owner_url, "acme", "a1").await;
     locus_testkit::register_device(&db.owner_url, "globex", "g1").await;
-    let pool = PgPool::connect(&db.url).await.expect("connect as locus_app");
+    let pool = PgPool::connect(&db.url)
+        .await
+        .expect("connect as locus_app");
     let store = SessionStore::new(pool.clone());
     for (t, d) in [("acme", "a1"), ("globex", "g1")] {
         store
@@ -126,8 +128,7 @@ async fn a_partner_scope_sees_its_granted_tenants_and_the_system_scope_sees_all(
 }
 
 #[tokio::test]
-async fn the_service_role_is_refused_nothing_it_needs_and_the_superuser_is_refused_as_a_service()
-{
+async fn the_service_role_is_refused_nothing_it_needs_and_the_superuser_is_refused_as_a_service() {
     let (pool, db) = two_tenants().await;
     locus_session::check_service_role(&pool)
         .await
@@ -150,5 +151,8 @@ async fn the_service_role_is_refused_nothing_it_needs_and_the_superuser_is_refus
     .fetch_all(&owner)
     .await
     .unwrap();
-    assert!(unforced.is_empty(), "tables without forced RLS: {unforced:?}");
+    assert!(
+        unforced.is_empty(),
+        "tables without forced RLS: {unforced:?}"
+    );
 }
