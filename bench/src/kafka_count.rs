@@ -4,8 +4,14 @@
 //! other producers, and the forwarder is at-least-once, so a shard takeover can write a
 //! record twice. "Caught up" is therefore decided by distinct `record_id`s of the run's
 //! sessions actually read, and reading them also gives each record's 202 -> Kafka latency.
-//! The consumer starts before the load, so that joining its group (a coordinator lookup,
-//! a join and a sync, plus the broker's `group.initial.rebalance.delay.ms`) overlaps it.
+//! The consumer starts before the load. When the topic exists, it is assigned every
+//! partition at the offset of [`START_MARGIN_SECS`] before its start (`offsets_for_times`),
+//! so a topic holding millions of earlier records (a day of benchmarks on the shared
+//! broker) is not read from its beginning: the demo once read 6.7 million old messages in
+//! its 60 s and found 1000 of its 4000. A topic that does not exist yet is subscribed to
+//! and read from the start (it holds only this run's records); joining the group (a
+//! coordinator lookup, a join and a sync, plus `group.initial.rebalance.delay.ms`) then
+//! overlaps the load.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,13 +23,23 @@ use hdrhistogram::Histogram;
 use locus_wire::SessionId;
 use locus_wire::record::LocationRecord;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::kafka;
 use crate::report::{LatencyMs, latency_histogram};
+
+/// How far before its start the counter reads: more than any clock difference between
+/// this host and the broker's record timestamps (the forwarder's produce time, later than
+/// the run's start anyway).
+pub const START_MARGIN_SECS: i64 = 30;
+
+/// Timeout of the metadata and offset look-ups at start.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to read and which records belong to the run.
 #[derive(Debug, Clone)]
@@ -83,15 +99,29 @@ pub struct KafkaCounter {
 }
 
 impl KafkaCounter {
-    /// Subscribes with a fresh consumer group and starts counting in the background.
+    /// Starts counting in the background: every partition from [`START_MARGIN_SECS`] ago
+    /// when the topic exists, else a subscription with a fresh group from the start. The
+    /// look-ups block for a moment (a metadata and an offsets request to a local broker).
     pub fn start(config: KafkaCountConfig) -> anyhow::Result<Self> {
         let group = format!("locus-bench-{}", Uuid::new_v4().simple());
         let consumer: StreamConsumer = kafka::reader_config(&config.brokers, &group)
             .create()
             .with_context(|| format!("cannot create a Kafka consumer for {}", config.brokers))?;
-        consumer
-            .subscribe(&[&config.topic])
-            .with_context(|| format!("cannot subscribe to {}", config.topic))?;
+        let since_ms =
+            (Utc::now() - chrono::Duration::seconds(START_MARGIN_SECS)).timestamp_millis();
+        match start_offsets(&consumer, &config.topic, since_ms) {
+            Ok(Some(offsets)) => consumer
+                .assign(&offsets)
+                .with_context(|| format!("cannot assign the partitions of {}", config.topic))?,
+            found => {
+                if let Err(e) = found {
+                    tracing::debug!(error = %e, "No start offsets; reading from the start.");
+                }
+                consumer
+                    .subscribe(&[&config.topic])
+                    .with_context(|| format!("cannot subscribe to {}", config.topic))?;
+            }
+        }
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = CancellationToken::new();
         let task = tokio::spawn(consume(
@@ -146,6 +176,42 @@ impl KafkaCounter {
             tracing::warn!(error = %e, "Kafka counter task failed.");
         }
     }
+}
+
+/// Per partition of `topic`, the offset of its first record at or after `since_ms`, or its
+/// end when there is none; `None` when the topic does not exist (yet).
+fn start_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    since_ms: i64,
+) -> KafkaResult<Option<TopicPartitionList>> {
+    let metadata = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT)?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Ok(None);
+    }
+    let mut times = TopicPartitionList::new();
+    for p in t.partitions() {
+        times.add_partition_offset(topic, p.id(), Offset::Offset(since_ms))?;
+    }
+    let found = consumer.offsets_for_times(times, LOOKUP_TIMEOUT)?;
+    let mut offsets = TopicPartitionList::new();
+    for e in found.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(o) => o,
+            // No record that recent: from the current end, as an exact offset (a logical
+            // "end" resolved later could skip what is produced in between).
+            _ => {
+                consumer
+                    .fetch_watermarks(topic, e.partition(), LOOKUP_TIMEOUT)?
+                    .1
+            }
+        };
+        offsets.add_partition_offset(topic, e.partition(), Offset::Offset(offset))?;
+    }
+    Ok(Some(offsets))
 }
 
 async fn consume(

@@ -139,3 +139,71 @@ async fn the_counter_counts_distinct_records_of_the_run_sessions_only() {
     assert_eq!(progress.unparsed, 1);
     counter.stop().await;
 }
+
+#[tokio::test]
+async fn on_a_topic_that_exists_the_counter_skips_what_was_there_before_it_started() {
+    let topic = locus_testkit::unique("locus-bench-test-locations-");
+    let run = locus_testkit::unique("r");
+    let device = format!("bench-{run}-0");
+    create_topic(&topic).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", locus_testkit::kafka_brokers())
+        .create()
+        .unwrap();
+    let session = SessionId::new();
+    let send = |index: u32, timestamp_ms: i64| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        let value = serde_json::to_vec(&record(&device, session, index)).unwrap();
+        async move {
+            let key = session.to_string();
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&value)
+                        .timestamp(timestamp_ms),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("record produced");
+        }
+    };
+    // Three records of an earlier run, well before the counter's margin.
+    let old = Utc::now().timestamp_millis() - 600_000;
+    for i in 0..3 {
+        send(i, old).await;
+    }
+    let counter = KafkaCounter::start(KafkaCountConfig {
+        brokers: locus_testkit::kafka_brokers(),
+        topic: topic.clone(),
+        device_prefix: format!("bench-{run}-"),
+    })
+    .unwrap();
+    for i in 3..5 {
+        send(i, Utc::now().timestamp_millis()).await;
+    }
+
+    let read = locus_testkit::eventually(Duration::from_secs(30), || {
+        let n = counter.distinct_for(&[session]);
+        async move { (n >= 2).then_some(n) }
+    })
+    .await;
+    // A moment more: an old record, had it been read, would arrive with the new ones.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(
+        read,
+        Some(2),
+        "the two new records: {:?}",
+        counter.progress()
+    );
+    assert_eq!(counter.distinct_for(&[session]), 2);
+    assert_eq!(
+        counter.progress().messages,
+        2,
+        "the old ones were never read"
+    );
+    counter.stop().await;
+}
