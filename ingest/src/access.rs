@@ -9,7 +9,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use locus_session::{Scope, Session, SessionStore};
-use locus_wire::{DeviceId, SessionId, TenantId};
+use locus_wire::{SessionId, TenantId};
 
 use crate::auth::{Caller, Identity, Role};
 use crate::error::{ApiError, ErrorCode};
@@ -45,21 +45,8 @@ impl FromRequestParts<AppState> for Reader {
         if identity.role == Role::Partner {
             return Ok(Self::Partner(identity.subject));
         }
-        // The same rules as `Caller`'s extractor (auth.rs), applied to the identity already
-        // verified rather than verifying the token a second time.
-        let tenant = identity.tenant()?.clone();
-        let subject = match identity.role {
-            Role::Device => DeviceId::parse(identity.subject).map_err(|e| {
-                ApiError::Unauthorized(format!("the token's sub claim is invalid: {e}"))
-            })?,
-            // Admins' subjects are no device ids and are never compared with one.
-            _ => DeviceId::parse("-").expect("a valid id"),
-        };
-        Ok(Self::Tenant(Caller {
-            tenant,
-            subject,
-            role: identity.role,
-        }))
+        // Converted, not extracted: the token is verified once.
+        Ok(Self::Tenant(Caller::try_from(identity)?))
     }
 }
 

@@ -255,12 +255,12 @@ impl FromRequestParts<AppState> for Identity {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+impl TryFrom<Identity> for Caller {
+    type Error = ApiError;
 
-    /// A device or a tenant admin: the roles that act inside one tenant.
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let identity = Identity::from_request_parts(parts, state).await?;
+    /// A device or a tenant admin (the roles that act inside one tenant), from an identity
+    /// already verified.
+    fn try_from(identity: Identity) -> Result<Self, ApiError> {
         identity.require(&[Role::Device, Role::TenantAdmin])?;
         let tenant = identity.tenant()?.clone();
         let subject = match identity.role {
@@ -276,5 +276,14 @@ impl FromRequestParts<AppState> for Caller {
             subject,
             role: identity.role,
         })
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// A device or a tenant admin: the roles that act inside one tenant.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Identity::from_request_parts(parts, state).await?.try_into()
     }
 }
