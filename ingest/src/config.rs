@@ -80,6 +80,10 @@ pub struct Config {
     #[command(flatten)]
     pub forwarder: ForwarderSettings,
 
+    /// Usage metering per tenant.
+    #[command(flatten)]
+    pub usage: UsageSettings,
+
     /// How the service stops (shared with the bridge).
     #[command(flatten)]
     pub shutdown: ShutdownSettings,
@@ -545,6 +549,41 @@ pub struct RateSettings {
         default_value_t = 200_000
     )]
     pub tenant_burst: u32,
+}
+
+/// Usage metering per tenant (ingest/src/usage.rs): the Prometheus label bound and the
+/// roll-up into PostgreSQL's `usage_minutes`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageSettings {
+    /// Tenants that get their own `tenant` label value in the usage metrics (the first
+    /// seen by a process); the rest share `other`, so the series count stays bounded.
+    #[arg(
+        id = "usage_metric_tenants",
+        long = "usage-metric-tenants",
+        env = "LOCUS_USAGE_METRIC_TENANTS",
+        default_value_t = 100
+    )]
+    pub metric_tenants: usize,
+
+    /// How often each replica adds its usage counts to PostgreSQL, in seconds (and once
+    /// more on graceful shutdown). A crash loses at most this much of one replica's counts.
+    #[arg(
+        id = "usage_flush_secs",
+        long = "usage-flush-secs",
+        env = "LOCUS_USAGE_FLUSH_SECS",
+        default_value_t = 60
+    )]
+    pub flush_secs: u64,
+
+    /// (tenant, minute) rows a replica keeps while PostgreSQL refuses flushes; past it the
+    /// oldest are dropped (and counted in locus_usage_rows_dropped_total).
+    #[arg(
+        id = "usage_max_pending_rows",
+        long = "usage-max-pending-rows",
+        env = "LOCUS_USAGE_MAX_PENDING_ROWS",
+        default_value_t = 100_000
+    )]
+    pub max_pending_rows: usize,
 }
 
 /// The forwarder role.

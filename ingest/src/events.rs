@@ -1,7 +1,8 @@
 //! Internal events of ingest: each one logs (where a person would want a line) and counts in
 //! one place, and this is the only file that names a metric (docs/metrics.md lists them).
 //! Label values are bounded: route templates, status codes, reasons, shards, topic kinds;
-//! never tenants.
+//! tenants only in the usage metrics, where their count is bounded by configuration
+//! (`LOCUS_USAGE_METRIC_TENANTS`, the rest `other`).
 //!
 //! The metrics are created and registered with the process registry
 //! ([`locus_service::metrics`]) on first use, in three groups: HTTP (every process), API
@@ -193,6 +194,7 @@ pub fn register(roles: &[Role]) {
     LazyLock::force(&HTTP);
     if roles.contains(&Role::Api) {
         LazyLock::force(&API);
+        LazyLock::force(&USAGE);
     }
     if roles.contains(&Role::Forwarder) {
         LazyLock::force(&FORWARDER);
@@ -571,5 +573,167 @@ impl ProgressWriteFailed<'_> {
     pub fn emit(self) {
         tracing::warn!(error = %self.error, "Could not update session fix counts; they will lag.");
         FORWARDER.progress_errors.inc();
+    }
+}
+
+/// Usage per tenant (ingest/src/usage.rs), for billing and SREs. The tenant label is
+/// bounded by configuration: the first `LOCUS_USAGE_METRIC_TENANTS` tenants a process
+/// sees get their own value, the rest share `other`.
+struct UsageMetrics {
+    fixes_accepted: IntCounterVec,
+    fixes_rejected: IntCounterVec,
+    fixes_rate_limited: IntCounterVec,
+    bytes: IntCounterVec,
+    flushes: IntCounterVec,
+    rows_dropped: IntCounter,
+    pending_rows: IntGauge,
+}
+
+static USAGE: LazyLock<UsageMetrics> = LazyLock::new(|| UsageMetrics {
+    fixes_accepted: counter_vec(
+        "locus_usage_fixes_accepted_total",
+        "Fixes stored in the buffer, by tenant (bounded: LOCUS_USAGE_METRIC_TENANTS tenants \
+         by name, the rest `other`).",
+        &["tenant"],
+    ),
+    fixes_rejected: counter_vec(
+        "locus_usage_fixes_rejected_total",
+        "Fixes refused, by tenant (bounded, see locus_usage_fixes_accepted_total) and reason \
+         (a validation reason or the error code of a refused batch).",
+        &["tenant", "reason"],
+    ),
+    fixes_rate_limited: counter_vec(
+        "locus_usage_fixes_rate_limited_total",
+        "Fixes refused for rate (429), by tenant (bounded).",
+        &["tenant"],
+    ),
+    bytes: counter_vec(
+        "locus_usage_bytes_received_total",
+        "Request body bytes (as sent, before decompression) of accepted batches, by tenant \
+         (bounded).",
+        &["tenant"],
+    ),
+    flushes: counter_vec(
+        "locus_usage_flushes_total",
+        "Flushes of this replica's usage counts into PostgreSQL's usage_minutes, by outcome \
+         (ok, error).",
+        &["outcome"],
+    ),
+    rows_dropped: counter(
+        "locus_usage_rows_dropped_total",
+        "(tenant, minute) usage rows dropped unflushed because PostgreSQL refused flushes for \
+         longer than LOCUS_USAGE_MAX_PENDING_ROWS rows could hold: billing is short by them.",
+    ),
+    pending_rows: gauge(
+        "locus_usage_pending_rows",
+        "(tenant, minute) usage rows counted by this replica and not yet in PostgreSQL.",
+    ),
+});
+
+/// Fixes of a tenant were stored.
+pub struct UsageAccepted<'a> {
+    /// The tenant's label (its id, or `other` past the bound).
+    pub tenant: &'a str,
+    /// How many fixes.
+    pub fixes: u64,
+    /// Request body bytes.
+    pub bytes: u64,
+}
+
+impl UsageAccepted<'_> {
+    /// Counts the event.
+    pub fn emit(self) {
+        USAGE
+            .fixes_accepted
+            .with_label_values(&[self.tenant])
+            .inc_by(self.fixes);
+        USAGE
+            .bytes
+            .with_label_values(&[self.tenant])
+            .inc_by(self.bytes);
+    }
+}
+
+/// Fixes of a tenant were refused.
+pub struct UsageRejected<'a> {
+    /// The tenant's label (its id, or `other` past the bound).
+    pub tenant: &'a str,
+    /// Why (a stable code).
+    pub reason: &'static str,
+    /// How many fixes.
+    pub fixes: u64,
+}
+
+impl UsageRejected<'_> {
+    /// Counts the event.
+    pub fn emit(self) {
+        USAGE
+            .fixes_rejected
+            .with_label_values(&[self.tenant, self.reason])
+            .inc_by(self.fixes);
+    }
+}
+
+/// Fixes of a tenant were refused for rate.
+pub struct UsageRateLimited<'a> {
+    /// The tenant's label (its id, or `other` past the bound).
+    pub tenant: &'a str,
+    /// How many fixes.
+    pub fixes: u64,
+}
+
+impl UsageRateLimited<'_> {
+    /// Counts the event.
+    pub fn emit(self) {
+        USAGE
+            .fixes_rate_limited
+            .with_label_values(&[self.tenant])
+            .inc_by(self.fixes);
+    }
+}
+
+/// This replica's usage counts were written to PostgreSQL (or not).
+pub struct UsageFlushed<'a> {
+    /// Rows written (or kept for the next try).
+    pub rows: usize,
+    /// The PostgreSQL error, if the flush failed.
+    pub error: Option<&'a dyn std::fmt::Display>,
+    /// Rows still waiting after this flush.
+    pub pending: usize,
+}
+
+impl UsageFlushed<'_> {
+    /// Logs a failure and counts the event.
+    pub fn emit(self) {
+        let outcome = match self.error {
+            None => "ok",
+            Some(error) => {
+                tracing::warn!(
+                    %error,
+                    rows = self.rows,
+                    "Could not flush usage counts to PostgreSQL; kept for the next try."
+                );
+                "error"
+            }
+        };
+        USAGE.flushes.with_label_values(&[outcome]).inc();
+        USAGE.pending_rows.set(self.pending as i64);
+    }
+}
+
+/// Usage rows were dropped unflushed (the pending bound was reached).
+pub struct UsageRowsDropped {
+    /// How many (tenant, minute) rows.
+    pub rows: usize,
+}
+
+impl UsageRowsDropped {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        tracing::error!(
+            rows = self.rows,
+            "Usage rows dropped unflushed: PostgreSQL has refused flushes for too long (LOCUS_USAGE_MAX_PENDING_ROWS); billing is short by them."
+        );
+        USAGE.rows_dropped.inc_by(self.rows as u64);
     }
 }

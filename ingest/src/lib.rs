@@ -16,6 +16,7 @@ pub mod routes;
 pub mod session_events;
 pub mod startup;
 pub mod sweeper;
+pub mod usage;
 
 pub use config::Config;
 pub use startup::{Application, StartupError};

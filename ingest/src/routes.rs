@@ -100,6 +100,8 @@ pub struct AppState {
     pub session_events: SessionEventPublisher,
     /// Rate limits.
     pub admission: Arc<Admission>,
+    /// Usage per tenant: accepted, rejected and rate-limited fixes, bytes (for billing).
+    pub usage: Arc<crate::usage::Usage>,
     /// Timestamp bounds of fixes.
     pub limits: FixLimits,
     /// Used by /readyz to check Kafka.

@@ -227,6 +227,10 @@ impl Application {
             signer: Arc::new(signer),
             jwks: Arc::new(jwks),
             admission: Arc::new(Admission::new(&config)),
+            usage: Arc::new(crate::usage::Usage::new(
+                config.usage.metric_tenants,
+                config.usage.max_pending_rows,
+            )),
             limits: FixLimits {
                 max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),
                 max_age: chrono::Duration::seconds(limits.max_fix_age_secs as i64),
