@@ -9,6 +9,7 @@ pub mod audit;
 pub mod audit_feed;
 mod bootstrap;
 mod outbox;
+pub mod limits;
 pub mod partners;
 pub mod registry;
 pub mod revocation;
