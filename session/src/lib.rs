@@ -16,6 +16,7 @@ pub mod revocation;
 pub mod scope;
 pub mod sinks;
 mod store;
+pub mod usage;
 
 pub use bootstrap::{BootstrapError, bootstrap, check_service_role, migrate};
 pub use outbox::{ClaimedEvents, OutboxBacklog, QueuedEvent};
