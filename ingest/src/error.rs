@@ -431,6 +431,28 @@ impl From<SessionError> for ApiError {
     }
 }
 
+impl From<locus_session::usage::UsageError> for ApiError {
+    fn from(e: locus_session::usage::UsageError) -> Self {
+        use locus_session::usage::UsageError;
+        match e {
+            UsageError::InvalidRange { max_days } => Self::invalid(
+                ErrorCode::InvalidQuery,
+                format!(
+                    "`from` must be before `to`, and the range at most {max_days} days long: ask for a month at a time"
+                ),
+            ),
+            UsageError::Database(e) => {
+                tracing::warn!(error = %e, "PostgreSQL failed reading usage.");
+                Self::Unavailable {
+                    code: ErrorCode::DatabaseUnavailable,
+                    message: "usage is unavailable; retry later".into(),
+                    retry_after_secs: 1,
+                }
+            }
+        }
+    }
+}
+
 impl From<AdmissionError> for ApiError {
     fn from(e: AdmissionError) -> Self {
         match e {

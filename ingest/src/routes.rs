@@ -52,6 +52,7 @@ mod sink_put;
 mod tenants_create;
 mod tenants_get;
 mod tenants_list;
+mod usage_get;
 
 use std::time::Instant;
 
@@ -189,6 +190,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices_credentials_create::handler))
         .routes(routes!(devices_revoke::handler))
         .routes(routes!(auth_token::handler))
+        .routes(routes!(usage_get::handler))
         // Outside /v1 and outside the document: the key set is a standard location that
         // token verifiers read, not an API operation.
         .route("/.well-known/jwks.json", axum::routing::get(jwks::handler))

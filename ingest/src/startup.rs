@@ -273,6 +273,9 @@ impl Application {
         let forwarder_stop = CancellationToken::new();
         // So has the session event relay: the last requests may leave events in the outbox.
         let relay_stop = CancellationToken::new();
+        // So has the usage flusher: its last flush, on the way out, must hold the counts of
+        // the last requests.
+        let usage_stop = CancellationToken::new();
         let grace = self.config.shutdown_grace();
 
         tracing::info!(port = self.port, roles = ?self.config.roles, "Ingest listening.");
@@ -313,6 +316,12 @@ impl Application {
                 .session_events
                 .relay(Duration::from_millis(self.config.sessions.events_scan_ms));
             tracker.spawn(relay.run(relay_stop.clone(), grace));
+            let usage = crate::usage::UsageFlusher {
+                usage: self.state.usage.clone(),
+                store: self.state.store.clone(),
+                every: Duration::from_secs(self.config.usage.flush_secs.max(1)),
+            };
+            tracker.spawn(usage.run(usage_stop.clone()));
         }
         // Set when the forwarder's producer failed for good: the process then stops and
         // exits non-zero, so that its supervisor starts it again with a new producer.
@@ -347,6 +356,9 @@ impl Application {
         // The relay publishes what the last requests left in the outbox within the grace
         // period; what it cannot waits in PostgreSQL for the next process.
         relay_stop.cancel();
+        // This replica's usage since its last flush goes to PostgreSQL now (one statement;
+        // if PostgreSQL is away, those counts are lost with the process, and logged).
+        usage_stop.cancel();
         // The forwarder bounds its own drain by `grace`; the extra 5 s cover its final
         // flush. Past that, tasks are abandoned: their entries stay pending in Redis.
         if tokio::time::timeout(grace + Duration::from_secs(5), tracker.wait())

@@ -11,11 +11,16 @@
 //! one replica). A failed flush keeps its counts for the next try, bounded by
 //! `LOCUS_USAGE_MAX_PENDING_ROWS` (the oldest minutes are dropped past it, and counted).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use locus_session::SessionStore;
+use locus_session::usage::UsageMinute;
 use locus_wire::TenantId;
+use tokio_util::sync::CancellationToken;
 
 use crate::events;
 
@@ -28,10 +33,10 @@ pub struct Counts {
     /// Fixes stored in the buffer.
     pub accepted: u64,
     /// Fixes refused, by reason (the `error` code or validation reason).
-    pub rejected: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<Cow<'static, str>, u64>,
     /// Fixes refused for rate (429).
     pub rate_limited: u64,
-    /// Request body bytes received (as sent, before decompression) of accepted batches.
+    /// Request body bytes (after decompression) of accepted batches.
     pub bytes: u64,
 }
 
@@ -39,7 +44,7 @@ impl Counts {
     fn add(&mut self, other: &Counts) {
         self.accepted += other.accepted;
         for (reason, n) in &other.rejected {
-            *self.rejected.entry(reason).or_default() += n;
+            *self.rejected.entry(reason.clone()).or_default() += n;
         }
         self.rate_limited += other.rate_limited;
         self.bytes += other.bytes;
@@ -141,7 +146,7 @@ impl Usage {
     /// `timestamp_in_future` or `batch_too_large`).
     pub fn rejected(&self, tenant: &TenantId, reason: &'static str, fixes: u64) {
         let label = self.record(tenant, |c| {
-            *c.rejected.entry(reason).or_default() += fixes;
+            *c.rejected.entry(Cow::Borrowed(reason)).or_default() += fixes;
         });
         events::UsageRejected {
             tenant: &label,
@@ -202,6 +207,188 @@ impl Usage {
             .unwrap_or_else(|e| e.into_inner())
             .pending
             .len()
+    }
+}
+
+/// What one `POST /v1/sessions/{id}/locations` counts, settled once its answer is known:
+/// the handler tells it what it learnt (how many fixes, which were rejected, what was
+/// stored) and [`BatchMeter::settle`] counts it once, whatever path the answer took.
+pub struct BatchMeter {
+    usage: Arc<Usage>,
+    tenant: TenantId,
+    fixes: Option<u64>,
+    rejected: Vec<&'static str>,
+    stored: Option<(u64, u64)>,
+}
+
+impl BatchMeter {
+    /// A meter for a request of `tenant`.
+    pub fn new(usage: Arc<Usage>, tenant: TenantId) -> Self {
+        Self {
+            usage,
+            tenant,
+            fixes: None,
+            rejected: Vec::new(),
+            stored: None,
+        }
+    }
+
+    /// The batch was decoded with `fixes` fixes: a refusal from here on counts them.
+    pub fn decoded(&mut self, fixes: usize) {
+        self.fixes = Some(fixes as u64);
+    }
+
+    /// The batch was validated: `answer` lists the fixes rejected, by reason.
+    pub fn validated(&mut self, answer: &locus_wire::api::BatchResponse) {
+        self.rejected = answer.rejected.iter().map(|r| r.reason.as_str()).collect();
+    }
+
+    /// `fixes` fixes were stored, from a body of `bytes` bytes (after decompression).
+    pub fn stored(&mut self, fixes: usize, bytes: usize) {
+        self.stored = Some((fixes as u64, bytes as u64));
+    }
+
+    /// Counts the request by its answer: stored fixes and the ones rejected beside them;
+    /// the fixes of a batch refused whole by their error code once they were counted
+    /// (earlier refusals, such as a body too large, name no fix count and are left to the
+    /// HTTP metrics); a 422 by each fix's reason. Rate refusals are counted where they
+    /// are made ([`Usage::rate_limited`]), and a retried batch is not counted again.
+    pub fn settle(self, answer: &Result<axum::response::Response, crate::error::ApiError>) {
+        use crate::error::ApiError;
+        let by_reason = |usage: &Usage| {
+            let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+            for reason in &self.rejected {
+                *counts.entry(reason).or_default() += 1;
+            }
+            for (reason, n) in counts {
+                usage.rejected(&self.tenant, reason, n);
+            }
+        };
+        if let Some((fixes, bytes)) = self.stored {
+            self.usage.accepted(&self.tenant, fixes, bytes);
+            by_reason(&self.usage);
+            return;
+        }
+        match answer {
+            Ok(_) | Err(ApiError::RateLimited { .. }) => {}
+            Err(ApiError::AllRejected(_)) => by_reason(&self.usage),
+            Err(e) => {
+                if let Some(fixes) = self.fixes {
+                    self.usage.rejected(&self.tenant, e.code().as_str(), fixes);
+                }
+            }
+        }
+    }
+}
+
+/// Saturates instead of wrapping: a count past `i64::MAX` is not a real one.
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl From<MinuteCounts> for UsageMinute {
+    fn from(row: MinuteCounts) -> Self {
+        let c = row.counts;
+        UsageMinute {
+            tenant_id: row.tenant,
+            minute: row.minute,
+            fixes_accepted: signed(c.accepted),
+            fixes_rejected: c
+                .rejected
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), signed(v)))
+                .collect(),
+            fixes_rate_limited: signed(c.rate_limited),
+            bytes: signed(c.bytes),
+        }
+    }
+}
+
+impl From<UsageMinute> for MinuteCounts {
+    fn from(row: UsageMinute) -> Self {
+        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+        MinuteCounts {
+            tenant: row.tenant_id,
+            minute: row.minute,
+            counts: Counts {
+                accepted: unsigned(row.fixes_accepted),
+                rejected: row
+                    .fixes_rejected
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), unsigned(v)))
+                    .collect(),
+                rate_limited: unsigned(row.fixes_rate_limited),
+                bytes: unsigned(row.bytes),
+            },
+        }
+    }
+}
+
+/// The task that adds this replica's counts to PostgreSQL every `every`, and once more
+/// when stopped (after the HTTP server, so the last requests are in it).
+pub struct UsageFlusher {
+    /// What is counted.
+    pub usage: Arc<Usage>,
+    /// Where it goes.
+    pub store: SessionStore,
+    /// The flush interval (`LOCUS_USAGE_FLUSH_SECS`).
+    pub every: Duration,
+}
+
+impl UsageFlusher {
+    /// Flushes every interval until `stop`, then a last time.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: nothing is counted yet.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+        // No next try: what the last flush could not write goes with the process.
+        let left = self.usage.take().len();
+        if left > 0 {
+            events::UsageRowsDropped { rows: left }.emit();
+        }
+    }
+
+    /// Adds what was counted since the last flush to PostgreSQL; what could not be
+    /// written is kept for the next flush (within the pending bound).
+    pub async fn flush(&self) {
+        let rows: Vec<UsageMinute> = self.usage.take().into_iter().map(Into::into).collect();
+        if rows.is_empty() {
+            events::UsageFlushed {
+                rows: 0,
+                error: None,
+                pending: self.usage.pending_rows(),
+            }
+            .emit();
+            return;
+        }
+        let written = rows.len();
+        match self.store.add_usage(rows).await {
+            Ok(()) => events::UsageFlushed {
+                rows: written,
+                error: None,
+                pending: self.usage.pending_rows(),
+            }
+            .emit(),
+            Err((left, error)) => {
+                let kept = left.len();
+                self.usage
+                    .restore(left.into_iter().map(Into::into).collect());
+                events::UsageFlushed {
+                    rows: kept,
+                    error: Some(&error),
+                    pending: self.usage.pending_rows(),
+                }
+                .emit();
+            }
+        }
     }
 }
 

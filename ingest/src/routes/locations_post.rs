@@ -23,6 +23,7 @@ use crate::buffer::{Append, BufferError, Forwarded, Previous};
 use crate::config::{RedisSettings, RequestLimits};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::AppState;
+use crate::usage::BatchMeter;
 use crate::{body, events};
 
 /// Header a client may use instead of `batch_id` in the body.
@@ -88,13 +89,29 @@ impl Durability {
     ),
     security(("bearer" = ["device"]))
 )]
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
 pub async fn handler(
+    state: State<AppState>,
+    caller: Caller,
+    path: Path<String>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<Response, ApiError> {
+    // Usage is counted by the answer, whichever check gave it.
+    let mut meter = BatchMeter::new(state.usage.clone(), caller.tenant.clone());
+    let answer = post(state, caller, path, headers, request, &mut meter).await;
+    meter.settle(&answer);
+    answer
+}
+
+/// The work of [`handler`]; `meter` learns what the request counts for usage.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, session = %id))]
+async fn post(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     request: Body,
+    meter: &mut BatchMeter,
 ) -> Result<Response, ApiError> {
     caller.require_device()?;
     let durability = durability(&headers, &caller, &state.config.redis)?;
@@ -102,6 +119,7 @@ pub async fn handler(
     let bytes = body::json_bytes(&headers, request, limits.max_body_bytes, false).await?;
     let mut batch: LocationBatch = body::parse(&bytes)?;
     check_size(&batch, limits)?;
+    meter.decoded(batch.fixes.len());
     let given_id = batch_id(batch.batch_id.take(), &headers)?;
     let fingerprint = fingerprint::of_fixes(&batch.fixes);
     state
@@ -140,6 +158,7 @@ pub async fn handler(
 
     let now = Utc::now();
     let (accepted, answer) = validate(&batch, &batch_id, now, &state.limits);
+    meter.validated(&answer);
     if accepted.is_empty() {
         return Err(ApiError::AllRejected(answer));
     }
@@ -177,6 +196,7 @@ pub async fn handler(
     match appended {
         Ok(Append::Stored { entry_id }) => {
             events::FixesAccepted { count: n }.emit();
+            meter.stored(n, bytes.len());
             confirm(&state, durability, session.id, Some(&entry_id)).await?;
             Ok(answered(answer, durability))
         }

@@ -20,3 +20,4 @@ mod registry;
 mod schemathesis;
 mod sessions;
 mod tenancy;
+mod usage;
