@@ -549,6 +549,70 @@ pub struct RateSettings {
         default_value_t = 200_000
     )]
     pub tenant_burst: u32,
+
+    /// Requests per second one device (or admin, or partner) may make, every `/v1` route
+    /// together. Per replica: with N replicas a caller may get up to N times this.
+    #[arg(
+        id = "rate_device_requests_per_sec",
+        long = "rate-device-requests-per-sec",
+        env = "LOCUS_RATE_DEVICE_REQUESTS_PER_SEC",
+        default_value_t = 100
+    )]
+    pub device_requests_per_sec: u32,
+
+    /// Requests one device (or admin, or partner) may make in a burst.
+    #[arg(
+        id = "rate_device_requests_burst",
+        long = "rate-device-requests-burst",
+        env = "LOCUS_RATE_DEVICE_REQUESTS_BURST",
+        default_value_t = 1000
+    )]
+    pub device_requests_burst: u32,
+
+    /// Requests per second one tenant may make (all its devices and admins), every `/v1`
+    /// route together. Per replica, like the device's.
+    #[arg(
+        id = "rate_tenant_requests_per_sec",
+        long = "rate-tenant-requests-per-sec",
+        env = "LOCUS_RATE_TENANT_REQUESTS_PER_SEC",
+        default_value_t = 10_000
+    )]
+    pub tenant_requests_per_sec: u32,
+
+    /// Requests a tenant may make in a burst.
+    #[arg(
+        id = "rate_tenant_requests_burst",
+        long = "rate-tenant-requests-burst",
+        env = "LOCUS_RATE_TENANT_REQUESTS_BURST",
+        default_value_t = 20_000
+    )]
+    pub tenant_requests_burst: u32,
+
+    /// Most sessions active at once in one tenant (a start past it is answered 409
+    /// `too_many_active_sessions`).
+    #[arg(
+        id = "rate_tenant_max_active_sessions",
+        long = "rate-tenant-max-active-sessions",
+        env = "LOCUS_RATE_TENANT_MAX_ACTIVE_SESSIONS",
+        default_value_t = 100_000
+    )]
+    pub tenant_max_active_sessions: u32,
+
+    /// Whether the fixes budgets (device and tenant) are shared by every replica through
+    /// Redis (one script call per batch). `false`: each replica enforces them alone, so N
+    /// replicas admit up to N times the budget (for one replica, or when measuring).
+    #[arg(id = "rate_shared", long = "rate-shared", env = "LOCUS_RATE_SHARED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub shared: bool,
+
+    /// How often each replica reloads the per-tenant limits from PostgreSQL: a change made
+    /// through the admin API is in force within this. A failed reload keeps the last table.
+    #[arg(
+        id = "limits_refresh_ms",
+        long = "limits-refresh-ms",
+        env = "LOCUS_LIMITS_REFRESH_MS",
+        default_value_t = 2000
+    )]
+    pub limits_refresh_ms: u64,
 }
 
 /// Usage metering per tenant (ingest/src/usage.rs): the Prometheus label bound and the

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     SessionStopped,
     /// 409: the device already has an active session.
     SessionAlreadyActive,
+    /// 409: the tenant has its most sessions active at once (`max_active_sessions`).
+    TooManyActiveSessions,
     /// 400: `max_duration_secs` out of range.
     InvalidMaxDuration,
     /// 400: a query parameter is not what the endpoint takes.
@@ -92,6 +94,8 @@ pub enum ErrorCode {
     InvalidId,
     /// 400: a sink's URL or secret is not acceptable.
     InvalidSink,
+    /// 400: a tenant limit is out of range.
+    InvalidLimits,
     /// 400: the pagination cursor is not one this API gave out.
     InvalidCursor,
     /// 404: no such tenant (or not visible to the caller).
@@ -126,6 +130,7 @@ impl ErrorCode {
             Self::SessionExpired => "session_expired",
             Self::SessionStopped => "session_stopped",
             Self::SessionAlreadyActive => "session_already_active",
+            Self::TooManyActiveSessions => "too_many_active_sessions",
             Self::InvalidMaxDuration => "invalid_max_duration",
             Self::InvalidQuery => "invalid_query",
             Self::InvalidBatchId => "invalid_batch_id",
@@ -151,6 +156,7 @@ impl ErrorCode {
             Self::InvalidCredential => "invalid_credential",
             Self::InvalidId => "invalid_id",
             Self::InvalidSink => "invalid_sink",
+            Self::InvalidLimits => "invalid_limits",
             Self::InvalidCursor => "invalid_cursor",
             Self::TenantNotFound => "tenant_not_found",
             Self::DeviceNotFound => "device_not_found",
@@ -179,11 +185,14 @@ impl ErrorCode {
             | Self::GrantNotFound
             | Self::SinkNotFound => StatusCode::NOT_FOUND,
             Self::TenantExists | Self::DeviceExists | Self::PartnerExists => StatusCode::CONFLICT,
-            Self::InvalidId | Self::InvalidSink | Self::InvalidCursor => StatusCode::BAD_REQUEST,
+            Self::InvalidId | Self::InvalidSink | Self::InvalidCursor | Self::InvalidLimits => {
+                StatusCode::BAD_REQUEST
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::SessionExpired
             | Self::SessionStopped
             | Self::SessionAlreadyActive
+            | Self::TooManyActiveSessions
             | Self::BatchIdReused => StatusCode::CONFLICT,
             Self::InvalidMaxDuration
             | Self::InvalidQuery

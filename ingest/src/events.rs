@@ -195,6 +195,7 @@ pub fn register(roles: &[Role]) {
     if roles.contains(&Role::Api) {
         LazyLock::force(&API);
         LazyLock::force(&USAGE);
+        LazyLock::force(&QUOTAS);
     }
     if roles.contains(&Role::Forwarder) {
         LazyLock::force(&FORWARDER);
@@ -735,5 +736,127 @@ impl UsageRowsDropped {
             "Usage rows dropped unflushed: PostgreSQL has refused flushes for too long (LOCUS_USAGE_MAX_PENDING_ROWS); billing is short by them."
         );
         USAGE.rows_dropped.inc_by(self.rows as u64);
+    }
+}
+
+/// What admission counts besides refused batches: request-rate refusals, the shared
+/// budget's Redis calls, the limits table's reloads, session starts over the cap.
+struct QuotaMetrics {
+    requests_refused: IntCounterVec,
+    shared_duration: Histogram,
+    shared_errors: IntCounter,
+    limits_tenants: IntGauge,
+    limits_reload_errors: IntCounter,
+    sessions_refused: IntCounter,
+}
+
+static QUOTAS: LazyLock<QuotaMetrics> = LazyLock::new(|| QuotaMetrics {
+    requests_refused: counter_vec(
+        "locus_requests_rate_limited_total",
+        "Requests refused 429 for the request rate (any /v1 route), by whose budget: device \
+         (the caller: a device, admin or partner) or tenant.",
+        &["scope"],
+    ),
+    shared_duration: latency_histogram(
+        "locus_admission_shared_duration_seconds",
+        "Per batch: the Redis call that checks and charges the shared fixes budget (device \
+         and tenant, across replicas).",
+    ),
+    shared_errors: counter(
+        "locus_admission_shared_errors_total",
+        "Batches whose shared-budget call failed or passed LOCUS_REDIS_DEADLINE_MS; answered \
+         503 buffer_unavailable.",
+    ),
+    limits_tenants: gauge(
+        "locus_tenant_limits_rows",
+        "Tenants with limits of their own in the table this replica last loaded.",
+    ),
+    limits_reload_errors: counter(
+        "locus_tenant_limits_reload_errors_total",
+        "Reloads of tenant_limits that failed (PostgreSQL away); the last table stays in force.",
+    ),
+    sessions_refused: counter(
+        "locus_sessions_refused_total",
+        "Session starts refused 409 too_many_active_sessions (the tenant's max_active_sessions).",
+    ),
+});
+
+/// A request was refused for the request rate.
+pub struct RequestRefused {
+    /// `device` or `tenant`.
+    pub scope: &'static str,
+}
+
+impl RequestRefused {
+    /// Counts the event. Not logged: the client has Retry-After.
+    pub fn emit(self) {
+        QUOTAS
+            .requests_refused
+            .with_label_values(&[self.scope])
+            .inc();
+    }
+}
+
+/// The shared budget's Redis call of one batch finished (or failed).
+pub struct SharedBudgetCall {
+    /// How long it took.
+    pub duration: Duration,
+}
+
+impl SharedBudgetCall {
+    /// Times the call.
+    pub fn emit(self) {
+        QUOTAS.shared_duration.observe(self.duration.as_secs_f64());
+    }
+}
+
+/// The shared budget gave no answer: the batch is answered 503.
+pub struct SharedBudgetFailed<'a> {
+    /// What went wrong.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl SharedBudgetFailed<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        tracing::warn!(error = %self.error, "The shared rate budget did not answer; answering 503.");
+        QUOTAS.shared_errors.inc();
+    }
+}
+
+/// The limits table was reloaded.
+pub struct LimitsReloaded {
+    /// Tenants with limits of their own.
+    pub tenants: usize,
+}
+
+impl LimitsReloaded {
+    /// Sets the gauge.
+    pub fn emit(self) {
+        QUOTAS.limits_tenants.set(self.tenants as i64);
+    }
+}
+
+/// A reload of the limits table failed; the last one stays in force.
+pub struct LimitsReloadFailed<'a> {
+    /// The PostgreSQL error.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl LimitsReloadFailed<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        tracing::warn!(error = %self.error, "Could not reload tenant limits; keeping the last table.");
+        QUOTAS.limits_reload_errors.inc();
+    }
+}
+
+/// A session start was refused: the tenant is at its cap of active sessions.
+pub struct SessionCapReached;
+
+impl SessionCapReached {
+    /// Counts the event.
+    pub fn emit(self) {
+        QUOTAS.sessions_refused.inc();
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod forwarder;
 pub mod kafka;
+pub mod limits;
 pub mod routes;
 pub mod session_events;
 pub mod startup;

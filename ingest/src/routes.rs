@@ -37,6 +37,8 @@ mod grants_list;
 mod grants_put;
 mod health;
 mod jwks;
+mod limits_get;
+mod limits_put;
 mod locations_post;
 mod partners_create;
 mod partners_list;
@@ -185,6 +187,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_list::handler))
         .routes(routes!(tenants_create::handler, tenants_list::handler))
         .routes(routes!(tenants_get::handler))
+        .routes(routes!(limits_get::handler, limits_put::handler))
         .routes(routes!(devices_register::handler, devices_list::handler))
         .routes(routes!(devices_get::handler))
         .routes(routes!(devices_credentials_create::handler))
@@ -242,6 +245,12 @@ pub fn route_roles() -> Vec<(Method, String, Vec<String>)> {
 pub fn router(state: AppState) -> Router {
     let base = if state.config.runs(Role::Api) {
         let (api, doc) = api().split_for_parts();
+        // Every matched /v1 route: the caller's request rate (a valid token only; see
+        // admission::limit_requests).
+        let api = api.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::admission::limit_requests,
+        ));
         // SwaggerUi serves the document at /openapi.json and the UI's page and assets under
         // /docs/ (vendored into the binary, so the page needs no external URL).
         api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))

@@ -165,6 +165,15 @@ fn revocation_refresher(state: &AppState) -> crate::auth::RevocationRefresher {
     }
 }
 
+/// The task that keeps this replica's table of tenant limits fresh.
+fn limits_refresher(state: &AppState) -> crate::limits::LimitsRefresher {
+    crate::limits::LimitsRefresher {
+        store: state.store.clone(),
+        table: state.admission.limits().clone(),
+        every: Duration::from_millis(state.config.rates.limits_refresh_ms),
+    }
+}
+
 /// The built application, ready to run.
 pub struct Application {
     config: Arc<Config>,
@@ -204,7 +213,7 @@ impl Application {
         let conn = redis::aio::ConnectionManager::new_with_config(redis.clone(), settings).await?;
         let keys = Keys::new(&config.redis.prefix, config.redis.shards);
         let buffer = Buffer::new(
-            conn,
+            conn.clone(),
             keys,
             config.redis.max_entries,
             config.redis.dedupe_window_secs,
@@ -226,7 +235,11 @@ impl Application {
             auth: Authenticator::new(verifier, revocations),
             signer: Arc::new(signer),
             jwks: Arc::new(jwks),
-            admission: Arc::new(Admission::new(&config)),
+            admission: Arc::new(Admission::new(
+                &config,
+                Arc::new(crate::limits::LimitsTable::new(&config)),
+                config.rates.shared.then_some(conn),
+            )),
             usage: Arc::new(crate::usage::Usage::new(
                 config.usage.metric_tenants,
                 config.usage.max_pending_rows,
@@ -244,6 +257,8 @@ impl Application {
         };
         // The revoked devices, loaded once before the first request is served.
         revocation_refresher(&state).reload().await;
+        // And the tenants' limits (a tenant's own values are in force from the first request).
+        limits_refresher(&state).reload().await;
         Ok(Self {
             config,
             listener,
@@ -302,6 +317,7 @@ impl Application {
             };
             tracker.spawn(sweeper.run(stop.clone()));
             tracker.spawn(revocation_refresher(&self.state).run(stop.clone()));
+            tracker.spawn(limits_refresher(&self.state).run(stop.clone()));
             // Admin changes' audit rows, onto the tenant-events topic (what is left waits in
             // PostgreSQL for the next process: no drain on the way out).
             let audit = crate::audit_relay::AuditRelay::new(

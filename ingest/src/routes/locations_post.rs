@@ -122,9 +122,23 @@ async fn post(
     meter.decoded(batch.fixes.len());
     let given_id = batch_id(batch.batch_id.take(), &headers)?;
     let fingerprint = fingerprint::of_fixes(&batch.fixes);
-    state
+    // The tenant's batch maximum and the fixes budgets (device and tenant, shared by the
+    // replicas): a refusal charges neither budget.
+    let admitted = match state
         .admission
-        .admit(&caller.tenant, &caller.subject, batch.fixes.len())?;
+        .admit_fixes(&caller.tenant, &caller.subject, batch.fixes.len())
+        .await
+    {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            if refusal.is_rate() {
+                state
+                    .usage
+                    .rate_limited(&caller.tenant, batch.fixes.len() as u64);
+            }
+            return refusal.into_result();
+        }
+    };
 
     let session = visible_session(&state.store, &caller, &id).await?;
     let session_id = session.id;
@@ -145,7 +159,7 @@ async fn post(
             match previous {
                 Ok(Some(Previous::Same(answer))) => {
                     confirm(&state, durability, session_id, None).await?;
-                    return Ok(duplicate(answer, durability));
+                    return Ok(admitted.with_headers(duplicate(answer, durability)));
                 }
                 Ok(Some(Previous::Other)) => return Err(ApiError::BatchIdReused(batch_id)),
                 // Nothing stored under this id, or Redis cannot tell: the session's state
@@ -198,13 +212,13 @@ async fn post(
             events::FixesAccepted { count: n }.emit();
             meter.stored(n, bytes.len());
             confirm(&state, durability, session.id, Some(&entry_id)).await?;
-            Ok(answered(answer, durability))
+            Ok(admitted.with_headers(answered(answer, durability)))
         }
         Ok(Append::Duplicate(previous)) => {
             // The first post may still be waiting for Kafka, or may have been answered
             // 503 unconfirmed: this retry waits for the same confirmation.
             confirm(&state, durability, session.id, None).await?;
-            Ok(duplicate(previous, durability))
+            Ok(admitted.with_headers(duplicate(previous, durability)))
         }
         Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
         // The session stopped between its read above and this append.

@@ -31,7 +31,9 @@ use crate::routes::AppState;
         (status = 400, description = "`invalid_max_duration`, `malformed_json`, `invalid_body`, `malformed_gzip` or `body_unreadable`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid bearer token.", body = ErrorBody),
         (status = 403, description = "`forbidden`: the token's role may not start sessions.", body = ErrorBody),
-        (status = 409, description = "`session_already_active`: the device has an active session, named by `session_id`.", body = ErrorBody),
+        (status = 409, description = "`session_already_active`: the device has an active session, named by `session_id`; `too_many_active_sessions`: the tenant has its most sessions active at once (`max_active_sessions`).", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the caller's request rate.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 413, description = "`body_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry after `Retry-After` seconds.", body = ErrorBody,
@@ -66,6 +68,7 @@ pub async fn handler(
             ),
         ));
     }
+    check_active_cap(&state, &caller).await?;
     let outcome = state
         .store
         .start(
@@ -91,5 +94,31 @@ pub async fn handler(
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         axum::Json(session.view()),
+    ))
+}
+
+/// Refuses the start when the tenant has its most sessions active at once. Counted in
+/// PostgreSQL (every replica's sessions), but not locked: starts racing on several
+/// replicas (or one) may each see room for one more, so the cap can be passed by the
+/// number of starts in flight at that moment, never more.
+async fn check_active_cap(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    let cap = state
+        .admission
+        .limits()
+        .of(Some(&caller.tenant))
+        .max_active_sessions;
+    let active = locus_session::limits::active_sessions(state.store.pool(), &caller.tenant)
+        .await
+        .map_err(locus_session::SessionError::Database)?;
+    if (active.max(0) as u64) < cap {
+        return Ok(());
+    }
+    crate::events::SessionCapReached.emit();
+    Err(ApiError::coded(
+        ErrorCode::TooManyActiveSessions,
+        format!(
+            "tenant {} has {active} sessions active, its most at once (max_active_sessions) is {cap}: stop a session (POST /v1/sessions/{{id}}/stop), or ask a platform admin to raise the limit",
+            caller.tenant
+        ),
     ))
 }

@@ -94,6 +94,7 @@ fn body_for(method: &Method, path: &str, operation: &Value) -> Option<Value> {
         ("POST", "/v1/devices") => json!({"device_id": kit::unique("probe-")}),
         ("POST", "/v1/partners") => json!({"partner_id": kit::unique("probe-")}),
         ("POST", "/v1/auth/token") => json!({"credential": "lcd_not-a-credential"}),
+        ("PUT", "/v1/tenants/{tenant_id}/limits") => json!({"fixes_per_sec": 1000}),
         ("PUT", "/v1/sink") => {
             json!({"url": "https://sink.example/hook", "secret": "whsec_0123456789abcdef0123456789abcdef"})
         }
@@ -172,6 +173,7 @@ async fn acme_rows(scope: &Scope) -> Vec<String> {
         ("audit_log", "tenant_id"),
         ("sessions", "tenant_id"),
         ("session_event_outbox", "tenant_id"),
+        ("tenant_limits", "tenant_id"),
     ] {
         // The audit relay marks rows published meanwhile: not a change of acme's data.
         let json: Vec<Value> = sqlx::query_scalar(&format!(

@@ -16,6 +16,7 @@ mod openapi;
 mod outage;
 mod outbox;
 mod partners;
+mod quotas;
 mod registry;
 mod schemathesis;
 mod sessions;
