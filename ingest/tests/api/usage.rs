@@ -274,3 +274,100 @@ async fn a_range_over_the_maximum_is_refused_naming_the_limit() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_postgres_refuses_keeps_its_counts_for_the_next_one() {
+    use std::sync::Arc;
+
+    use locus_ingest::usage::{Usage, UsageFlusher};
+    use locus_session::SessionStore;
+    use locus_wire::TenantId;
+
+    let scope = Scope::new().await;
+    let usage = Arc::new(Usage::new(10, 1000));
+    let acme = TenantId::parse("acme").unwrap();
+    usage.accepted(&acme, 5, 500);
+    usage.rejected(&acme, "timestamp_too_old", 2);
+    usage.rate_limited(&acme, 3);
+    // Nothing listens on port 1: every flush to it fails.
+    let away = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://locus_app@127.0.0.1:1/locus")
+        .unwrap();
+    let failing = UsageFlusher {
+        usage: usage.clone(),
+        store: SessionStore::new(away),
+        every: Duration::from_secs(60),
+    };
+    failing.flush().await;
+    failing.flush().await;
+    assert_eq!(usage.pending_rows(), 1, "the refused counts are kept, once");
+    usage.accepted(&acme, 1, 100);
+
+    let pool = sqlx::PgPool::connect(&scope.database_url).await.unwrap();
+    let working = UsageFlusher {
+        usage: usage.clone(),
+        store: SessionStore::new(pool),
+        every: Duration::from_secs(60),
+    };
+    working.flush().await;
+    assert_eq!(usage.pending_rows(), 0);
+    let (accepted, rejected, rate_limited, bytes, _) = table(&scope, "acme").await;
+    assert_eq!(
+        (accepted, rejected, rate_limited, bytes),
+        (6, json!({"timestamp_too_old": 2}), 3, 600)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_metrics_name_only_as_many_tenants_as_configured_and_the_rest_other() {
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, &[Role::Api], |c| c.usage.metric_tenants = 1).await;
+    // Tenant names of this test alone: the metrics registry is the whole test binary's.
+    let (first, second) = (kit::unique("first-"), kit::unique("second-"));
+    for (tenant, n) in [(&first, 3), (&second, 2)] {
+        let token = app.device_token(tenant, "phone").await;
+        let session = app.session_id(&token).await;
+        let r = app.post_fixes(&token, &session, &mixed("b1", n, 1)).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |name: &str, labels: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{{labels}}}")))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    let first_label = format!("tenant=\"{first}\"");
+    assert_eq!(
+        line("locus_usage_fixes_accepted_total", &first_label).as_deref(),
+        Some("3"),
+        "{metrics}"
+    );
+    assert_eq!(
+        line(
+            "locus_usage_fixes_rejected_total",
+            &format!("reason=\"latitude_out_of_range\",{first_label}")
+        )
+        .as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&second),
+        "a tenant past the bound has a label of its own: {metrics}"
+    );
+    assert!(
+        line("locus_usage_fixes_accepted_total", "tenant=\"other\"").is_some(),
+        "{metrics}"
+    );
+    app.stop().await;
+}
