@@ -160,13 +160,13 @@ async fn two_replicas_together_accept_no_more_than_the_tenants_fixes_quota() {
 async fn a_quota_changed_through_the_admin_api_takes_effect_within_the_refresh_while_traffic_flows()
 {
     let scope = Scope::new().await;
-    let app = Arc::new(
-        spawn_in(&scope, &[Role::Api], |c| {
-            c.rates.device_fixes_per_sec = 100_000;
-            c.rates.device_burst = 100_000;
-        })
-        .await,
-    );
+    let replica = |c: &mut locus_ingest::Config| {
+        c.rates.device_fixes_per_sec = 100_000;
+        c.rates.device_burst = 100_000;
+    };
+    // The traffic goes to one replica, the change to the other: only the refresh carries it.
+    let app = Arc::new(spawn_in(&scope, &[Role::Api], replica).await);
+    let admin_side = spawn_in(&scope, &[Role::Api], replica).await;
     let devices = devices(&app, "acme", 3).await;
     // Traffic flows at the default (50,000 fixes/s: nothing refused) while the quota is cut.
     let before = flood(
@@ -185,7 +185,7 @@ async fn a_quota_changed_through_the_admin_api_takes_effect_within_the_refresh_w
     tokio::time::sleep(Duration::from_millis(500)).await;
     let changed_at = Instant::now();
     let (status, body) = put_limits(
-        &app,
+        &admin_side,
         "acme",
         json!({"fixes_per_sec": 50, "fixes_burst": 50}),
     )
@@ -209,7 +209,10 @@ async fn a_quota_changed_through_the_admin_api_takes_effect_within_the_refresh_w
         refused.is_some(),
         "the new quota was not in force 3 s after the change"
     );
-    println!("quota in force {:?} after the PUT", changed_at.elapsed());
+    println!(
+        "quota set through the other replica in force {:?} after the PUT (refresh 2 s)",
+        changed_at.elapsed()
+    );
     let during = load.await.unwrap();
     assert!(
         during.statuses.get(&429).copied().unwrap_or(0) > 0,
@@ -498,4 +501,89 @@ async fn a_tenant_starts_no_more_sessions_at_once_than_its_cap_and_posts_no_batc
     .await
     .unwrap();
     assert_eq!(actions, ["limits.set"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_a_503_with_retry_after_within_the_deadline_when_the_shared_budget_cannot_answer()
+ {
+    let mut redis = crate::helpers::StoppableRedis::start(false).await;
+    let scope = Scope::new().await;
+    let url = redis.url();
+    let app = spawn_in(&scope, &[Role::Api], |c| c.redis.url = url).await;
+    let devices = devices(&app, "acme", 1).await;
+    let (token, session) = &devices[0];
+    let r = app.post_fixes(token, session, &batch("before", 2)).await;
+    assert_eq!(r.status(), 202);
+    redis.stop("KILL");
+    let started = Instant::now();
+    let r = app.post_fixes(token, session, &batch("during", 2)).await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "buffer_unavailable", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("rate budget"),
+        "the shared budget's call gave the answer: {body}"
+    );
+    assert!(took < Duration::from_millis(2000), "answered in {took:?}");
+}
+
+/// A quick timing, not the benchmark (bench/ has that): the cost of admitting one batch
+/// with the local tier alone and with the shared Redis budget behind it, on the local
+/// Redis of `./locus services`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitting_a_batch_costs_microseconds_locally_and_one_redis_call_shared() {
+    use locus_ingest::admission::Admission;
+    use locus_ingest::limits::LimitsTable;
+    let conn = kit::require_redis().await;
+    let config = locus_ingest::Config::for_tests(kit::JWT_SECRET).with(|c| {
+        c.redis.prefix = kit::unique("locus-test-");
+        c.rates.device_fixes_per_sec = 1_000_000;
+        c.rates.device_burst = 100_000_000;
+        c.rates.tenant_fixes_per_sec = 1_000_000;
+        c.rates.tenant_burst = 100_000_000;
+    });
+    let tenant = locus_wire::TenantId::parse("acme").unwrap();
+    let devices: Vec<locus_wire::DeviceId> = (0..100)
+        .map(|d| locus_wire::DeviceId::parse(format!("phone-{d}")).unwrap())
+        .collect();
+    const BATCHES: usize = 3000;
+    let mut ping = conn.clone();
+    let started = Instant::now();
+    for _ in 0..BATCHES {
+        let _: String = redis::cmd("PING").query_async(&mut ping).await.unwrap();
+    }
+    let ping_us = started.elapsed().as_secs_f64() * 1e6 / BATCHES as f64;
+    let mut per_batch = Vec::new();
+    for shared in [false, true] {
+        let admission = Admission::new(
+            &config,
+            Arc::new(LimitsTable::new(&config)),
+            shared.then(|| conn.clone()),
+        );
+        let started = Instant::now();
+        for i in 0..BATCHES {
+            admission
+                .admit_fixes(&tenant, &devices[i % devices.len()], 50)
+                .await
+                .expect("far under the budget");
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / BATCHES as f64;
+        per_batch.push(us);
+    }
+    println!(
+        "admission per 50-fix batch ({BATCHES} batches, 100 devices, one task): local tier {:.1} µs, local + Redis GCRA {:.1} µs (a bare PING: {ping_us:.1} µs)",
+        per_batch[0], per_batch[1]
+    );
+    assert!(
+        per_batch[0] < 500.0,
+        "the local tier costs {} µs",
+        per_batch[0]
+    );
+    assert!(
+        per_batch[1] < 5_000.0,
+        "the shared tier costs {} µs",
+        per_batch[1]
+    );
 }
