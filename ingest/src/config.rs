@@ -87,6 +87,10 @@ pub struct Config {
     /// How the service stops (shared with the bridge).
     #[command(flatten)]
     pub shutdown: ShutdownSettings,
+
+    /// Connection-level protection of the HTTP server (ingest/src/server.rs).
+    #[command(flatten)]
+    pub server: ServerSettings,
 }
 
 /// PostgreSQL settings.
@@ -648,6 +652,102 @@ pub struct UsageSettings {
         default_value_t = 100_000
     )]
     pub max_pending_rows: usize,
+}
+
+/// Connection-level protection of the HTTP server, applied before any token is read
+/// (ingest/src/server.rs; docs/operations.md says what each one does).
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
+    /// Longest a connection may take to send a request's headers, counted from when it is
+    /// ready for a request: a new connection, or a kept-alive one after its last answer (so
+    /// this is also the keep-alive idle timeout). Past it the connection is closed.
+    #[arg(
+        id = "http_header_timeout_ms",
+        long = "http-header-timeout-ms",
+        env = "LOCUS_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
+    pub header_timeout_ms: u64,
+
+    /// Largest request head (request line and headers), in bytes. Past it the answer is a
+    /// bare 431 written by the HTTP library, and the connection is closed.
+    #[arg(
+        id = "http_max_header_bytes",
+        long = "http-max-header-bytes",
+        env = "LOCUS_HTTP_MAX_HEADER_BYTES",
+        default_value_t = 16 * 1024
+    )]
+    pub max_header_bytes: usize,
+
+    /// Longest a request's body may take to arrive, from its headers to its last byte.
+    /// Past it the answer is 408 `request_timeout`.
+    #[arg(
+        id = "http_body_timeout_ms",
+        long = "http-body-timeout-ms",
+        env = "LOCUS_HTTP_BODY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub body_timeout_ms: u64,
+
+    /// Longest a request may take, from its headers to its answer. Past it the answer is
+    /// 503 `deadline_exceeded` with Retry-After (408 `request_timeout` if its body was late).
+    #[arg(
+        id = "http_request_timeout_ms",
+        long = "http-request-timeout-ms",
+        env = "LOCUS_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub request_timeout_ms: u64,
+
+    /// Most connections open at once; the next is accepted when one closes (the kernel's
+    /// backlog holds it meanwhile).
+    #[arg(
+        id = "http_max_connections",
+        long = "http-max-connections",
+        env = "LOCUS_HTTP_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+
+    /// Most requests served at once (health, readiness and metrics not counted). One more
+    /// is answered 503 `overloaded` with Retry-After at once: shed, not queued.
+    #[arg(
+        id = "http_max_in_flight",
+        long = "http-max-in-flight",
+        env = "LOCUS_HTTP_MAX_IN_FLIGHT",
+        default_value_t = 1024
+    )]
+    pub max_in_flight: usize,
+
+    /// Requests per second one client address may make, before any token is read (0: no
+    /// limit). Per replica. Past it: 429 `rate_limited` with Retry-After.
+    #[arg(
+        id = "http_per_address_rps",
+        long = "http-per-address-rps",
+        env = "LOCUS_HTTP_PER_ADDRESS_RPS",
+        default_value_t = 1000
+    )]
+    pub per_address_rps: u32,
+
+    /// Requests one client address may make in a burst.
+    #[arg(
+        id = "http_per_address_burst",
+        long = "http-per-address-burst",
+        env = "LOCUS_HTTP_PER_ADDRESS_BURST",
+        default_value_t = 2000
+    )]
+    pub per_address_burst: u32,
+
+    /// Header that carries the client address when ingest runs behind a proxy that sets
+    /// it (for example `x-forwarded-for`: its last entry is used, the one the proxy
+    /// added). Unset (the default): the peer address of the connection. Set it only
+    /// behind such a proxy: clients can write any header.
+    #[arg(
+        id = "http_client_address_header",
+        long = "http-client-address-header",
+        env = "LOCUS_HTTP_CLIENT_ADDRESS_HEADER"
+    )]
+    pub client_address_header: Option<String>,
 }
 
 /// The forwarder role.

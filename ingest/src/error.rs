@@ -114,6 +114,12 @@ pub enum ErrorCode {
     DeviceExists,
     /// 409: a partner with this id exists.
     PartnerExists,
+    /// 503: the replica serves its most requests at once (`LOCUS_HTTP_MAX_IN_FLIGHT`).
+    Overloaded,
+    /// 408: the request body did not arrive within `LOCUS_HTTP_BODY_TIMEOUT_MS`.
+    RequestTimeout,
+    /// 503: the request was not answered within `LOCUS_HTTP_REQUEST_TIMEOUT_MS`.
+    DeadlineExceeded,
     /// 500: a bug or an unexpected failure.
     Internal,
 }
@@ -166,6 +172,9 @@ impl ErrorCode {
             Self::TenantExists => "tenant_exists",
             Self::DeviceExists => "device_exists",
             Self::PartnerExists => "partner_exists",
+            Self::Overloaded => "overloaded",
+            Self::RequestTimeout => "request_timeout",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
         }
     }
@@ -212,7 +221,10 @@ impl ErrorCode {
             Self::BufferFull
             | Self::BufferUnavailable
             | Self::DatabaseUnavailable
-            | Self::KafkaUnconfirmed => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::KafkaUnconfirmed
+            | Self::Overloaded
+            | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

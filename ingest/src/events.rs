@@ -192,6 +192,7 @@ static FORWARDER: LazyLock<ForwarderMetrics> = LazyLock::new(|| ForwarderMetrics
 /// has), so their unlabelled metrics read 0 before the first event.
 pub fn register(roles: &[Role]) {
     LazyLock::force(&HTTP);
+    LazyLock::force(&SERVER);
     if roles.contains(&Role::Api) {
         LazyLock::force(&API);
         LazyLock::force(&USAGE);
@@ -858,5 +859,121 @@ impl SessionCapReached {
     /// Counts the event.
     pub fn emit(self) {
         QUOTAS.sessions_refused.inc();
+    }
+}
+
+/// What the HTTP server's connection protection counts (ingest/src/server.rs; every
+/// process serves HTTP).
+struct ServerMetrics {
+    connections_open: IntGauge,
+    connection_cap_reached: IntCounter,
+    requests_in_flight: IntGauge,
+    requests_shed: IntCounterVec,
+    timeouts: IntCounterVec,
+}
+
+static SERVER: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
+    connections_open: gauge(
+        "locus_http_connections_open",
+        "HTTP connections open now (at most LOCUS_HTTP_MAX_CONNECTIONS).",
+    ),
+    connection_cap_reached: counter(
+        "locus_http_connection_cap_reached_total",
+        "Times the server stopped accepting because LOCUS_HTTP_MAX_CONNECTIONS connections \
+         were open (new ones wait in the kernel's backlog).",
+    ),
+    requests_in_flight: gauge(
+        "locus_http_requests_in_flight",
+        "Requests being served now, health, readiness and metrics not counted (at most \
+         LOCUS_HTTP_MAX_IN_FLIGHT).",
+    ),
+    requests_shed: counter_vec(
+        "locus_http_requests_shed_total",
+        "Requests refused before any token was read, by reason: overloaded (503, over \
+         LOCUS_HTTP_MAX_IN_FLIGHT), address_rate (429, over LOCUS_HTTP_PER_ADDRESS_RPS).",
+        &["reason"],
+    ),
+    timeouts: counter_vec(
+        "locus_http_timeouts_total",
+        "Connections and requests cut by a timeout, by kind: header (connection closed: \
+         headers or the next request not sent within LOCUS_HTTP_HEADER_TIMEOUT_MS), body \
+         (408), request (503 deadline_exceeded), shutdown (connection dropped at the end of \
+         the grace period).",
+        &["kind"],
+    ),
+});
+
+/// A connection opened (`delta` 1) or closed (-1).
+pub struct ConnectionsOpen {
+    /// +1 or -1.
+    pub delta: i64,
+}
+
+impl ConnectionsOpen {
+    /// Moves the gauge.
+    pub fn emit(self) {
+        SERVER.connections_open.add(self.delta);
+    }
+}
+
+/// The server holds its most connections and waits for one to close before accepting.
+pub struct ConnectionCapReached;
+
+impl ConnectionCapReached {
+    /// Counts the event. Not logged: under a flood it would log once per connection.
+    pub fn emit(self) {
+        SERVER.connection_cap_reached.inc();
+    }
+}
+
+/// A request started (`delta` 1) or finished (-1) being served.
+pub struct RequestsInFlight {
+    /// +1 or -1.
+    pub delta: i64,
+}
+
+impl RequestsInFlight {
+    /// Moves the gauge.
+    pub fn emit(self) {
+        SERVER.requests_in_flight.add(self.delta);
+    }
+}
+
+/// A request was refused by the connection-level protection.
+pub struct RequestShed {
+    /// `overloaded` or `address_rate`.
+    pub reason: &'static str,
+}
+
+impl RequestShed {
+    /// Counts the event. Not logged: the client is told to retry.
+    pub fn emit(self) {
+        SERVER.requests_shed.with_label_values(&[self.reason]).inc();
+    }
+}
+
+/// A connection was closed by a timer (`header`, `shutdown`).
+pub struct ConnectionTimedOut {
+    /// `header` or `shutdown`.
+    pub kind: &'static str,
+}
+
+impl ConnectionTimedOut {
+    /// Counts the event.
+    pub fn emit(self) {
+        SERVER.timeouts.with_label_values(&[self.kind]).inc();
+    }
+}
+
+/// A request was answered by a timeout (`body`: 408, `request`: 503).
+pub struct RequestTimedOut {
+    /// `body` or `request`.
+    pub kind: &'static str,
+}
+
+impl RequestTimedOut {
+    /// Counts the event.
+    pub fn emit(self) {
+        SERVER.timeouts.with_label_values(&[self.kind]).inc();
     }
 }

@@ -14,6 +14,7 @@ pub mod forwarder;
 pub mod kafka;
 pub mod limits;
 pub mod routes;
+pub mod server;
 pub mod session_events;
 pub mod startup;
 pub mod sweeper;

@@ -243,6 +243,7 @@ pub fn route_roles() -> Vec<(Method, String, Vec<String>)> {
 /// UI are mounted only when the process runs the API role; every role answers health,
 /// readiness and metrics.
 pub fn router(state: AppState) -> Router {
+    let state_config = state.config.clone();
     let base = if state.config.runs(Role::Api) {
         let (api, doc) = api().split_for_parts();
         // Every matched /v1 route: the caller's request rate (a valid token only; see
@@ -268,6 +269,12 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
+        // Outermost, before any token is read: shed over the in-flight cap, the
+        // per-address rate, the body and request timeouts (crate::server).
+        .layer(middleware::from_fn_with_state(
+            Arc::new(crate::server::Protection::new(&state_config.server)),
+            crate::server::protect,
+        ))
 }
 
 /// Counts and times every request by route template (bounded label set).

@@ -297,10 +297,11 @@ impl Application {
         let app = routes::router(self.state.clone());
         let server = tracker.spawn({
             let stop = stop.clone();
+            let config = self.config.clone();
             async move {
-                let served = axum::serve(self.listener, app)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
-                    .await;
+                let served =
+                    crate::server::serve(self.listener, app, &config.server, stop.clone(), grace)
+                        .await;
                 if let Err(e) = &served {
                     tracing::error!(error = %e, "HTTP server failed; shutting down.");
                     stop.cancel();

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod bounds;
 mod cluster;
 mod dead_letter;
 mod dedupe;
@@ -20,5 +21,6 @@ mod quotas;
 mod registry;
 mod schemathesis;
 mod sessions;
+mod slowloris;
 mod tenancy;
 mod usage;
