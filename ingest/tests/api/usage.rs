@@ -371,3 +371,29 @@ async fn the_usage_metrics_name_only_as_many_tenants_as_configured_and_the_rest_
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixes_refused_for_rate_are_counted_as_rate_limited_not_rejected() {
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.usage.flush_secs = 1;
+        c.rates.device_fixes_per_sec = 1;
+        c.rates.device_burst = 5;
+    })
+    .await;
+    let token = app.device_token("acme", "acme-phone").await;
+    let session = app.session_id(&token).await;
+    let r = app.post_fixes(&token, &session, &batch("b1", 4)).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let r = app.post_fixes(&token, &session, &batch("b2", 4)).await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    flushed(&scope, "acme", 4).await;
+    kit::eventually(Duration::from_secs(5), || async {
+        (table(&scope, "acme").await.2 == 4).then_some(())
+    })
+    .await
+    .expect("the refused batch's 4 fixes are counted as rate limited");
+    let (accepted, rejected, rate_limited, _, _) = table(&scope, "acme").await;
+    assert_eq!((accepted, rejected, rate_limited), (4, json!({}), 4));
+    app.stop().await;
+}
