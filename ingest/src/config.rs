@@ -186,6 +186,17 @@ pub struct RedisSettings {
         value_delimiter = ','
     )]
     pub durability_kafka_tenants: Vec<String>,
+
+    /// How long any Redis call on the request path (buffer append, dedupe, bound check,
+    /// shared rate budget) may take before the answer is 503 `buffer_unavailable` with
+    /// Retry-After, instead of holding the request while Redis is away or slow.
+    #[arg(
+        id = "redis_deadline_ms",
+        long = "redis-deadline-ms",
+        env = "LOCUS_REDIS_DEADLINE_MS",
+        default_value_t = 500
+    )]
+    pub deadline_ms: u64,
 }
 
 /// The topics ingest creates at start.
