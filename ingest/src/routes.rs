@@ -267,14 +267,15 @@ pub fn router(state: AppState) -> Router {
         // size is enforced by the handlers after decompression, so axum's default
         // limit is off.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(record_metrics))
-        .layer(TraceLayer::new_for_http())
-        // Outermost, before any token is read: shed over the in-flight cap, the
-        // per-address rate, the body and request timeouts (crate::server).
+        // Before any token is read (the route layers above run inside it): shed over the
+        // in-flight cap, the per-address rate, the body and request timeouts
+        // (crate::server). Inside the metrics layer, so its answers are counted by route.
         .layer(middleware::from_fn_with_state(
             Arc::new(crate::server::Protection::new(&state_config.server)),
             crate::server::protect,
         ))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Counts and times every request by route template (bounded label set).

@@ -385,3 +385,36 @@ fn deadline_body(body: Body, timeout: Duration, late: Arc<AtomicBool>) -> Body {
     });
     Body::from_stream(timed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protection(header: Option<&str>) -> Protection {
+        let mut config = crate::Config::for_tests("test-secret");
+        config.server.client_address_header = header.map(str::to_owned);
+        Protection::new(&config.server)
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_header_is_configured() {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
+        // Not configured: a client's header is ignored.
+        let ip = protection(None).client_address(&headers, Some(peer));
+        assert_eq!(ip, Some(peer.ip()));
+        // Configured: the last entry, the one the proxy appended.
+        let trusted = protection(Some("x-forwarded-for"));
+        assert_eq!(
+            trusted.client_address(&headers, Some(peer)),
+            Some("5.6.7.8".parse().unwrap())
+        );
+        // A last entry that is not an address: the peer, never an earlier (client-written) entry.
+        headers.insert("x-forwarded-for", "1.2.3.4, unknown".parse().unwrap());
+        assert_eq!(
+            trusted.client_address(&headers, Some(peer)),
+            Some(peer.ip())
+        );
+    }
+}
