@@ -26,8 +26,13 @@ use redis::{RedisError, Script};
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     /// The shard holds its maximum of entries (Kafka is slow or down).
-    #[error("buffer shard {0} is full")]
-    Full(u32),
+    /// Carries the shard and its bound (`LOCUS_BUFFER_MAX_ENTRIES`).
+    #[error("buffer shard {0} is full ({1} entries)")]
+    Full(u32, u64),
+    /// Redis did not answer within the request-path deadline (`LOCUS_REDIS_DEADLINE_MS`):
+    /// the write may or may not have happened.
+    #[error("redis: no answer within {} ms", .0.as_millis())]
+    Deadline(std::time::Duration),
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
@@ -308,6 +313,7 @@ pub struct Buffer {
     conn: ConnectionManager,
     keys: Keys,
     max_entries: u64,
+    deadline: std::time::Duration,
     dedupe_window_secs: u64,
     append: Script,
     append_event: Script,
@@ -326,10 +332,76 @@ impl Buffer {
             conn,
             keys,
             max_entries,
+            // Generous until `with_deadline` sets the configured one (tools and tests).
+            deadline: std::time::Duration::from_secs(5),
             dedupe_window_secs,
             append: Script::new(APPEND_BATCH),
             append_event: Script::new(APPEND_EVENT),
             forwarded: Script::new(FORWARDED),
+        }
+    }
+
+    /// The same buffer, whose every call fails as [`BufferError::Deadline`] when Redis has
+    /// not answered within `deadline`. Redis calls have no timeout of their own: without it
+    /// a Redis that accepts connections but does not answer (stalled, swapping, a frozen
+    /// network path) holds every request until the client gives up, instead of a fast 503.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The request-path deadline of every call.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline
+    }
+
+    /// The bound of each shard, in entries.
+    pub fn max_entries(&self) -> u64 {
+        self.max_entries
+    }
+
+    /// Runs one Redis call under the deadline.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, BufferError> {
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(BufferError::Deadline(self.deadline)),
+        }
+    }
+
+    /// Refuses a session change (a start, or a stop of `session`) as [`BufferError::Full`]
+    /// while the buffer is at its bound, before the change is written. Its event is appended
+    /// by [`Self::append_event`], which ignores the bound (an event committed in PostgreSQL
+    /// must reach Kafka, or the two would tell different stories), so the bound is held
+    /// here, at the request, instead. A start's session id (so its shard) is not known
+    /// before PostgreSQL gives it, so a start needs room in every shard; a stop needs room
+    /// in its session's shard. The check and the write are not one atomic step: a shard can
+    /// pass its bound by the session changes in flight at that moment, a few entries, never
+    /// more. Expiries (the sweeper) are not requests and are not refused.
+    pub async fn room_for_session_change(
+        &self,
+        session: Option<SessionId>,
+    ) -> Result<(), BufferError> {
+        let shards: Vec<u32> = match session {
+            Some(session) => vec![self.keys.shard_of(session)],
+            None => (0..self.keys.shards()).collect(),
+        };
+        let mut pipe = redis::pipe();
+        for shard in &shards {
+            pipe.cmd("XLEN").arg(self.keys.stream(*shard));
+        }
+        let lengths: Vec<u64> = self
+            .bounded(pipe.query_async(&mut self.conn.clone()))
+            .await?;
+        match shards
+            .iter()
+            .zip(lengths)
+            .find(|(_, len)| *len >= self.max_entries)
+        {
+            Some((shard, _)) => Err(BufferError::Full(*shard, self.max_entries)),
+            None => Ok(()),
         }
     }
 
@@ -348,8 +420,8 @@ impl Buffer {
     ) -> Result<Append, BufferError> {
         let session = entry.session_id();
         let shard = self.keys.shard_of(session);
-        let (code, reply): (i64, Vec<u8>) = self
-            .append
+        let mut invocation = self.append.prepare_invoke();
+        invocation
             .key(self.keys.stream(shard))
             .key(self.keys.dedupe(shard, session))
             .key(self.keys.closed(shard, session))
@@ -361,8 +433,9 @@ impl Buffer {
             .arg(remember(fingerprint, answer)?)
             .arg(ENTRY_FIELD)
             .arg(&batch_tag(batch_id)[..])
-            .arg(if start_published { "1" } else { "0" })
-            .invoke_async(&mut self.conn.clone())
+            .arg(if start_published { "1" } else { "0" });
+        let (code, reply): (i64, Vec<u8>) = self
+            .bounded(invocation.invoke_async(&mut self.conn.clone()))
             .await?;
         let previous = match code {
             0 => {
@@ -379,7 +452,7 @@ impl Buffer {
                         .unwrap_or(StopReason::Requested),
                 ));
             }
-            _ => return Err(BufferError::Full(shard)),
+            _ => return Err(BufferError::Full(shard, self.max_entries)),
         };
         Ok(match previous {
             Previous::Same(answer) => Append::Duplicate(answer),
@@ -403,8 +476,8 @@ impl Buffer {
             SessionEventKind::Started => "",
         };
         let entry = BufferEntry::SessionEvent(event.clone());
-        let appended: i64 = self
-            .append_event
+        let mut invocation = self.append_event.prepare_invoke();
+        invocation
             .key(self.keys.stream(shard))
             .key(self.keys.event(shard, event.event_id))
             .key(self.keys.closed(shard, session))
@@ -412,8 +485,9 @@ impl Buffer {
             .arg(ENTRY_FIELD)
             .arg(serde_json::to_string(&entry)?)
             .arg(self.dedupe_window_secs.max(1))
-            .arg(reason)
-            .invoke_async(&mut self.conn.clone())
+            .arg(reason);
+        let appended: i64 = self
+            .bounded(invocation.invoke_async(&mut self.conn.clone()))
             .await?;
         Ok(appended == 1)
     }
@@ -427,13 +501,14 @@ impl Buffer {
         fingerprint: &Fingerprint,
     ) -> Result<Option<Previous>, BufferError> {
         let shard = self.keys.shard_of(session);
-        let (stored, legacy): (Option<Vec<u8>>, Option<String>) = redis::pipe()
-            .cmd("HGET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
             .arg(self.keys.dedupe(shard, session))
             .arg(&batch_tag(batch_id)[..])
             .cmd("GET")
-            .arg(self.keys.legacy_batch(shard, session, batch_id))
-            .query_async(&mut self.conn.clone())
+            .arg(self.keys.legacy_batch(shard, session, batch_id));
+        let (stored, legacy): (Option<Vec<u8>>, Option<String>) = self
+            .bounded(pipe.query_async(&mut self.conn.clone()))
             .await?;
         match (stored, legacy) {
             (Some(stored), _) => remembered(&stored, fingerprint, batch_id).map(Some),
@@ -464,14 +539,10 @@ impl Buffer {
         let (start, end) = match entry_id {
             Some(id) => (id.to_owned(), id.to_owned()),
             None => {
-                let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-                    .arg(&stream)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await?;
+                let mut cmd = redis::cmd("XREVRANGE");
+                cmd.arg(&stream).arg("+").arg("-").arg("COUNT").arg(1);
+                let last: redis::streams::StreamRangeReply =
+                    self.bounded(cmd.query_async(&mut conn)).await?;
                 match last.ids.into_iter().next() {
                     Some(last) => ("-".to_owned(), last.id),
                     // Nothing left in the stream: everything stored before was confirmed.
@@ -481,14 +552,13 @@ impl Buffer {
         };
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            let done: i64 = self
-                .forwarded
+            let mut invocation = self.forwarded.prepare_invoke();
+            invocation
                 .key(&stream)
                 .arg(&start)
                 .arg(&end)
-                .arg(crate::forwarder::reader::GROUP)
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(crate::forwarder::reader::GROUP);
+            let done: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
             if done == 1 {
                 return Ok(Forwarded::Confirmed);
             }
@@ -502,8 +572,8 @@ impl Buffer {
 
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), BufferError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+        let _: String = self
+            .bounded(redis::cmd("PING").query_async(&mut self.conn.clone()))
             .await?;
         Ok(())
     }

@@ -497,12 +497,20 @@ impl From<AdmissionError> for ApiError {
 impl From<BufferError> for ApiError {
     fn from(e: BufferError) -> Self {
         match e {
-            BufferError::Full(shard) => Self::Unavailable {
+            BufferError::Full(shard, max_entries) => Self::Unavailable {
                 code: ErrorCode::BufferFull,
                 message: format!(
-                    "the ingest buffer (shard {shard}) is full because delivery to Kafka is behind; retry the same batch later"
+                    "the ingest buffer (shard {shard}) holds its bound of {max_entries} entries (LOCUS_BUFFER_MAX_ENTRIES) because delivery to Kafka is behind; nothing was stored: retry the same request after Retry-After seconds"
                 ),
                 retry_after_secs: 5,
+            },
+            BufferError::Deadline(deadline) => Self::Unavailable {
+                code: ErrorCode::BufferUnavailable,
+                message: format!(
+                    "the buffer (Redis) did not answer within {} ms (LOCUS_REDIS_DEADLINE_MS), so the request may or may not have been stored: retry the same request (same batch id) after Retry-After seconds; a retry is never stored twice",
+                    deadline.as_millis()
+                ),
+                retry_after_secs: 1,
             },
             BufferError::Redis(_) | BufferError::Encoding(_) => Self::Unavailable {
                 code: ErrorCode::BufferUnavailable,
@@ -542,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_is_a_503_that_says_to_retry_the_same_batch() {
-        let e = ApiError::from(BufferError::Full(2));
+        let e = ApiError::from(BufferError::Full(2, 10));
         assert_eq!(e.code(), ErrorCode::BufferFull);
         let response = e.into_response();
         assert_eq!(response.status(), 503);

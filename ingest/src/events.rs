@@ -49,6 +49,7 @@ struct ApiMetrics {
     batches_duplicate: IntCounter,
     admission_refused: IntCounterVec,
     buffer_write_errors: IntCounter,
+    session_changes_refused: IntCounterVec,
     session_events: IntCounterVec,
     session_event_publish_errors: IntCounter,
     session_event_outbox_rows: IntGauge,
@@ -79,6 +80,11 @@ static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
     buffer_write_errors: counter(
         "locus_buffer_write_errors_total",
         "Batches that Redis could not take, answered 503 buffer_unavailable.",
+    ),
+    session_changes_refused: counter_vec(
+        "locus_session_changes_refused_total",
+        "Session starts and stops refused with 503 before anything was written, by reason          (buffer_full: the buffer holds its bound; buffer_unavailable: Redis away or past          LOCUS_REDIS_DEADLINE_MS).",
+        &["reason"],
     ),
     session_events: counter_vec(
         "locus_session_events_total",
@@ -275,6 +281,21 @@ impl AdmissionRefused {
     /// Counts the event. Not logged: a refusal is the client's to handle (Retry-After).
     pub fn emit(self) {
         API.admission_refused
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
+
+/// A session start or stop was refused with 503 because of the buffer.
+pub struct SessionChangeRefused {
+    /// Why: `buffer_full` or `buffer_unavailable`.
+    pub reason: &'static str,
+}
+
+impl SessionChangeRefused {
+    /// Counts the event. Not logged: the buffer's own metrics say why it is full or away.
+    pub fn emit(self) {
+        API.session_changes_refused
             .with_label_values(&[self.reason])
             .inc();
     }

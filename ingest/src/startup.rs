@@ -217,7 +217,8 @@ impl Application {
             keys,
             config.redis.max_entries,
             config.redis.dedupe_window_secs,
-        );
+        )
+        .with_deadline(Duration::from_millis(config.redis.deadline_ms.max(1)));
         let producer = kafka::producer(&config)?;
         if config.topics.create {
             kafka::ensure_topics(&config).await?;

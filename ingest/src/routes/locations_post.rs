@@ -229,7 +229,7 @@ async fn post(
         )),
         Err(e) => {
             match &e {
-                BufferError::Full(_) => events::AdmissionRefused {
+                BufferError::Full(..) => events::AdmissionRefused {
                     reason: "buffer_full",
                 }
                 .emit(),

@@ -36,7 +36,7 @@ use crate::routes::AppState;
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 413, description = "`body_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry after `Retry-After` seconds.", body = ErrorBody,
+        (status = 503, description = "`buffer_full` (the buffer holds its bound: Kafka is behind), `buffer_unavailable` (Redis away or past LOCUS_REDIS_DEADLINE_MS) or `database_unavailable`: nothing was started; retry after `Retry-After` seconds.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = ["device"]))
@@ -69,6 +69,14 @@ pub async fn handler(
         ));
     }
     check_active_cap(&state, &caller).await?;
+    // Refused before the session row is written while the buffer is at its bound (Kafka
+    // behind): the start's event would be appended past it (events ignore the bound, so
+    // that one committed in PostgreSQL always reaches Kafka), and the device could not send
+    // a batch to the new session anyway. A 503 here writes nothing; the device retries.
+    if let Err(e) = state.buffer.room_for_session_change(None).await {
+        refused_for_buffer(&e);
+        return Err(e.into());
+    }
     let outcome = state
         .store
         .start(
@@ -121,4 +129,18 @@ async fn check_active_cap(state: &AppState, caller: &Caller) -> Result<(), ApiEr
             caller.tenant
         ),
     ))
+}
+
+/// Counts a session start or stop refused because of the buffer (full, or Redis away).
+pub(crate) fn refused_for_buffer(e: &crate::buffer::BufferError) {
+    match e {
+        crate::buffer::BufferError::Full(..) => crate::events::SessionChangeRefused {
+            reason: "buffer_full",
+        }
+        .emit(),
+        _ => crate::events::SessionChangeRefused {
+            reason: "buffer_unavailable",
+        }
+        .emit(),
+    }
 }
