@@ -690,13 +690,14 @@ pub struct ServerSettings {
     )]
     pub max_header_bytes: usize,
 
-    /// Longest a request's body may take to arrive, from its headers to its last byte.
-    /// Past it the answer is 408 `request_timeout`.
+    /// Longest a request's body may take to arrive, from its headers to its last byte
+    /// (the largest body, 1 MiB by default, then needs about 420 kbit/s). Past it the
+    /// answer is 408 `request_timeout`.
     #[arg(
         id = "http_body_timeout_ms",
         long = "http-body-timeout-ms",
         env = "LOCUS_HTTP_BODY_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = 20_000
     )]
     pub body_timeout_ms: u64,
 
