@@ -37,10 +37,6 @@ use crate::routes::AppState;
 use gcra::Gcra;
 use headers::Budget;
 
-/// How long the shared budget's Redis call may take before the batch is answered 503.
-/// The same deadline as the buffer's Redis calls once the configuration has one.
-pub const REDIS_DEADLINE: Duration = Duration::from_millis(500);
-
 /// Why admission refused a batch (kept for the conversions in [`crate::error`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
@@ -256,7 +252,8 @@ pub struct Admission {
 
 impl Admission {
     /// Limiters for `config`, reading limits from `limits`; the fixes budgets are shared
-    /// through `redis` when given (`LOCUS_RATE_SHARED`), else local to this replica.
+    /// through `redis` when given (`LOCUS_RATE_SHARED`), else local to this replica. The
+    /// shared budget's call waits at most `LOCUS_REDIS_DEADLINE_MS`, like the buffer's.
     pub fn new(
         config: &Config,
         limits: Arc<LimitsTable>,
@@ -266,8 +263,13 @@ impl Admission {
             limits,
             fixes: local::Pair::default(),
             requests: local::Pair::default(),
-            shared: redis
-                .map(|conn| shared::Shared::new(conn, &config.redis.prefix, REDIS_DEADLINE)),
+            shared: redis.map(|conn| {
+                shared::Shared::new(
+                    conn,
+                    &config.redis.prefix,
+                    Duration::from_millis(config.redis.deadline_ms),
+                )
+            }),
         }
     }
 
