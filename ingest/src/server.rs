@@ -241,6 +241,7 @@ impl Protection {
     /// Seconds until `address` may make a request, or `None` if it may now.
     fn address_wait(&self, address: IpAddr) -> Option<u64> {
         let limiter = self.per_address.as_ref()?;
+        let address = address_key(address);
         if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
             limiter.retain_recent();
         }
@@ -249,6 +250,17 @@ impl Protection {
             let wait = not_until.wait_time_from(limiter.clock().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
+    }
+}
+
+/// The key of `address` in the per-address limiter: an IPv4 address (also one mapped into
+/// IPv6 by a dual-stack listener) as itself, an IPv6 address by its /64, the block one
+/// subscriber usually gets: keying by the whole address would let one client take a fresh
+/// budget from each of its 2^64 addresses.
+fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -416,5 +428,13 @@ mod tests {
             trusted.client_address(&headers, Some(peer)),
             Some(peer.ip())
         );
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64_block_and_mapped_ipv4_is_ipv4() {
+        let key = |a: &str| address_key(a.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
     }
 }
