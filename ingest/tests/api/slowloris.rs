@@ -168,6 +168,44 @@ async fn a_body_that_trickles_is_answered_408_request_timeout_within_the_body_ti
 }
 
 #[tokio::test]
+async fn a_request_not_answered_within_the_request_timeout_is_a_503_deadline_exceeded_with_retry_after()
+ {
+    // The body is slower than the request timeout but within the body timeout: the request
+    // timeout answers.
+    let app = app(|c| {
+        c.server.request_timeout_ms = 1000;
+        c.server.body_timeout_ms = 10_000;
+    })
+    .await;
+    let token = app.device_token("acme", "late").await;
+    let session = app.session_id(&token).await;
+    let body = batch("b-1", 3).to_string();
+    let mut conn = connect(&app).await;
+    let path = format!("/v1/sessions/{session}/locations");
+    conn.write_all(post_head(&path, &token, body.len()).as_bytes())
+        .await
+        .unwrap();
+    conn.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let started = Instant::now();
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(4), read_head(&mut conn))
+        .await
+        .expect("an answer within 4 s (request timeout 1 s)")
+        .expect("an answer before the connection closes");
+    let elapsed = started.elapsed();
+    println!("answered after {elapsed:?}: {answer}");
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"deadline_exceeded\""), "{answer}");
+    assert!(
+        elapsed < Duration::from_millis(2000),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
 async fn over_the_in_flight_cap_a_request_is_answered_503_overloaded_at_once() {
     let app = app(|c| c.server.max_in_flight = 2).await;
     let token = app.device_token("acme", "busy").await;
