@@ -83,7 +83,8 @@ static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
     ),
     session_changes_refused: counter_vec(
         "locus_session_changes_refused_total",
-        "Session starts and stops refused with 503 before anything was written, by reason          (buffer_full: the buffer holds its bound; buffer_unavailable: Redis away or past          LOCUS_REDIS_DEADLINE_MS).",
+        "Session starts and stops refused with 503 before anything was written, by reason \
+         (buffer_full: the buffer holds its bound).",
         &["reason"],
     ),
     session_events: counter_vec(
@@ -288,7 +289,7 @@ impl AdmissionRefused {
 
 /// A session start or stop was refused with 503 because of the buffer.
 pub struct SessionChangeRefused {
-    /// Why: `buffer_full` or `buffer_unavailable`.
+    /// Why: `buffer_full`.
     pub reason: &'static str,
 }
 

@@ -36,7 +36,7 @@ use crate::routes::AppState;
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 413, description = "`body_too_large`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
-        (status = 503, description = "`buffer_full` (the buffer holds its bound: Kafka is behind), `buffer_unavailable` (Redis away or past LOCUS_REDIS_DEADLINE_MS) or `database_unavailable`: nothing was started; retry after `Retry-After` seconds.", body = ErrorBody,
+        (status = 503, description = "`buffer_full` (the buffer holds its bound: Kafka is behind) or `database_unavailable`: nothing was started; retry after `Retry-After` seconds.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = ["device"]))
@@ -73,10 +73,7 @@ pub async fn handler(
     // behind): the start's event would be appended past it (events ignore the bound, so
     // that one committed in PostgreSQL always reaches Kafka), and the device could not send
     // a batch to the new session anyway. A 503 here writes nothing; the device retries.
-    if let Err(e) = state.buffer.room_for_session_change(None).await {
-        refused_for_buffer(&e);
-        return Err(e.into());
-    }
+    check_buffer_room(&state, None).await?;
     let outcome = state
         .store
         .start(
@@ -131,16 +128,27 @@ async fn check_active_cap(state: &AppState, caller: &Caller) -> Result<(), ApiEr
     ))
 }
 
-/// Counts a session start or stop refused because of the buffer (full, or Redis away).
-pub(crate) fn refused_for_buffer(e: &crate::buffer::BufferError) {
-    match e {
-        crate::buffer::BufferError::Full(..) => crate::events::SessionChangeRefused {
-            reason: "buffer_full",
+/// Refuses a session start (`session` none) or stop with 503 `buffer_full` while the
+/// buffer is at its bound, before anything is written. Redis away or past its deadline
+/// does not refuse the change: PostgreSQL holds it with its event in the outbox, and the
+/// relay buffers the event once Redis is back, as before this check (a device's stop is
+/// answered while Redis is down); only a full buffer is a reason to write nothing.
+pub(crate) async fn check_buffer_room(
+    state: &AppState,
+    session: Option<locus_wire::SessionId>,
+) -> Result<(), ApiError> {
+    match state.buffer.room_for_session_change(session).await {
+        Ok(()) => Ok(()),
+        Err(e @ crate::buffer::BufferError::Full(..)) => {
+            crate::events::SessionChangeRefused {
+                reason: "buffer_full",
+            }
+            .emit();
+            Err(e.into())
         }
-        .emit(),
-        _ => crate::events::SessionChangeRefused {
-            reason: "buffer_unavailable",
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not check the buffer's bound; the session change goes ahead (its event waits in the outbox).");
+            Ok(())
         }
-        .emit(),
     }
 }

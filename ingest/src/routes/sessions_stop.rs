@@ -25,7 +25,7 @@ use crate::routes::AppState;
         (status = 403, description = "`forbidden`: the token's role may not stop sessions.", body = ErrorBody),
         (status = 404, description = "`session_not_found`.", body = ErrorBody),
         (status = 409, description = "`session_stopped` or `session_expired`: it was already stopped.", body = ErrorBody),
-        (status = 503, description = "`buffer_full` (the buffer holds its bound: Kafka is behind), `buffer_unavailable` (Redis away or past LOCUS_REDIS_DEADLINE_MS) or `database_unavailable`: nothing was stopped; retry after `Retry-After` seconds.", body = ErrorBody,
+        (status = 503, description = "`buffer_full` (the buffer holds its bound: Kafka is behind) or `database_unavailable`: nothing was stopped; retry after `Retry-After` seconds.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = ["device", "tenant_admin"]))
@@ -41,10 +41,7 @@ pub async fn handler(
     // before the stop is written, so PostgreSQL and Kafka keep telling one story. The
     // session stays active meanwhile, but takes no batch either (its shard is full); the
     // device retries the stop, and a session never stopped still expires at its end.
-    if let Err(e) = state.buffer.room_for_session_change(Some(session.id)).await {
-        super::sessions_start::refused_for_buffer(&e);
-        return Err(e.into());
-    }
+    super::sessions_start::check_buffer_room(&state, Some(session.id)).await?;
     let stopped = state
         .store
         .stop(&caller.tenant, session.id, StopReason::Requested)

@@ -2,6 +2,7 @@
 //! PostgreSQL, Redis and Kafka compatible broker. One binary, one module per area.
 
 mod auth;
+mod backpressure;
 mod bad_input;
 mod bounds;
 mod cluster;
