@@ -111,6 +111,44 @@ impl Caller {
 pub struct Authenticator {
     verifier: Verifier,
     revocations: Arc<Revocations>,
+    freshness: Arc<Freshness>,
+    max_staleness: Duration,
+}
+
+/// When the revocation list was last reloaded, so that an old list is not trusted forever.
+#[derive(Debug)]
+pub struct Freshness {
+    origin: std::time::Instant,
+    /// Milliseconds from `origin` to the last successful reload; `u64::MAX` before the first.
+    loaded_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            loaded_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Freshness {
+    /// Notes a successful reload now.
+    pub fn loaded(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.loaded_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last successful reload; `None` before the first.
+    pub fn age(&self) -> Option<Duration> {
+        let at = self.loaded_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (at != u64::MAX).then(|| {
+            self.origin
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at))
+        })
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -125,7 +163,22 @@ impl Authenticator {
         Self {
             verifier,
             revocations,
+            freshness: Arc::default(),
+            // Marked fresh by the refresher; generous until `with_max_staleness`.
+            max_staleness: Duration::from_secs(30),
         }
+    }
+
+    /// The same authenticator, answering device tokens 503 once the revocation list went
+    /// `max` without a successful reload.
+    pub fn with_max_staleness(mut self, max: Duration) -> Self {
+        self.max_staleness = max;
+        self
+    }
+
+    /// When the revocation list was last reloaded (the refresher marks it).
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.freshness
     }
 
     /// The revocation list this authenticator reads.
@@ -139,6 +192,25 @@ impl Authenticator {
             tracing::info!(reason = %e, "Refused a bearer token.");
             ApiError::Unauthorized(e.to_string())
         })?;
+        // Only device tokens are revocable; a list too old to trust (PostgreSQL away past
+        // the bound, or never loaded) refuses them rather than letting a revoked one pass.
+        if principal.role == locus_identity::Role::Device {
+            let age = self.freshness.age();
+            if age.is_none_or(|age| age > self.max_staleness) {
+                tracing::warn!(
+                    ?age,
+                    "Revocation list too old to trust; answering a device 503."
+                );
+                return Err(ApiError::Unavailable {
+                    code: crate::error::ErrorCode::DatabaseUnavailable,
+                    message: format!(
+                        "the list of revoked devices could not be reloaded from the database for longer than {} ms (LOCUS_REVOCATION_MAX_STALENESS_MS), so device tokens cannot be checked; retry after Retry-After seconds",
+                        self.max_staleness.as_millis()
+                    ),
+                    retry_after_secs: 1,
+                });
+            }
+        }
         if self.revocations.is_revoked(&principal) {
             tracing::info!(subject = %principal.subject, "Refused the token of a revoked device.");
             return Err(ApiError::Unauthorized("the device is revoked".into()));
@@ -164,6 +236,8 @@ pub struct RevocationRefresher {
     pub every: Duration,
     /// How far back revocations matter: the longest accepted token lifetime plus leeway.
     pub horizon: chrono::Duration,
+    /// Marked at each successful reload (the authenticator's).
+    pub freshness: Arc<Freshness>,
 }
 
 impl RevocationRefresher {
@@ -186,11 +260,14 @@ impl RevocationRefresher {
     pub async fn reload(&self) {
         let since = chrono::Utc::now() - self.horizon;
         match locus_session::revocation::revoked_since(self.store.pool(), since).await {
-            Ok(rows) => self.revocations.replace(
-                rows.into_iter()
-                    .map(|(t, d, at)| ((t, d), at.timestamp()))
-                    .collect(),
-            ),
+            Ok(rows) => {
+                self.revocations.replace(
+                    rows.into_iter()
+                        .map(|(t, d, at)| ((t, d), at.timestamp()))
+                        .collect(),
+                );
+                self.freshness.loaded();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Could not reload revoked devices; keeping the last list.")
             }

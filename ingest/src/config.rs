@@ -357,6 +357,18 @@ pub struct JwtSettings {
     )]
     pub revocation_refresh_ms: u64,
 
+    /// How long the list of revoked devices may go without a successful reload (PostgreSQL
+    /// away) before device tokens are answered 503 `database_unavailable` instead of
+    /// passing: a device revoked during the outage is refused within this bound, never
+    /// served on an old list forever.
+    #[arg(
+        id = "revocation_max_staleness_ms",
+        long = "revocation-max-staleness-ms",
+        env = "LOCUS_REVOCATION_MAX_STALENESS_MS",
+        default_value_t = 30_000
+    )]
+    pub revocation_max_staleness_ms: u64,
+
     /// An external OpenID Connect provider (Cognito, Keycloak, Auth0...).
     #[command(flatten)]
     pub oidc: OidcSettings,

@@ -162,6 +162,7 @@ fn revocation_refresher(state: &AppState) -> crate::auth::RevocationRefresher {
         revocations: state.auth.revocations().clone(),
         every: Duration::from_millis(jwt.revocation_refresh_ms),
         horizon: chrono::Duration::seconds((jwt.max_lifetime_secs + jwt.leeway_secs) as i64),
+        freshness: state.auth.freshness().clone(),
     }
 }
 
@@ -233,7 +234,9 @@ impl Application {
         let (verifier, signer, jwks) = identity(&config)?;
         let revocations = Arc::new(locus_identity::Revocations::new());
         let state = AppState {
-            auth: Authenticator::new(verifier, revocations),
+            auth: Authenticator::new(verifier, revocations).with_max_staleness(
+                Duration::from_millis(config.jwt.revocation_max_staleness_ms),
+            ),
             signer: Arc::new(signer),
             jwks: Arc::new(jwks),
             admission: Arc::new(Admission::new(

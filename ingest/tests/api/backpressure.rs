@@ -286,3 +286,62 @@ async fn a_redis_that_stops_answering_gets_a_503_with_retry_after_within_the_dea
     assert!(back.is_some(), "the same batch is taken once Redis answers");
     app.stop().await;
 }
+
+/// `url` with its `host:port` replaced by 127.0.0.1:`port` (a proxy in front of it), and
+/// the `host:port` it had.
+fn through_proxy(url: &str) -> (String, String) {
+    let (head, rest) = url.rsplit_once('@').expect("a postgres URL with a user");
+    let (address, tail) = rest.split_once('/').expect("a database name");
+    (
+        format!("{head}@127.0.0.1:{{port}}/{tail}"),
+        address.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_unreachable_past_the_revocation_bound_device_tokens_get_503_not_a_pass() {
+    const STALENESS_MS: u64 = 1500;
+    let scope = Scope::new().await;
+    let (template, address) = through_proxy(&scope.database_url);
+    let proxy = FreezableProxy::start(&address).await;
+    let url = template.replace("{port}", &proxy.port().to_string());
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.database.url = url;
+        c.jwt.revocation_refresh_ms = 200;
+        c.jwt.revocation_max_staleness_ms = STALENESS_MS;
+    })
+    .await;
+    let token = scope.device_token("acme", "phone-1").await;
+    let session = app.session_id(&token).await;
+    let r = app.post_fixes(&token, &session, &batch("before", 2)).await;
+    assert_eq!(r.status(), 202);
+
+    // PostgreSQL unreachable: the open connections pass nothing, new ones are refused.
+    proxy.freeze_all();
+    drop(proxy);
+    let cut = Instant::now();
+    tokio::time::sleep(Duration::from_millis(STALENESS_MS + 500)).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.post_fixes(&token, &session, &batch("after", 2)),
+    )
+    .await
+    .expect("an answer, not a hang, while PostgreSQL is away");
+    println!(
+        "{} at {} ms after PostgreSQL went away (bound {STALENESS_MS} ms)",
+        r.status(),
+        cut.elapsed().as_millis()
+    );
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("LOCUS_REVOCATION_MAX_STALENESS_MS"),
+        "a device token is refused because the revocation list is too old: {body}"
+    );
+    drop(app);
+}
