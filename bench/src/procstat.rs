@@ -51,7 +51,19 @@ pub struct ProcUsage {
 
 /// Samples every watched process found now.
 pub fn snapshot() -> Snapshot {
+    snapshot_pinned(None)
+}
+
+/// [`snapshot`], with the `ingest` label pinned to the process `ingest_pid` when given
+/// (`--ingest-pid`): when several ingests run (the stack's, a test's, one built from
+/// another commit), the one under load is named, not guessed as the busiest.
+pub fn snapshot_pinned(ingest_pid: Option<u32>) -> Snapshot {
     let mut out = Snapshot::new();
+    if let Some(pid) = ingest_pid
+        && let Some(sample) = sample(pid)
+    {
+        out.insert("ingest".to_owned(), sample);
+    }
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;
     };
@@ -72,6 +84,9 @@ pub fn snapshot() -> Snapshot {
         else {
             continue;
         };
+        if *label == "ingest" && ingest_pid.is_some() {
+            continue;
+        }
         if let Some(sample) = sample(pid) {
             // Several matches (e.g. a test's own ingest): keep the busiest.
             let keep = out
@@ -194,6 +209,13 @@ mod tests {
             name_of("locus-ingest-x", b"/w/locus-ingest-xyz\0").as_deref(),
             Some("locus-ingest-xyz")
         );
+    }
+
+    #[test]
+    fn a_pinned_ingest_is_the_process_named_whatever_its_name() {
+        let own = std::process::id();
+        let snap = snapshot_pinned(Some(own));
+        assert_eq!(snap.get("ingest").map(|s| s.pid), Some(own));
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// Skip the Kafka ceilings and the Kafka leg.
     #[arg(long)]
     pub no_kafka: bool,
+    /// The pid of the ingest under load, whose CPU and memory the report gives; without
+    /// it, the busiest process named `locus-ingest` (wrong when several run, e.g. one built
+    /// from another commit beside the stack's).
+    #[arg(long, env = "LOCUS_BENCH_INGEST_PID")]
+    pub ingest_pid: Option<u32>,
     /// Short run for the test suite: 2 s legs, no Kafka, no ingest.
     #[arg(long)]
     pub smoke: bool,

@@ -61,7 +61,7 @@ pub(super) async fn run(
             .map(|s| s.target.clone())
             .collect::<Vec<_>>(),
     );
-    let before = procstat::snapshot();
+    let before = procstat::snapshot_pinned(args.ingest_pid);
     let started = Instant::now();
 
     // Backlog sampler: accepted so far is not known mid-run in closed loop without a shared
@@ -120,7 +120,7 @@ pub(super) async fn run(
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
-    let after = procstat::snapshot();
+    let after = procstat::snapshot_pinned(args.ingest_pid);
     stop_sampler.cancel();
     // A sampler that panicked leaves no samples; the backlog is only a diagnostic.
     let samples = match sampler {
