@@ -6,6 +6,10 @@ use std::io::Read;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 
+use locus_wire::api::LocationBatch;
+use locus_wire::decode::BatchError;
+
+use crate::config::RequestLimits;
 use crate::error::{ApiError, ErrorCode};
 
 fn too_large(limit: usize) -> ApiError {
@@ -41,6 +45,12 @@ pub async fn json_bytes(
     limit: usize,
     optional: bool,
 ) -> Result<Bytes, ApiError> {
+    // The headers say whether the body can be taken at all: refuse before reading it.
+    // An optional body may still be empty whatever they say, so it is read first.
+    let encoding = encoding(headers);
+    if !optional && let Err(e) = encoding {
+        return Err(e);
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -49,6 +59,29 @@ pub async fn json_bytes(
     if raw.is_empty() && optional {
         return Ok(raw);
     }
+    if !encoding? {
+        return Ok(raw);
+    }
+    // Reserved whole up front: untouched pages cost no memory, and the buffer is never
+    // grown by copying (each doubling held the old and the new copy at once).
+    let mut out = Vec::with_capacity(limit + 1);
+    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::Invalid {
+            code: ErrorCode::MalformedGzip,
+            message: format!("the body is not valid gzip ({e})"),
+        })?;
+    if out.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out.into())
+}
+
+/// From the headers alone: whether the body is JSON in gzip (`true`) or unencoded
+/// (`false`), or the 415 that refuses it.
+fn encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType(
             "the body must be JSON: send `Content-Type: application/json`".into(),
@@ -59,25 +92,53 @@ pub async fn json_bytes(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        None | Some("identity") => Ok(raw),
-        Some("gzip") => {
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            // Read one byte past the limit to tell "exactly at the limit" from "over it".
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| ApiError::Invalid {
-                    code: ErrorCode::MalformedGzip,
-                    message: format!("the body is not valid gzip ({e})"),
-                })?;
-            if out.len() > limit {
-                return Err(too_large(limit));
-            }
-            Ok(out.into())
-        }
+        None | Some("identity") => Ok(false),
+        Some("gzip") => Ok(true),
         Some(other) => Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Encoding `{other}` is not supported; send gzip or no encoding"
+            "Content-Encoding `{}` is not supported; send gzip or no encoding",
+            locus_wire::decode::echo(other)
         ))),
+    }
+}
+
+/// Decodes a posted batch, stopping one fix past `limits.max_fixes_per_batch`.
+pub fn batch(bytes: &[u8], limits: &RequestLimits) -> Result<LocationBatch, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::Invalid {
+        code: ErrorCode::MalformedJson,
+        message: format!("the body is not UTF-8 text: {e}"),
+    })?;
+    let max = limits.max_fixes_per_batch;
+    LocationBatch::decode(text, max).map_err(|e| match e {
+        BatchError::TooManyFixes { max } => ApiError::invalid(
+            ErrorCode::TooManyFixes,
+            format!(
+                "the batch has more than {max} fixes (LOCUS_MAX_FIXES_PER_BATCH is {max}): split it"
+            ),
+        ),
+        BatchError::Json(e) => json_error(&e),
+    })
+}
+
+/// `malformed_json` for syntax, `invalid_body` for shape; the message is cut short, as
+/// serde repeats bad strings whole.
+fn json_error(e: &serde_json::Error) -> ApiError {
+    let code = if e.is_data() {
+        ErrorCode::InvalidBody
+    } else {
+        ErrorCode::MalformedJson
+    };
+    let mut why = e.to_string();
+    if why.len() > 200 {
+        let cut = (0..=200)
+            .rev()
+            .find(|&i| why.is_char_boundary(i))
+            .unwrap_or(0);
+        why.truncate(cut);
+        why.push('…');
+    }
+    ApiError::Invalid {
+        code,
+        message: format!("the body is not what this endpoint takes: {why}"),
     }
 }
 
@@ -127,15 +188,5 @@ pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiErr
         code: ErrorCode::MalformedJson,
         message: format!("the body is not UTF-8 text: {e}"),
     })?;
-    serde_json::from_str(text).map_err(|e| {
-        let code = if e.is_data() {
-            ErrorCode::InvalidBody
-        } else {
-            ErrorCode::MalformedJson
-        };
-        ApiError::Invalid {
-            code,
-            message: format!("the body is not what this endpoint takes: {e}"),
-        }
-    })
+    serde_json::from_str(text).map_err(|e| json_error(&e))
 }

@@ -13,9 +13,138 @@
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
 
-use crate::api::FixInput;
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+
+use crate::api::{FixInput, LocationBatch};
+
+/// Most characters of bad input an error message repeats.
+pub const ECHO_CHARS: usize = 32;
+
+/// `text` for an error message: whole when short, else its first [`ECHO_CHARS`]
+/// characters, `…` and its length, so a huge bad value costs nothing downstream.
+pub fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// Why [`LocationBatch::decode`] refused a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// More fixes than the batch maximum: decoding stopped at the one past it.
+    #[error("the batch has more than {max} fixes")]
+    TooManyFixes {
+        /// The batch maximum.
+        max: usize,
+    },
+    /// Not JSON, or JSON of another shape.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl LocationBatch {
+    /// Decodes a posted batch, stopping at fix `max_fixes + 1`: a body of half a million
+    /// tiny fixes costs the decode of `max_fixes`, not half a million slots.
+    pub fn decode(text: &str, max_fixes: usize) -> Result<LocationBatch, BatchError> {
+        let over = Cell::new(false);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let batch = BatchSeed {
+            max_fixes,
+            over: &over,
+        }
+        .deserialize(&mut de)
+        .and_then(|b| de.end().map(|()| b));
+        match batch {
+            _ if over.get() => Err(BatchError::TooManyFixes { max: max_fixes }),
+            Ok(b) => Ok(b),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+struct BatchSeed<'a> {
+    max_fixes: usize,
+    over: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = LocationBatch;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<LocationBatch, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = LocationBatch;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a batch object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LocationBatch, A::Error> {
+        let mut batch_id = None;
+        let mut fixes = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "batch_id" => {
+                    if batch_id.is_some() {
+                        return Err(de::Error::duplicate_field("batch_id"));
+                    }
+                    batch_id = Some(map.next_value::<Option<String>>()?);
+                }
+                "fixes" | "locations" => {
+                    if fixes.is_some() {
+                        return Err(de::Error::duplicate_field("fixes"));
+                    }
+                    fixes = Some(map.next_value_seed(FixesSeed {
+                        max: self.max_fixes,
+                        over: self.over,
+                    })?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(LocationBatch {
+            batch_id: batch_id.flatten(),
+            fixes: fixes.ok_or_else(|| de::Error::missing_field("fixes"))?,
+        })
+    }
+}
+
+struct FixesSeed<'a> {
+    max: usize,
+    over: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for FixesSeed<'_> {
+    type Value = Vec<FixSlot>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<FixSlot>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FixesSeed<'_> {
+    type Value = Vec<FixSlot>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of fixes")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<FixSlot>, A::Error> {
+        let mut out = Vec::with_capacity(self.max.min(64));
+        while let Some(slot) = seq.next_element::<FixSlot>()? {
+            if out.len() == self.max {
+                self.over.set(true);
+                return Err(de::Error::custom("too many fixes"));
+            }
+            out.push(slot);
+        }
+        Ok(out)
+    }
+}
 
 /// One fix of a posted batch: decoded, or the reason it could not be.
 #[derive(Debug, Clone)]
@@ -105,7 +234,8 @@ impl<'de> Deserialize<'de> for Time {
                 Ok(match parse_rfc3339(s) {
                     Some(t) => Time::Value(t),
                     None => Time::Wrong(format!(
-                        "`recorded_at` {s:?} is not an RFC 3339 timestamp (like 2026-11-23T10:15:00Z)"
+                        "`recorded_at` {} is not an RFC 3339 timestamp (like 2026-11-23T10:15:00Z)",
+                        echo(s)
                     )),
                 })
             }
@@ -339,6 +469,55 @@ mod tests {
 
     fn slot(json: &str) -> FixSlot {
         serde_json::from_str(json).unwrap()
+    }
+
+    const FIX: &str = r#"{"lat":1,"lon":2,"recorded_at":"2026-01-01T00:00:00Z"}"#;
+
+    fn batch_of(n: usize) -> String {
+        format!(r#"{{"batch_id":"b","fixes":[{}]}}"#, vec![FIX; n].join(","))
+    }
+
+    #[test]
+    fn a_batch_decodes_up_to_its_maximum_and_stops_one_past_it() {
+        let at = LocationBatch::decode(&batch_of(3), 3).unwrap();
+        assert_eq!((at.fixes.len(), at.batch_id.as_deref()), (3, Some("b")));
+        let over = LocationBatch::decode(&batch_of(4), 3).unwrap_err();
+        assert!(
+            matches!(over, BatchError::TooManyFixes { max: 3 }),
+            "{over}"
+        );
+        // The bomb shape: refused at the fourth element, whatever follows.
+        let bomb = format!(r#"{{"fixes":[{}]}}"#, vec!["0"; 100_000].join(","));
+        assert!(matches!(
+            LocationBatch::decode(&bomb, 3),
+            Err(BatchError::TooManyFixes { max: 3 })
+        ));
+        let alias = LocationBatch::decode(&format!(r#"{{"locations":[{FIX}],"x":[1]}}"#), 3);
+        assert_eq!(alias.unwrap().fixes.len(), 1);
+        for bad in [
+            r#"{"fixes":3}"#,
+            r#"{"batch_id":"b"}"#,
+            r#"{"fixes":[],"fixes":[]}"#,
+        ] {
+            let e = LocationBatch::decode(bad, 3).unwrap_err();
+            assert!(
+                matches!(&e, BatchError::Json(j) if j.is_data()),
+                "{bad}: {e}"
+            );
+        }
+        let e = LocationBatch::decode(r#"{"fixes":["#, 3).unwrap_err();
+        assert!(matches!(&e, BatchError::Json(j) if !j.is_data()), "{e}");
+    }
+
+    #[test]
+    fn bad_input_is_echoed_as_a_short_prefix_and_its_length() {
+        assert_eq!(echo("short"), "\"short\"");
+        let long = "9".repeat(900_000);
+        let e = slot(&format!(r#"{{"lat":1,"lon":2,"recorded_at":"{long}"}}"#)).0;
+        let e = e.unwrap_err();
+        assert!(e.len() < 150 && e.contains("… (900000 bytes)"), "{e}");
+        // A multi-byte character at the cut is kept whole.
+        assert!(echo(&"é".repeat(40)).starts_with(&format!("{:?}", "é".repeat(32))));
     }
 
     #[test]

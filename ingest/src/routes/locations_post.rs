@@ -117,7 +117,7 @@ async fn post(
     let durability = durability(&headers, &caller, &state.config.redis)?;
     let limits = &state.config.limits;
     let bytes = body::json_bytes(&headers, request, limits.max_body_bytes, false).await?;
-    let mut batch: LocationBatch = body::parse(&bytes)?;
+    let mut batch = body::batch(&bytes, limits)?;
     check_size(&batch, limits)?;
     meter.decoded(batch.fixes.len());
     let given_id = batch_id(batch.batch_id.take(), &headers)?;
