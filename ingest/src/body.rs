@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 
 use locus_wire::api::LocationBatch;
-use locus_wire::decode::BatchError;
+use locus_wire::decode::{BatchBounds, BatchError};
 
 use crate::config::RequestLimits;
 use crate::error::{ApiError, ErrorCode};
@@ -107,8 +107,20 @@ pub fn batch(bytes: &[u8], limits: &RequestLimits) -> Result<LocationBatch, ApiE
         code: ErrorCode::MalformedJson,
         message: format!("the body is not UTF-8 text: {e}"),
     })?;
-    let max = limits.max_fixes_per_batch;
-    LocationBatch::decode(text, max).map_err(|e| match e {
+    let bounds = BatchBounds {
+        max_fixes: limits.max_fixes_per_batch,
+        max_depth: limits.max_json_depth,
+        max_string_bytes: limits.max_string_bytes,
+    };
+    LocationBatch::decode_bounded(text, &bounds).map_err(|e| match e {
+        BatchError::TooDeep { max } => ApiError::invalid(
+            ErrorCode::JsonTooDeep,
+            format!("the JSON nests deeper than {max} levels (LOCUS_MAX_JSON_DEPTH is {max}): send fixes as flat objects"),
+        ),
+        BatchError::StringTooLong { max } => ApiError::invalid(
+            ErrorCode::StringTooLong,
+            format!("a string of the body is longer than {max} bytes (LOCUS_MAX_STRING_BYTES is {max}): shorten it or leave the field out"),
+        ),
         BatchError::TooManyFixes { max } => ApiError::invalid(
             ErrorCode::TooManyFixes,
             format!(

@@ -91,6 +91,65 @@ pub struct Config {
     /// Connection-level protection of the HTTP server (ingest/src/server.rs).
     #[command(flatten)]
     pub server: ServerSettings,
+
+    /// What session and credential lookups serve while PostgreSQL is away (ingest/src/cache.rs).
+    #[command(flatten)]
+    pub cache: CacheSettings,
+}
+
+/// The bounded caches of session rows and credential exchanges: used only when PostgreSQL
+/// fails or is slower than the deadline, and only for a bounded time.
+#[derive(Debug, Clone, Args)]
+pub struct CacheSettings {
+    /// How long a session or credential lookup on the request path waits for PostgreSQL
+    /// before it counts as failed (the cache answers, or 503 `database_unavailable`).
+    #[arg(
+        id = "database_deadline_ms",
+        long = "database-deadline-ms",
+        env = "LOCUS_DATABASE_DEADLINE_MS",
+        default_value_t = 1000
+    )]
+    pub database_deadline_ms: u64,
+
+    /// How long after this replica last read a session from PostgreSQL it may still answer
+    /// for it while PostgreSQL is away: the staleness bound (a stop made on another replica
+    /// can go unseen this long). 0 turns the cache off.
+    #[arg(
+        id = "session_cache_secs",
+        long = "session-cache-secs",
+        env = "LOCUS_SESSION_CACHE_SECS",
+        default_value_t = 5
+    )]
+    pub session_secs: u64,
+
+    /// Most sessions the cache holds (the oldest reads go first).
+    #[arg(
+        id = "session_cache_entries",
+        long = "session-cache-entries",
+        env = "LOCUS_SESSION_CACHE_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub session_entries: usize,
+
+    /// How long after a credential was last exchanged through PostgreSQL it may still be
+    /// exchanged while PostgreSQL is away (a credential revoked on another replica can go
+    /// on working this long; a revoked device never does). 0 turns the cache off.
+    #[arg(
+        id = "credential_cache_secs",
+        long = "credential-cache-secs",
+        env = "LOCUS_CREDENTIAL_CACHE_SECS",
+        default_value_t = 60
+    )]
+    pub credential_secs: u64,
+
+    /// Most credentials the cache holds (the oldest exchanges go first).
+    #[arg(
+        id = "credential_cache_entries",
+        long = "credential-cache-entries",
+        env = "LOCUS_CREDENTIAL_CACHE_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub credential_entries: usize,
 }
 
 /// PostgreSQL settings.
@@ -518,6 +577,25 @@ pub struct RequestLimits {
         default_value_t = 1000
     )]
     pub max_fixes_per_batch: usize,
+
+    /// Most levels of nested arrays and objects in a batch (the batch, its list and a fix
+    /// are 3; the rest is for unknown fields, which are skipped).
+    #[arg(
+        id = "max_json_depth",
+        long = "max-json-depth",
+        env = "LOCUS_MAX_JSON_DEPTH",
+        default_value_t = 32
+    )]
+    pub max_json_depth: usize,
+
+    /// Longest string (a key or a value) in a batch, in bytes as sent.
+    #[arg(
+        id = "max_string_bytes",
+        long = "max-string-bytes",
+        env = "LOCUS_MAX_STRING_BYTES",
+        default_value_t = 1024
+    )]
+    pub max_string_bytes: usize,
 
     /// How far ahead of the server clock a fix may be.
     #[arg(

@@ -70,6 +70,10 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// 413: the batch has more fixes than one batch may.
     TooManyFixes,
+    /// 400: the JSON nests deeper than `LOCUS_MAX_JSON_DEPTH`.
+    JsonTooDeep,
+    /// 413: a string of the body is longer than `LOCUS_MAX_STRING_BYTES`.
+    StringTooLong,
     /// 413: the batch has more fixes than a rate-limit burst allows.
     BatchOverBurst,
     /// 415: the body is not JSON.
@@ -150,6 +154,8 @@ impl ErrorCode {
             Self::BodyUnreadable => "body_unreadable",
             Self::BodyTooLarge => "body_too_large",
             Self::TooManyFixes => "too_many_fixes",
+            Self::JsonTooDeep => "json_too_deep",
+            Self::StringTooLong => "string_too_long",
             Self::BatchOverBurst => "batch_over_burst",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::AllFixesRejected => "all_fixes_rejected",
@@ -211,10 +217,12 @@ impl ErrorCode {
             | Self::MalformedJson
             | Self::InvalidBody
             | Self::MalformedGzip
-            | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
-            Self::BodyTooLarge | Self::TooManyFixes | Self::BatchOverBurst => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            | Self::BodyUnreadable
+            | Self::JsonTooDeep => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge
+            | Self::TooManyFixes
+            | Self::StringTooLong
+            | Self::BatchOverBurst => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::AllFixesRejected => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -42,12 +42,74 @@ pub enum BatchError {
         /// The batch maximum.
         max: usize,
     },
+    /// Nested deeper than the depth bound.
+    #[error("the JSON nests deeper than {max} levels")]
+    TooDeep {
+        /// The depth bound.
+        max: usize,
+    },
+    /// A string (a key or a value) longer than the string bound, in bytes as sent.
+    #[error("a string of the JSON is longer than {max} bytes")]
+    StringTooLong {
+        /// The string bound.
+        max: usize,
+    },
     /// Not JSON, or JSON of another shape.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
 
+/// Bounds of a posted batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchBounds {
+    /// Most fixes.
+    pub max_fixes: usize,
+    /// Most levels of nested arrays and objects (the batch, its list and a fix are 3).
+    pub max_depth: usize,
+    /// Longest string, key or value, in bytes as sent (escapes included).
+    pub max_string_bytes: usize,
+}
+
+/// One pass over the text for depth and string length, before serde builds anything.
+/// Malformed JSON passes through to the parser, which names what is wrong.
+pub fn check_shape(text: &[u8], max_depth: usize, max_string: usize) -> Result<(), BatchError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < text.len() && text[j] != b'"' {
+                    j += if text[j] == b'\\' { 2 } else { 1 };
+                }
+                if j.min(text.len()) - start > max_string {
+                    return Err(BatchError::StringTooLong { max: max_string });
+                }
+                i = j + 1;
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(BatchError::TooDeep { max: max_depth });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 impl LocationBatch {
+    /// [`LocationBatch::decode`] after [`check_shape`] with the depth and string bounds.
+    pub fn decode_bounded(text: &str, bounds: &BatchBounds) -> Result<LocationBatch, BatchError> {
+        check_shape(text.as_bytes(), bounds.max_depth, bounds.max_string_bytes)?;
+        Self::decode(text, bounds.max_fixes)
+    }
+
     /// Decodes a posted batch, stopping at fix `max_fixes + 1`: a body of half a million
     /// tiny fixes costs the decode of `max_fixes`, not half a million slots.
     pub fn decode(text: &str, max_fixes: usize) -> Result<LocationBatch, BatchError> {
@@ -507,6 +569,22 @@ mod tests {
         }
         let e = LocationBatch::decode(r#"{"fixes":["#, 3).unwrap_err();
         assert!(matches!(&e, BatchError::Json(j) if !j.is_data()), "{e}");
+    }
+
+    #[test]
+    fn depth_and_string_length_are_bounded_exactly() {
+        assert!(check_shape(br#"{"a":[[1]]}"#, 3, 8).is_ok());
+        assert!(matches!(
+            check_shape(br#"{"a":[[[1]]]}"#, 3, 8),
+            Err(BatchError::TooDeep { max: 3 })
+        ));
+        assert!(check_shape(br#"{"12345678":"a\"b"}"#, 3, 8).is_ok());
+        assert!(matches!(
+            check_shape(br#"{"a":"123456789"}"#, 3, 8),
+            Err(BatchError::StringTooLong { max: 8 })
+        ));
+        // Brackets inside strings are text, not depth.
+        assert!(check_shape(br#"{"a":"[[[[[["}"#, 1, 8).is_ok());
     }
 
     #[test]

@@ -220,7 +220,7 @@ async fn a_900_000_character_timestamp_is_echoed_short_and_its_dedupe_state_stay
     // The string bound would refuse this batch whole (the next test): raised here, so the
     // echo and the dedupe value are bounded on their own.
     let app = spawn_in(&scope, &[Role::Api], |c| {
-        let _ = c; // BEFORE-RUN
+        c.limits.max_string_bytes = 2 * 1024 * 1024;
     })
     .await;
     let token = scope.device_token("acme", "long-stamp").await;
