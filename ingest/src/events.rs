@@ -204,6 +204,7 @@ pub fn register(roles: &[Role]) {
         LazyLock::force(&API);
         LazyLock::force(&USAGE);
         LazyLock::force(&QUOTAS);
+        LazyLock::force(&LOOKUP_CACHE);
     }
     if roles.contains(&Role::Forwarder) {
         LazyLock::force(&FORWARDER);
@@ -997,5 +998,34 @@ impl RequestTimedOut {
     /// Counts the event.
     pub fn emit(self) {
         SERVER.timeouts.with_label_values(&[self.kind]).inc();
+    }
+}
+
+/// What the API role counts of its session and credential caches (ingest/src/cache.rs).
+static LOOKUP_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "locus_lookup_cache_total",
+        "Session and credential lookups PostgreSQL did not answer (failed or past \
+         LOCUS_DATABASE_DEADLINE_MS), by kind (session, credential) and outcome: served \
+         from this replica's cache, or answered 503 because the entry was past its bound \
+         (expired) or absent (missing).",
+        &["kind", "outcome"],
+    )
+});
+
+/// A session or credential lookup that PostgreSQL did not answer, and what the cache did.
+pub struct LookupCacheUsed {
+    /// `session` or `credential`.
+    pub kind: &'static str,
+    /// `served`, `expired` or `missing`.
+    pub outcome: &'static str,
+}
+
+impl LookupCacheUsed {
+    /// Counts the event; the lookup itself logged why PostgreSQL did not answer.
+    pub fn emit(self) {
+        LOOKUP_CACHE
+            .with_label_values(&[self.kind, self.outcome])
+            .inc();
     }
 }

@@ -7,6 +7,7 @@ pub mod audit_relay;
 pub mod auth;
 pub mod body;
 pub mod buffer;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod events;

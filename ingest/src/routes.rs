@@ -105,6 +105,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Usage per tenant: accepted, rejected and rate-limited fixes, bytes (for billing).
     pub usage: Arc<crate::usage::Usage>,
+    /// Session rows and credential exchanges answered while PostgreSQL is away.
+    pub cache: Arc<crate::cache::LookupCache>,
     /// Timestamp bounds of fixes.
     pub limits: FixLimits,
     /// Used by /readyz to check Kafka.

@@ -248,6 +248,7 @@ impl Application {
                 config.usage.metric_tenants,
                 config.usage.max_pending_rows,
             )),
+            cache: Arc::new(crate::cache::LookupCache::new(&config.cache)),
             limits: FixLimits {
                 max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),
                 max_age: chrono::Duration::seconds(limits.max_fix_age_secs as i64),

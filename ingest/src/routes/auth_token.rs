@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use locus_session::RegistryError;
 use locus_wire::api::ErrorBody;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -79,14 +78,9 @@ pub async fn handler(
         return Err(registry::invalid_credential());
     }
     let hash = locus_identity::credential::hash(&req.credential);
-    let (tenant, device) = match registry::registry(&state).exchange(&hash).await {
-        Ok(found) => found,
-        Err(RegistryError::CredentialRefused(reason)) => {
-            tracing::info!(reason, "Credential exchange refused.");
-            return Err(registry::invalid_credential());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    // PostgreSQL first; while it is away, this replica's earlier exchange of the same
+    // credential within LOCUS_CREDENTIAL_CACHE_SECS (never for a revoked device), then 503.
+    let (tenant, device) = crate::cache::exchange(&state, &hash).await?;
     let span = tracing::Span::current();
     span.record("tenant", tenant.as_str());
     span.record("device", device.as_str());

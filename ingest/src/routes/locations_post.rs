@@ -17,7 +17,6 @@ use locus_wire::api::{BatchResponse, ErrorBody, Fix, FixLimits, LocationBatch, R
 use locus_wire::buffer::{BufferEntry, BufferedBatch};
 use locus_wire::{BatchId, SessionId, fingerprint};
 
-use crate::access::visible_session;
 use crate::auth::Caller;
 use crate::buffer::{Append, BufferError, Forwarded, Previous};
 use crate::config::{RedisSettings, RequestLimits};
@@ -140,11 +139,13 @@ async fn post(
         }
     };
 
-    let session = visible_session(&state.store, &caller, &id).await?;
+    // PostgreSQL first; while it is away, this replica's read of the session within
+    // LOCUS_SESSION_CACHE_SECS (crate::cache), then 503.
+    let (session, source) = crate::cache::batch_session(&state, &caller, &id).await?;
     let session_id = session.id;
     let batch_id =
         given_id.unwrap_or_else(|| fingerprint::derived_batch_id(session_id, &fingerprint));
-    let session = match state.store.ensure_open(session).await {
+    let session = match crate::cache::ensure_open(&state, session, source).await {
         Ok(s) => s,
         Err((e, expired_now)) => {
             if let Some(expired) = expired_now {

@@ -48,6 +48,9 @@ pub async fn handler(
         .await?;
     // The stop and its event committed together; the answer waits for the event to be
     // buffered, but not for Redis to come back: a relay publishes it then.
+    // The stopped row, so that this replica answers 409 at once even from its cache
+    // while PostgreSQL is away.
+    state.cache.session_read(&stopped);
     state.session_events.flush(&[stopped.id]).await;
     tracing::info!("Session stopped.");
     Ok(axum::Json(stopped.view()))

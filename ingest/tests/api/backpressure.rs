@@ -345,3 +345,218 @@ async fn with_postgresql_unreachable_past_the_revocation_bound_device_tokens_get
     );
     drop(app);
 }
+
+/// An app whose PostgreSQL is behind a proxy, with the revocation list trusted long enough
+/// (60 s) that the caches, not the revocation bound, give the answers under test.
+async fn behind_proxy(
+    scope: &Scope,
+    change: impl FnOnce(&mut locus_ingest::config::Config),
+) -> (crate::helpers::TestApp, FreezableProxy) {
+    let (template, address) = through_proxy(&scope.database_url);
+    let proxy = FreezableProxy::start(&address).await;
+    let url = template.replace("{port}", &proxy.port().to_string());
+    let app = spawn_in(scope, &[Role::Api], |c| {
+        c.database.url = url;
+        c.jwt.revocation_refresh_ms = 200;
+        c.jwt.revocation_max_staleness_ms = 60_000;
+        c.cache.database_deadline_ms = 300;
+        change(c);
+    })
+    .await;
+    (app, proxy)
+}
+
+async fn assert_database_unavailable(r: reqwest::Response, names: &str) {
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(names),
+        "the message names {names}: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_unreachable_a_known_session_takes_batches_for_the_cache_bound_then_gets_503_and_a_stopped_one_never_202()
+ {
+    const CACHE_SECS: u64 = 3;
+    let scope = Scope::new().await;
+    let (app, proxy) = behind_proxy(&scope, |c| c.cache.session_secs = CACHE_SECS).await;
+    let token = scope.device_token("acme", "phone-1").await;
+    let other = scope.device_token("acme", "phone-2").await;
+    let session = app.session_id(&token).await;
+    let stopped = app.session_id(&other).await;
+    let r = app.post_fixes(&token, &session, &batch("before", 2)).await;
+    assert_eq!(r.status(), 202);
+    let r = app.post_fixes(&other, &stopped, &batch("before", 2)).await;
+    assert_eq!(r.status(), 202);
+    let r = app.stop_session(&other, &stopped).await;
+    assert_eq!(r.status(), 200);
+
+    proxy.freeze_all();
+    drop(proxy);
+    let cut = Instant::now();
+    let mut n = 0;
+    // Well inside the bound (it counts from the last read, before the cut).
+    while cut.elapsed() < Duration::from_millis(CACHE_SECS * 1000 / 2) {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.post_fixes(&token, &session, &batch(&format!("during-{n}"), 2)),
+        )
+        .await
+        .expect("an answer, not a hang, while PostgreSQL is away");
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            status,
+            202,
+            "{} ms after the cut: {text}",
+            cut.elapsed().as_millis()
+        );
+        n += 1;
+    }
+    println!("{n} batches taken from the cache in the first half of the bound");
+    // The session stopped through this replica answers 409, never 202.
+    let r = app.post_fixes(&other, &stopped, &batch("during", 2)).await;
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    // Another device of the tenant does not get the cached session either.
+    let r = app
+        .post_fixes(&other, &session, &batch("stranger", 2))
+        .await;
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+    // Nor a device of another tenant with the same device id: the cache holds no entry
+    // under its tenant, so only PostgreSQL could answer, and it cannot.
+    let foreign = scope.device_token("beta", "phone-1").await;
+    let r = app
+        .post_fixes(&foreign, &session, &batch("foreign", 2))
+        .await;
+    assert_database_unavailable(r, "LOCUS_SESSION_CACHE_SECS").await;
+
+    tokio::time::sleep(
+        Duration::from_millis(CACHE_SECS * 1000 + 300).saturating_sub(cut.elapsed()),
+    )
+    .await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.post_fixes(&token, &session, &batch("past", 2)),
+    )
+    .await
+    .expect("an answer, not a hang");
+    println!(
+        "{} at {} ms after the cut (bound {CACHE_SECS} s)",
+        r.status(),
+        cut.elapsed().as_millis()
+    );
+    assert_database_unavailable(r, "LOCUS_SESSION_CACHE_SECS").await;
+    let r = app.post_fixes(&other, &stopped, &batch("past", 2)).await;
+    assert_ne!(r.status(), 202);
+    drop(app);
+}
+
+fn admin_token(tenant: &str, role: &str) -> String {
+    kit::token(
+        kit::JWT_SECRET,
+        tenant,
+        &format!("admin@{tenant}"),
+        role,
+        600,
+    )
+}
+
+/// Registers `device` of `tenant` through the API; returns its credential.
+async fn credential(app: &crate::helpers::TestApp, tenant: &str, device: &str) -> String {
+    let r = app
+        .client
+        .post(app.url("/v1/devices"))
+        .bearer_auth(admin_token(tenant, "tenant_admin"))
+        .json(&serde_json::json!({"device_id": device, "name": device}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    body["credential"].as_str().unwrap().to_owned()
+}
+
+async fn exchange(app: &crate::helpers::TestApp, credential: &str) -> reqwest::Response {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        app.client
+            .post(app.url("/v1/auth/token"))
+            .json(&serde_json::json!({"credential": credential}))
+            .send(),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_unreachable_a_credential_exchanged_before_is_exchanged_again_for_the_bound_an_unknown_or_revoked_one_never()
+ {
+    const CACHE_SECS: u64 = 3;
+    let scope = Scope::new().await;
+    let (app, proxy) = behind_proxy(&scope, |c| c.cache.credential_secs = CACHE_SECS).await;
+    let r = app
+        .client
+        .post(app.url("/v1/tenants"))
+        .bearer_auth(admin_token("platform", "platform_admin"))
+        .json(&serde_json::json!({"tenant_id": "acme", "name": "Acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let known = credential(&app, "acme", "van-1").await;
+    let revoked = credential(&app, "acme", "van-2").await;
+    let never = credential(&app, "acme", "van-3").await;
+    for c in [&known, &revoked] {
+        let r = exchange(&app, c).await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = app
+        .client
+        .post(app.url("/v1/devices/van-2/revoke"))
+        .bearer_auth(admin_token("acme", "tenant_admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    proxy.freeze_all();
+    drop(proxy);
+    let cut = Instant::now();
+    let r = exchange(&app, &known).await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The token it gets is a working one.
+    let token = body["access_token"].as_str().unwrap();
+    let r = app
+        .client
+        .get(app.url("/v1/sessions"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 401);
+    // A revoked device is never exchanged from the cache.
+    let r = exchange(&app, &revoked).await;
+    assert_ne!(r.status(), 200);
+    // A credential this replica never exchanged: 503 (PostgreSQL cannot tell), not 401.
+    let r = exchange(&app, &never).await;
+    assert_database_unavailable(r, "retry").await;
+
+    tokio::time::sleep(
+        Duration::from_millis(CACHE_SECS * 1000 + 300).saturating_sub(cut.elapsed()),
+    )
+    .await;
+    let r = exchange(&app, &known).await;
+    println!(
+        "{} at {} ms after the cut (bound {CACHE_SECS} s)",
+        r.status(),
+        cut.elapsed().as_millis()
+    );
+    assert_database_unavailable(r, "LOCUS_CREDENTIAL_CACHE_SECS").await;
+    drop(app);
+}
