@@ -13,8 +13,8 @@
 //! dedupe window after the session's last stored batch, so it expires with the session's
 //! retry horizon instead of one key per batch (about 320 bytes each) for a day.
 
-use locus_wire::api::RejectedFix;
 use locus_wire::api::{BatchResponse, StopReason};
+use locus_wire::api::{RejectReason, RejectedFix};
 use locus_wire::buffer::{BufferEntry, ENTRY_FIELD, shard_of};
 use locus_wire::fingerprint::{Fingerprint, SHORT_LEN, batch_tag};
 use locus_wire::record::SessionEventKind;
@@ -185,20 +185,73 @@ pub enum Previous {
 
 /// What the session's dedupe state keeps of a stored batch: the first [`SHORT_LEN`] bytes
 /// of its fingerprint, then its accepted count in decimal, then, only when fixes were
-/// rejected, `:` and the rejections as JSON. The batch id is the field's name (as a tag),
-/// and `duplicate` is always true on a retry, so neither is kept.
+/// rejected, `;` and each rejection as its index in decimal and one letter for its reason
+/// ([`reason_letter`]). The batch id is the field's name (as a tag), and `duplicate` is
+/// always true on a retry, so neither is kept.
+///
+/// The rejections' messages are not kept: they repeat the client's input, and keeping them
+/// let a small batch with one huge bad value pin its size in Redis for the dedupe window. A
+/// retry hears each reason's summary instead. Values written before this form kept `:` and
+/// the rejections as JSON; [`remembered`] still reads them for one dedupe window.
 fn remember(
     fingerprint: &Fingerprint,
     answer: &BatchResponse,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut out = Vec::with_capacity(SHORT_LEN + 8);
+    use std::io::Write;
+    let mut out = Vec::with_capacity(SHORT_LEN + 8 + answer.rejected.len() * 4);
     out.extend_from_slice(&fingerprint.short());
     out.extend_from_slice(answer.accepted.to_string().as_bytes());
     if !answer.rejected.is_empty() {
-        out.push(b':');
-        serde_json::to_writer(&mut out, &answer.rejected)?;
+        out.push(b';');
+        for r in &answer.rejected {
+            write!(out, "{}", r.index).expect("writing to a Vec cannot fail");
+            out.push(reason_letter(r.reason));
+        }
     }
     Ok(out)
+}
+
+/// The one-letter code of a rejection reason in the dedupe state (see [`remember`]). A new
+/// reason is a compile error here until it has a letter, and [`letter_reason`] its inverse.
+fn reason_letter(reason: RejectReason) -> u8 {
+    match reason {
+        RejectReason::InvalidFix => b'a',
+        RejectReason::LatitudeOutOfRange => b'b',
+        RejectReason::LongitudeOutOfRange => b'c',
+        RejectReason::TimestampInFuture => b'd',
+        RejectReason::TimestampTooOld => b'e',
+        RejectReason::FieldOutOfRange => b'f',
+    }
+}
+
+/// The reason of a letter written by [`reason_letter`].
+fn letter_reason(letter: u8) -> Option<RejectReason> {
+    Some(match letter {
+        b'a' => RejectReason::InvalidFix,
+        b'b' => RejectReason::LatitudeOutOfRange,
+        b'c' => RejectReason::LongitudeOutOfRange,
+        b'd' => RejectReason::TimestampInFuture,
+        b'e' => RejectReason::TimestampTooOld,
+        b'f' => RejectReason::FieldOutOfRange,
+        _ => return None,
+    })
+}
+
+/// The rejections of the compact form of [`remember`]: `<index><letter>` repeated.
+fn compact_rejections(mut text: &[u8]) -> Option<Vec<RejectedFix>> {
+    let mut out = Vec::new();
+    while !text.is_empty() {
+        let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+        let index = std::str::from_utf8(&text[..digits]).ok()?.parse().ok()?;
+        let reason = letter_reason(*text.get(digits)?)?;
+        out.push(RejectedFix {
+            index,
+            reason,
+            message: reason.summary().to_owned(),
+        });
+        text = &text[digits + 1..];
+    }
+    Some(out)
 }
 
 /// Compares what [`remember`] kept of `batch_id` with the `fingerprint` of the batch
@@ -213,7 +266,12 @@ fn remembered(
     if short != fingerprint.short() {
         return Ok(Previous::Other);
     }
-    let (accepted, rejected) = match rest.iter().position(|&b| b == b':') {
+    let (accepted, rejected) = match rest.iter().position(|&b| b == b';' || b == b':') {
+        Some(at) if rest[at] == b';' => (
+            &rest[..at],
+            compact_rejections(&rest[at + 1..]).ok_or_else(malformed)?,
+        ),
+        // The JSON form, written before the compact one.
         Some(at) => (
             &rest[..at],
             serde_json::from_slice::<Vec<RejectedFix>>(&rest[at + 1..])?,
@@ -581,8 +639,6 @@ impl Buffer {
 
 #[cfg(test)]
 mod tests {
-    use locus_wire::api::RejectReason;
-
     use super::*;
 
     fn fingerprint(seed: f64) -> Fingerprint {
@@ -641,8 +697,68 @@ mod tests {
         let Previous::Same(again) = remembered(&kept, &a, &id).unwrap() else {
             panic!("the same batch");
         };
-        assert_eq!((again.accepted, again.rejected), (40, rejected));
+        let summarized = vec![RejectedFix {
+            message: RejectReason::LatitudeOutOfRange.summary().to_owned(),
+            ..rejected[0].clone()
+        }];
+        assert_eq!((again.accepted, again.rejected), (40, summarized));
         assert!(remembered(b"short", &a, &id).is_err());
+    }
+
+    #[test]
+    fn a_rejection_is_remembered_in_a_few_bytes_whatever_its_message() {
+        let id = BatchId::parse("b").unwrap();
+        let a = fingerprint(1.0);
+        let reasons = [
+            RejectReason::InvalidFix,
+            RejectReason::LatitudeOutOfRange,
+            RejectReason::LongitudeOutOfRange,
+            RejectReason::TimestampInFuture,
+            RejectReason::TimestampTooOld,
+            RejectReason::FieldOutOfRange,
+        ];
+        let rejected: Vec<RejectedFix> = (0..1000u32)
+            .map(|index| RejectedFix {
+                index,
+                reason: reasons[index as usize % reasons.len()],
+                message: "x".repeat(200),
+            })
+            .collect();
+        let kept = remember(&a, &answer(0, rejected.clone())).unwrap();
+        // The index (at most 4 digits for the largest batch) and one byte for the reason.
+        assert!(
+            kept.len() <= SHORT_LEN + 2 + 1000 * 5,
+            "{} bytes kept for 1000 rejections",
+            kept.len()
+        );
+        let Previous::Same(again) = remembered(&kept, &a, &id).unwrap() else {
+            panic!("the same batch");
+        };
+        let got: Vec<_> = again.rejected.iter().map(|r| (r.index, r.reason)).collect();
+        let want: Vec<_> = rejected.iter().map(|r| (r.index, r.reason)).collect();
+        assert_eq!(got, want);
+        assert!(
+            again
+                .rejected
+                .iter()
+                .all(|r| r.message == r.reason.summary()),
+            "a retry hears the reason's summary"
+        );
+    }
+
+    #[test]
+    fn rejections_kept_as_json_before_the_compact_form_are_still_read() {
+        let id = BatchId::parse("b").unwrap();
+        let a = fingerprint(1.0);
+        let mut kept = a.short().to_vec();
+        kept.extend_from_slice(
+            br#"3:[{"index":1,"reason":"latitude_out_of_range","message":"lat 200"}]"#,
+        );
+        let Previous::Same(again) = remembered(&kept, &a, &id).unwrap() else {
+            panic!("the same batch");
+        };
+        assert_eq!(again.accepted, 3);
+        assert_eq!(again.rejected[0].message, "lat 200");
     }
 
     #[test]

@@ -242,6 +242,25 @@ impl RejectReason {
             Self::FieldOutOfRange => "field_out_of_range",
         }
     }
+
+    /// What the reason means, for a human: the message of a rejection when the fix itself is
+    /// not at hand (a retried batch's answer is rebuilt from the reasons alone).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::InvalidFix => {
+                "the fix is not an object with lat, lon and recorded_at of the right types"
+            }
+            Self::LatitudeOutOfRange => "lat is not a finite number from -90 to 90",
+            Self::LongitudeOutOfRange => "lon is not a finite number from -180 to 180",
+            Self::TimestampInFuture => {
+                "recorded_at is further in the future than the server allows"
+            }
+            Self::TimestampTooOld => "recorded_at is older than the server allows",
+            Self::FieldOutOfRange => {
+                "accuracy, altitude, speed, heading or battery is not finite or out of range"
+            }
+        }
+    }
 }
 
 /// A rejected fix in a batch answer.
