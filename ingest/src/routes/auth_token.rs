@@ -3,7 +3,8 @@
 //! The one route that takes no token: the credential is the proof. Every refusal gets the
 //! same 401 `invalid_credential` (unknown, malformed, revoked, the device revoked, the
 //! tenant disabled), so a guessed or stolen credential learns nothing; the reason is
-//! logged.
+//! logged. While PostgreSQL is away, only a credential this replica exchanged within
+//! `LOCUS_CREDENTIAL_CACHE_SECS` gets a token (crate::cache); any other gets 503, not 401.
 
 use axum::body::Body;
 use axum::extract::State;
