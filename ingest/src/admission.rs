@@ -37,25 +37,6 @@ use crate::routes::AppState;
 use gcra::Gcra;
 use headers::Budget;
 
-/// Why admission refused a batch (kept for the conversions in [`crate::error`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdmissionError {
-    /// Over the rate: the same batch passes after `retry_after_secs`.
-    #[error("the {scope} is over its rate; retry after {retry_after_secs} s")]
-    RateLimited {
-        /// Whose limit: `device` or `tenant`.
-        scope: &'static str,
-        /// Seconds until the batch would pass.
-        retry_after_secs: u64,
-    },
-    /// The batch costs more than the burst: it never passes, whatever the wait.
-    #[error("the batch has more fixes than the {scope} burst")]
-    OverBurst {
-        /// Whose burst: `device` or `tenant`.
-        scope: &'static str,
-    },
-}
-
 /// Whose budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

@@ -19,7 +19,6 @@ use locus_wire::api::{BatchResponse, ErrorBody, StopReason};
 use locus_wire::{BatchId, SessionId};
 use serde_json::json;
 
-use crate::admission::AdmissionError;
 use crate::buffer::BufferError;
 
 /// Every stable code of an error answer, with the status it comes with.
@@ -282,14 +281,6 @@ pub enum ApiError {
     /// Every fix of the batch was rejected; nothing was stored.
     #[error("every fix was rejected")]
     AllRejected(BatchResponse),
-    /// Over the rate limit.
-    #[error("rate limited")]
-    RateLimited {
-        /// Seconds until the request would pass.
-        retry_after_secs: u64,
-        /// Whose limit: `device` or `tenant`.
-        scope: &'static str,
-    },
     /// A dependency cannot take the write now; retry later.
     #[error("{message}")]
     Unavailable {
@@ -334,7 +325,6 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::BatchIdReused(_) => ErrorCode::BatchIdReused,
             Self::AllRejected(_) => ErrorCode::AllFixesRejected,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -368,12 +358,6 @@ impl ApiError {
             Self::AllRejected(_) => {
                 "every fix of the batch was rejected (see `rejected`); nothing was stored".into()
             }
-            Self::RateLimited {
-                retry_after_secs,
-                scope,
-            } => format!(
-                "the {scope} is over its rate of fixes; retry the same batch after {retry_after_secs} s"
-            ),
             Self::Internal(_) => "an internal error occurred; retry later".into(),
         }
     }
@@ -403,10 +387,7 @@ impl IntoResponse for ApiError {
             value["session_id"] = json!(id);
         }
         let retry_after = match &self {
-            Self::RateLimited {
-                retry_after_secs, ..
-            }
-            | Self::Unavailable {
+            Self::Unavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             _ => None,
@@ -482,26 +463,6 @@ impl From<locus_session::usage::UsageError> for ApiError {
     }
 }
 
-impl From<AdmissionError> for ApiError {
-    fn from(e: AdmissionError) -> Self {
-        match e {
-            AdmissionError::RateLimited {
-                scope,
-                retry_after_secs,
-            } => Self::RateLimited {
-                retry_after_secs,
-                scope,
-            },
-            AdmissionError::OverBurst { scope } => Self::invalid(
-                ErrorCode::BatchOverBurst,
-                format!(
-                    "the batch has more fixes than the {scope} burst allows; send smaller batches"
-                ),
-            ),
-        }
-    }
-}
-
 impl From<BufferError> for ApiError {
     fn from(e: BufferError) -> Self {
         match e {
@@ -563,16 +524,5 @@ mod tests {
         let response = e.into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
-    }
-
-    #[test]
-    fn a_rate_limit_answer_carries_retry_after() {
-        let e = ApiError::from(AdmissionError::RateLimited {
-            scope: "device",
-            retry_after_secs: 3,
-        });
-        let response = e.into_response();
-        assert_eq!(response.status(), 429);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 }

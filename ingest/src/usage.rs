@@ -270,7 +270,8 @@ impl BatchMeter {
             return;
         }
         match answer {
-            Ok(_) | Err(ApiError::RateLimited { .. }) => {}
+            // A 429 is an answer with its headers (Ok), counted by `rate_limited`.
+            Ok(_) => {}
             Err(ApiError::AllRejected(_)) => by_reason(&self.usage),
             Err(e) => {
                 if let Some(fixes) = self.fixes {

@@ -8,8 +8,8 @@
 pub mod audit;
 pub mod audit_feed;
 mod bootstrap;
-mod outbox;
 pub mod limits;
+mod outbox;
 pub mod partners;
 pub mod registry;
 pub mod revocation;
