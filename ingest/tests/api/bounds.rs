@@ -99,8 +99,11 @@ impl Drop for Binary {
     }
 }
 
+/// Each request may hold one body of at most `LOCUS_MAX_BODY_BYTES` (1 MiB) after
+/// decompression, so 32 at once may take 32 MiB; the bound leaves 32 MiB of slack for the
+/// allocator. Before the bounded decode the peak grew by 261-311 MB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thirty_two_concurrent_gzip_bombs_are_refused_413_and_peak_memory_grows_under_30_mb() {
+async fn thirty_two_concurrent_gzip_bombs_are_refused_413_and_peak_memory_grows_under_64_mb() {
     let scope = Scope::new().await;
     let binary = Binary::start(&scope).await;
     let token = scope.device_token("acme", "bomber").await;
@@ -165,7 +168,7 @@ async fn thirty_two_concurrent_gzip_bombs_are_refused_413_and_peak_memory_grows_
         hwm_after.saturating_sub(rss_before)
     );
     assert!(
-        hwm_after.saturating_sub(rss_before) < 30 * 1024,
+        hwm_after.saturating_sub(rss_before) < 64 * 1024,
         "peak RSS grew from {rss_before} kB to {hwm_after} kB"
     );
     for (status, body) in answers {
