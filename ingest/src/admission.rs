@@ -223,6 +223,46 @@ fn budget(name: &'static str, gcra: &Gcra, remaining: u64, reset_us: u64) -> Bud
     }
 }
 
+/// The device's and the tenant's fixes budgets as the headers show them: each with its
+/// remaining fixes and microseconds until full.
+fn fixes_pair(
+    (device_budget, tenant_budget): (&Gcra, &Gcra),
+    device: (u64, u64),
+    tenant: (u64, u64),
+) -> [Budget; 2] {
+    [
+        budget("device-fixes", device_budget, device.0, device.1),
+        budget("tenant-fixes", tenant_budget, tenant.0, tenant.1),
+    ]
+}
+
+/// The 429 of a batch over the fixes budget of `scope`, counted once here for both tiers.
+fn fixes_refused(
+    scope: Scope,
+    (tenant, device): (&TenantId, &DeviceId),
+    (device_budget, tenant_budget): (&Gcra, &Gcra),
+    wait_us: u64,
+    budgets: Vec<Budget>,
+) -> Refusal {
+    let (who, g) = match scope {
+        Scope::Device => (device.to_string(), device_budget),
+        Scope::Tenant => (tenant.to_string(), tenant_budget),
+    };
+    crate::events::AdmissionRefused {
+        reason: scope.as_str(),
+    }
+    .emit();
+    Refusal::Rate {
+        unit: Unit::Fixes,
+        scope,
+        who,
+        per_sec: g.per_sec(),
+        burst: g.burst,
+        retry_after_secs: gcra::retry_secs(wait_us),
+        budgets,
+    }
+}
+
 /// The rate limiters of this replica, and its handle on the shared budget.
 pub struct Admission {
     limits: Arc<LimitsTable>,
@@ -316,44 +356,20 @@ impl Admission {
                 return Err(Refusal::Unavailable);
             }
         };
-        let budgets = [
-            budget(
-                "device-fixes",
-                &device_budget,
-                charged.device.0,
-                charged.device.1,
-            ),
-            budget(
-                "tenant-fixes",
-                &tenant_budget,
-                charged.tenant.0,
-                charged.tenant.1,
-            ),
-        ];
+        let gcras = (&device_budget, &tenant_budget);
+        let budgets = fixes_pair(gcras, charged.device, charged.tenant);
         match charged.refused_by {
             None => {
                 self.fixes.charge(own, whole, self.fixes.now(), cost);
                 Ok(Admitted { budgets })
             }
-            Some(scope) => {
-                let (who, g) = match scope {
-                    Scope::Device => (device.to_string(), &device_budget),
-                    Scope::Tenant => (tenant.to_string(), &tenant_budget),
-                };
-                crate::events::AdmissionRefused {
-                    reason: scope.as_str(),
-                }
-                .emit();
-                Err(Refusal::Rate {
-                    unit: Unit::Fixes,
-                    scope,
-                    who,
-                    per_sec: g.per_sec(),
-                    burst: g.burst,
-                    retry_after_secs: gcra::retry_secs(charged.wait_us),
-                    budgets: budgets.to_vec(),
-                })
-            }
+            Some(scope) => Err(fixes_refused(
+                scope,
+                (tenant, device),
+                gcras,
+                charged.wait_us,
+                budgets.to_vec(),
+            )),
         }
     }
 
@@ -366,62 +382,34 @@ impl Admission {
         look: &local::PairLook,
     ) -> Result<Admitted, Refusal> {
         let (device_budget, tenant_budget) = fixes_budgets(limits);
+        let gcras = (&device_budget, &tenant_budget);
+        let (own, whole) = (&look.own, &look.tenant);
         if look.allowed() {
             return Ok(Admitted {
-                budgets: [
-                    budget(
-                        "device-fixes",
-                        &device_budget,
-                        look.own.remaining_after,
-                        look.own.reset_us,
-                    ),
-                    budget(
-                        "tenant-fixes",
-                        &tenant_budget,
-                        look.tenant.remaining_after,
-                        look.tenant.reset_us,
-                    ),
-                ],
+                budgets: fixes_pair(
+                    gcras,
+                    (own.remaining_after, own.reset_us),
+                    (whole.remaining_after, whole.reset_us),
+                ),
             });
         }
-        let budgets = vec![
-            budget(
-                "device-fixes",
-                &device_budget,
-                look.own.remaining_before,
-                look.own.reset_us,
-            ),
-            budget(
-                "tenant-fixes",
-                &tenant_budget,
-                look.tenant.remaining_before,
-                look.tenant.reset_us,
-            ),
-        ];
-        let scope = if !look.own.allowed
-            && (look.tenant.allowed || look.own.wait_us >= look.tenant.wait_us)
-        {
-            Scope::Device
+        let budgets = fixes_pair(
+            gcras,
+            (own.remaining_before, own.reset_us),
+            (whole.remaining_before, whole.reset_us),
+        );
+        let (scope, wait_us) = if !own.allowed && (whole.allowed || own.wait_us >= whole.wait_us) {
+            (Scope::Device, own.wait_us)
         } else {
-            Scope::Tenant
+            (Scope::Tenant, whole.wait_us)
         };
-        let (who, g, wait) = match scope {
-            Scope::Device => (device.to_string(), device_budget, look.own.wait_us),
-            Scope::Tenant => (tenant.to_string(), tenant_budget, look.tenant.wait_us),
-        };
-        crate::events::AdmissionRefused {
-            reason: scope.as_str(),
-        }
-        .emit();
-        Err(Refusal::Rate {
-            unit: Unit::Fixes,
+        Err(fixes_refused(
             scope,
-            who,
-            per_sec: g.per_sec(),
-            burst: g.burst,
-            retry_after_secs: gcra::retry_secs(wait),
-            budgets,
-        })
+            (tenant, device),
+            gcras,
+            wait_us,
+            budgets.to_vec(),
+        ))
     }
 
     /// Admits one request of `subject` (of `tenant`, if it has one), on this replica.
