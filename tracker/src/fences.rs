@@ -1,0 +1,2 @@
+//! Geofence transitions: which fixes enter or leave which fences, once per transition per
+//! device.

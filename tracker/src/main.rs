@@ -1,0 +1,3 @@
+//! `locus-tracker`: the tracker role's binary.
+
+fn main() {}
