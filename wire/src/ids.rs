@@ -89,6 +89,12 @@ slug_id!(
     "device id",
     128
 );
+slug_id!(
+    /// A geofence within a tenant (chosen by the tenant admin who puts it).
+    GeofenceId,
+    "geofence id",
+    128
+);
 
 /// A tracking session. UUID v7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

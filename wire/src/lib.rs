@@ -15,4 +15,5 @@ pub mod record;
 pub mod topics;
 pub mod webhook;
 
+pub use ids::GeofenceId;
 pub use ids::{BatchId, DeviceId, IdError, SessionId, TenantId};
