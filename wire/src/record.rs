@@ -123,6 +123,70 @@ pub struct SessionEvent {
     pub reason: Option<StopReason>,
 }
 
+/// Namespace of geofence event ids (UUID v5): a transition decided again (a replay after a
+/// crash before the commit) gets the id it had, so a consumer can drop the copy.
+const GEOFENCE_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6c6f_6375_735f_6765_6f66_656e_6365_5f31);
+
+/// Whether a device went into a geofence or out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeofenceEventKind {
+    /// The fix is inside the fence; the one before it (or none) was not.
+    Enter,
+    /// The fix is outside the fence; the one before it was inside.
+    Exit,
+}
+
+impl GeofenceEventKind {
+    /// The kind as it appears in the record (`enter`, `exit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enter => "enter",
+            Self::Exit => "exit",
+        }
+    }
+}
+
+/// One record on the geofence events topic: a device entered or left a fence, and the fix
+/// that crossed. Key: the device id (one device's events stay in order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeofenceEvent {
+    /// Always [`SCHEMA_VERSION`] for this shape.
+    pub schema_version: u32,
+    /// Stable id of the transition ([`geofence_event_id`]).
+    pub event_id: Uuid,
+    /// Tenant that owns the device and the fence.
+    pub tenant_id: TenantId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// The session of the fix that crossed.
+    pub session_id: SessionId,
+    /// The fence.
+    pub geofence_id: crate::GeofenceId,
+    /// Enter or exit.
+    pub kind: GeofenceEventKind,
+    /// The record id of the fix that crossed (on the location topic).
+    pub record_id: Uuid,
+    /// When the device took that fix.
+    pub recorded_at: DateTime<Utc>,
+    /// Its latitude in degrees.
+    pub lat: f64,
+    /// Its longitude in degrees.
+    pub lon: f64,
+}
+
+/// The stable id of the transition `kind` of `device` through `fence` at fix `record_id`.
+pub fn geofence_event_id(
+    tenant: &TenantId,
+    device: &DeviceId,
+    fence: &crate::GeofenceId,
+    record_id: Uuid,
+    kind: GeofenceEventKind,
+) -> Uuid {
+    let name = format!("{tenant}/{device}/{fence}/{record_id}/{}", kind.as_str());
+    Uuid::new_v5(&GEOFENCE_EVENT_NAMESPACE, name.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +273,70 @@ mod schema_tests {
             &schema(include_str!("../../schemas/session-event.v1.json")),
             &value,
         );
+    }
+}
+
+#[cfg(test)]
+mod geofence_event_tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn event(kind: GeofenceEventKind) -> GeofenceEvent {
+        let tenant = TenantId::parse("acme").unwrap();
+        let device = DeviceId::parse("van-1").unwrap();
+        let fence = crate::GeofenceId::parse("depot").unwrap();
+        let record_id = Uuid::now_v7();
+        GeofenceEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: geofence_event_id(&tenant, &device, &fence, record_id, kind),
+            tenant_id: tenant,
+            device_id: device,
+            session_id: SessionId::new(),
+            geofence_id: fence,
+            kind,
+            record_id,
+            recorded_at: Utc::now(),
+            lat: 52.52,
+            lon: 13.405,
+        }
+    }
+
+    #[test]
+    fn a_geofence_event_has_exactly_the_fields_its_json_schema_names() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../schemas/geofence-event.schema.json")).unwrap();
+        let value = serde_json::to_value(event(GeofenceEventKind::Exit)).unwrap();
+        let obj = value.as_object().unwrap();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        let props = schema["properties"].as_object().unwrap();
+        for key in obj.keys() {
+            assert!(props.contains_key(key), "field {key} is not in the schema");
+            assert!(
+                required.contains(&key.as_str()),
+                "field {key} is not required"
+            );
+        }
+        assert_eq!(required.len(), obj.len(), "{required:?}");
+        assert_eq!(value["kind"], "exit");
+        assert_eq!(value["schema_version"], props["schema_version"]["const"]);
+    }
+
+    #[test]
+    fn a_geofence_event_id_is_stable_and_differs_by_kind_and_fix() {
+        let e = event(GeofenceEventKind::Enter);
+        let id = |record_id, kind| {
+            geofence_event_id(&e.tenant_id, &e.device_id, &e.geofence_id, record_id, kind)
+        };
+        assert_eq!(id(e.record_id, GeofenceEventKind::Enter), e.event_id);
+        assert_ne!(id(e.record_id, GeofenceEventKind::Exit), e.event_id);
+        assert_ne!(id(Uuid::now_v7(), GeofenceEventKind::Enter), e.event_id);
+        let back: GeofenceEvent =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 }
