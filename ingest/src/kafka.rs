@@ -40,6 +40,9 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// Replication factor.
     pub replication_factor: i32,
+    /// `cleanup.policy=compact`: the broker keeps the latest record of each key (the
+    /// positions topic) instead of deleting by age.
+    pub compact: bool,
 }
 
 impl TopicSpec {
@@ -56,12 +59,15 @@ impl TopicSpec {
 /// partitions, and a dead-letter topic with one (it takes few records, and one partition
 /// keeps them in the order they failed for whoever replays them); the tenant-events topic
 /// (the audit relay's, keyed by tenant, so one tenant's changes stay in order) with the
-/// configured partitions too. All with the configured replication factor.
-pub fn topic_specs(config: &Config) -> [TopicSpec; 4] {
+/// configured partitions too. All with the configured replication factor. The tracker's
+/// topics: geofence events and positions (compacted), keyed by device, with the configured
+/// partitions.
+pub fn topic_specs(config: &Config) -> [TopicSpec; 6] {
     let spec = |name: &str, partitions: i32| TopicSpec {
         name: name.to_owned(),
         partitions,
         replication_factor: config.topics.replication_factor,
+        compact: false,
     };
     let topics = config.topic_names();
     let partitions = config.topics.partitions;
@@ -70,6 +76,11 @@ pub fn topic_specs(config: &Config) -> [TopicSpec; 4] {
         spec(topics.session_events(), partitions),
         spec(topics.dead_letter(), 1),
         spec(topics.tenant_events(), partitions),
+        spec(topics.geofence_events(), partitions),
+        TopicSpec {
+            compact: true,
+            ..spec(topics.positions(), partitions)
+        },
     ]
 }
 
@@ -95,6 +106,11 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
                 spec.partitions,
                 TopicReplication::Fixed(spec.replication_factor),
             );
+            let topic = if spec.compact {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            };
             match min_insync {
                 Some(n) => topic.set("min.insync.replicas", n),
                 None => topic,
@@ -181,6 +197,7 @@ mod tests {
             name: "t".to_owned(),
             partitions: 6,
             replication_factor,
+            compact: false,
         }
     }
 
@@ -217,8 +234,16 @@ mod tests {
                 ("p.locations", 12, 3),
                 ("p.session-events", 12, 3),
                 ("p.dead-letter", 1, 3),
-                ("p.tenant-events", 12, 3)
+                ("p.tenant-events", 12, 3),
+                ("p.geofence-events", 12, 3),
+                ("p.positions", 12, 3)
             ]
         );
+        let compacted: Vec<&str> = specs
+            .iter()
+            .filter(|s| s.compact)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(compacted, ["p.positions"]);
     }
 }

@@ -187,6 +187,44 @@ pub fn geofence_event_id(
     Uuid::new_v5(&GEOFENCE_EVENT_NAMESPACE, name.as_bytes())
 }
 
+/// The last known position of a device on the compacted positions topic. Key: the device
+/// id, so the broker keeps each device's latest record. Written by the tracker, only ever
+/// forward in `recorded_at`: a fix that arrives late never becomes the position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionRecord {
+    /// Always [`SCHEMA_VERSION`] for this shape.
+    pub schema_version: u32,
+    /// Tenant that owns the device.
+    pub tenant_id: TenantId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// The session the fix came in.
+    pub session_id: SessionId,
+    /// The fix (the location record's id).
+    pub record_id: Uuid,
+    /// When the device took the fix.
+    pub recorded_at: DateTime<Utc>,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Horizontal accuracy in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Altitude in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub altitude: Option<f64>,
+    /// Speed in metres per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    /// Heading in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f64>,
+    /// Battery level in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +376,29 @@ mod geofence_event_tests {
         let back: GeofenceEvent =
             serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_position_record_has_exactly_the_fields_its_json_schema_names() {
+        let position = PositionRecord {
+            schema_version: SCHEMA_VERSION,
+            tenant_id: TenantId::parse("acme").unwrap(),
+            device_id: DeviceId::parse("p").unwrap(),
+            session_id: SessionId::new(),
+            record_id: Uuid::now_v7(),
+            recorded_at: Utc::now(),
+            lat: 1.0,
+            lon: 2.0,
+            accuracy: Some(1.0),
+            altitude: Some(1.0),
+            speed: Some(1.0),
+            heading: Some(1.0),
+            battery: Some(1.0),
+        };
+        let value = serde_json::to_value(position).unwrap();
+        assert_matches(
+            &schema(include_str!("../../schemas/position-record.v1.json")),
+            &value,
+        );
     }
 }

@@ -8,6 +8,8 @@ pub struct Topics {
     session_events: String,
     dead_letter: String,
     tenant_events: String,
+    geofence_events: String,
+    positions: String,
 }
 
 impl Topics {
@@ -18,6 +20,8 @@ impl Topics {
             session_events: format!("{prefix}session-events"),
             dead_letter: format!("{prefix}dead-letter"),
             tenant_events: format!("{prefix}tenant-events"),
+            geofence_events: format!("{prefix}geofence-events"),
+            positions: format!("{prefix}positions"),
         }
     }
 
@@ -42,6 +46,18 @@ impl Topics {
         &self.tenant_events
     }
 
+    /// Geofence enter and exit events, keyed by device id (the tracker's relay writes
+    /// them; cleanup by retention).
+    pub fn geofence_events(&self) -> &str {
+        &self.geofence_events
+    }
+
+    /// The last known position of each device, keyed by device id and compacted: the
+    /// latest record of a key is its device's position.
+    pub fn positions(&self) -> &str {
+        &self.positions
+    }
+
     /// The topics of the location pipeline, in the order above (not the tenant-events
     /// topic, which is not part of it).
     pub fn all(&self) -> [&str; 3] {
@@ -64,5 +80,7 @@ mod tests {
         assert_eq!(t.session_events(), "t1.session-events");
         assert_eq!(t.dead_letter(), "t1.dead-letter");
         assert_eq!(t.tenant_events(), "t1.tenant-events");
+        assert_eq!(t.geofence_events(), "t1.geofence-events");
+        assert_eq!(t.positions(), "t1.positions");
     }
 }
