@@ -30,6 +30,8 @@ fn record(device: &str, session: SessionId, index: u32) -> LocationRecord {
         speed: None,
         heading: None,
         battery: None,
+        fix_key: None,
+        attributes: None,
     }
 }
 

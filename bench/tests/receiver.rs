@@ -89,6 +89,8 @@ fn record(tenant: &str, session: SessionId, batch: &str, index: u32) -> Location
         speed: None,
         heading: None,
         battery: None,
+        fix_key: None,
+        attributes: None,
     }
 }
 

@@ -191,6 +191,14 @@ pub struct Fix {
     /// Battery level in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub battery: Option<f64>,
+    /// The client's own id of the fix (Transistorsoft `uuid`; at most 128 printable ASCII):
+    /// the same client fix is one record even when it arrives in another batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What the client app said beside the position (extras, activity, odometer, unknown
+    /// OsmAnd keys), kept as it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// How far a fix's timestamp may stray from the server's clock.
@@ -347,6 +355,9 @@ impl Fix {
             speed: input.speed,
             heading: input.heading,
             battery: input.battery,
+            // Client formats set these after validation (see `crate::clients`).
+            key: None,
+            attributes: None,
         })
     }
 

@@ -59,6 +59,13 @@ pub struct LocationRecord {
     /// Battery level in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub battery: Option<f64>,
+    /// The client's own id of the fix (e.g. Transistorsoft `uuid`), when it sent one; the
+    /// record id is then derived from it, not from the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_key: Option<String>,
+    /// What the client app sent beside the position (extras, activity, odometer, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The stable id of fix `index` of batch `batch_id` in `session`.
@@ -67,12 +74,23 @@ pub fn record_id(session: SessionId, batch_id: &str, index: u32) -> Uuid {
     Uuid::new_v5(&RECORD_NAMESPACE, name.as_bytes())
 }
 
+/// The stable id of the fix a client app calls `key`: the same for that device whatever
+/// batch or session it comes in, so an app that sends a fix again (its sync retried after a
+/// lost answer) makes the same record, which consumers drop as a repeat.
+pub fn keyed_record_id(tenant: &TenantId, device: &DeviceId, key: &str) -> Uuid {
+    let name = format!("{tenant}/{device}/key/{key}");
+    Uuid::new_v5(&RECORD_NAMESPACE, name.as_bytes())
+}
+
 impl LocationRecord {
     /// The record for one fix of a buffered batch.
     pub fn from_fix(batch: &BufferedBatch, fix: &Fix) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
-            record_id: record_id(batch.session_id, batch.batch_id.as_str(), fix.index),
+            record_id: match &fix.key {
+                Some(key) => keyed_record_id(&batch.tenant_id, &batch.device_id, key),
+                None => record_id(batch.session_id, batch.batch_id.as_str(), fix.index),
+            },
             tenant_id: batch.tenant_id.clone(),
             session_id: batch.session_id,
             device_id: batch.device_id.clone(),
@@ -87,6 +105,8 @@ impl LocationRecord {
             speed: fix.speed,
             heading: fix.heading,
             battery: fix.battery,
+            fix_key: fix.key.clone(),
+            attributes: fix.attributes.clone(),
         }
     }
 }
@@ -121,6 +141,44 @@ pub struct SessionEvent {
     /// Why the session stopped (stopped events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<StopReason>,
+}
+
+/// The last known position of a device on the compacted positions topic. Key: the device
+/// id, so the broker keeps each device's latest record. Written by the tracker, only ever
+/// forward in `recorded_at`: a fix that arrives late never becomes the position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionRecord {
+    /// Always [`SCHEMA_VERSION`] for this shape.
+    pub schema_version: u32,
+    /// Tenant that owns the device.
+    pub tenant_id: TenantId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// The session the fix came in.
+    pub session_id: SessionId,
+    /// The fix (the location record's id).
+    pub record_id: Uuid,
+    /// When the device took the fix.
+    pub recorded_at: DateTime<Utc>,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Horizontal accuracy in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Altitude in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub altitude: Option<f64>,
+    /// Speed in metres per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    /// Heading in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f64>,
+    /// Battery level in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
 }
 
 /// Namespace of geofence event ids (UUID v5): a transition decided again (a replay after a
@@ -187,44 +245,6 @@ pub fn geofence_event_id(
     Uuid::new_v5(&GEOFENCE_EVENT_NAMESPACE, name.as_bytes())
 }
 
-/// The last known position of a device on the compacted positions topic. Key: the device
-/// id, so the broker keeps each device's latest record. Written by the tracker, only ever
-/// forward in `recorded_at`: a fix that arrives late never becomes the position.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PositionRecord {
-    /// Always [`SCHEMA_VERSION`] for this shape.
-    pub schema_version: u32,
-    /// Tenant that owns the device.
-    pub tenant_id: TenantId,
-    /// The device.
-    pub device_id: DeviceId,
-    /// The session the fix came in.
-    pub session_id: SessionId,
-    /// The fix (the location record's id).
-    pub record_id: Uuid,
-    /// When the device took the fix.
-    pub recorded_at: DateTime<Utc>,
-    /// Latitude in degrees.
-    pub lat: f64,
-    /// Longitude in degrees.
-    pub lon: f64,
-    /// Horizontal accuracy in metres.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
-    /// Altitude in metres.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub altitude: Option<f64>,
-    /// Speed in metres per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub speed: Option<f64>,
-    /// Heading in degrees.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heading: Option<f64>,
-    /// Battery level in percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub battery: Option<f64>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +255,49 @@ mod tests {
         assert_eq!(record_id(s, "b1", 0), record_id(s, "b1", 0));
         assert_ne!(record_id(s, "b1", 0), record_id(s, "b1", 1));
         assert_ne!(record_id(s, "b1", 0), record_id(s, "b2", 0));
+    }
+
+    #[test]
+    fn a_keyed_fix_has_the_same_record_id_in_any_batch_or_session() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let device = DeviceId::parse("phone-1").unwrap();
+        let fix = Fix {
+            index: 0,
+            lat: 1.0,
+            lon: 2.0,
+            recorded_at: Utc::now(),
+            accuracy: None,
+            altitude: None,
+            speed: None,
+            heading: None,
+            battery: None,
+            key: Some("a1b2".to_owned()),
+            attributes: None,
+        };
+        let batch = |batch_id: &str| BufferedBatch {
+            tenant_id: tenant.clone(),
+            session_id: SessionId::new(),
+            device_id: device.clone(),
+            batch_id: crate::BatchId::parse(batch_id).unwrap(),
+            received_at: Utc::now(),
+            fixes: vec![],
+        };
+        let one = LocationRecord::from_fix(&batch("b1"), &fix);
+        let mut later = fix.clone();
+        later.index = 7;
+        let two = LocationRecord::from_fix(&batch("b2"), &later);
+        assert_eq!(one.record_id, two.record_id);
+        assert_eq!(one.record_id, keyed_record_id(&tenant, &device, "a1b2"));
+        assert_eq!(one.fix_key.as_deref(), Some("a1b2"));
+        let other_device = DeviceId::parse("phone-2").unwrap();
+        assert_ne!(one.record_id, keyed_record_id(&tenant, &other_device, "a1b2"));
+        // Without a key the id is the batch's, as before.
+        let unkeyed = Fix { key: None, ..fix };
+        let b = batch("b3");
+        assert_eq!(
+            LocationRecord::from_fix(&b, &unkeyed).record_id,
+            record_id(b.session_id, "b3", 0)
+        );
     }
 }
 
@@ -286,6 +349,11 @@ mod schema_tests {
             speed: Some(1.0),
             heading: Some(1.0),
             battery: Some(1.0),
+            key: Some("0b5c3a8e-uuid".to_owned()),
+            attributes: Some(serde_json::Map::from_iter([(
+                "odometer".to_owned(),
+                Value::from(12.5),
+            )])),
         };
         let value = serde_json::to_value(LocationRecord::from_fix(&batch, &fix)).unwrap();
         assert_matches(
@@ -309,6 +377,30 @@ mod schema_tests {
         let value = serde_json::to_value(event).unwrap();
         assert_matches(
             &schema(include_str!("../../schemas/session-event.v1.json")),
+            &value,
+        );
+    }
+
+    #[test]
+    fn a_position_record_has_exactly_the_fields_its_json_schema_names() {
+        let position = PositionRecord {
+            schema_version: SCHEMA_VERSION,
+            tenant_id: TenantId::parse("acme").unwrap(),
+            device_id: DeviceId::parse("p").unwrap(),
+            session_id: SessionId::new(),
+            record_id: Uuid::now_v7(),
+            recorded_at: Utc::now(),
+            lat: 1.0,
+            lon: 2.0,
+            accuracy: Some(1.0),
+            altitude: Some(1.0),
+            speed: Some(1.0),
+            heading: Some(1.0),
+            battery: Some(1.0),
+        };
+        let value = serde_json::to_value(position).unwrap();
+        assert_matches(
+            &schema(include_str!("../../schemas/position-record.v1.json")),
             &value,
         );
     }
@@ -376,29 +468,5 @@ mod geofence_event_tests {
         let back: GeofenceEvent =
             serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
         assert_eq!(back, e);
-    }
-
-    #[test]
-    fn a_position_record_has_exactly_the_fields_its_json_schema_names() {
-        let position = PositionRecord {
-            schema_version: SCHEMA_VERSION,
-            tenant_id: TenantId::parse("acme").unwrap(),
-            device_id: DeviceId::parse("p").unwrap(),
-            session_id: SessionId::new(),
-            record_id: Uuid::now_v7(),
-            recorded_at: Utc::now(),
-            lat: 1.0,
-            lon: 2.0,
-            accuracy: Some(1.0),
-            altitude: Some(1.0),
-            speed: Some(1.0),
-            heading: Some(1.0),
-            battery: Some(1.0),
-        };
-        let value = serde_json::to_value(position).unwrap();
-        assert_matches(
-            &schema(include_str!("../../schemas/position-record.v1.json")),
-            &value,
-        );
     }
 }

@@ -72,6 +72,8 @@ mod tests {
             speed: None,
             heading: None,
             battery: None,
+            key: None,
+            attributes: None,
         }
     }
 

@@ -101,6 +101,8 @@ mod tests {
             speed: None,
             heading: None,
             battery: None,
+            fix_key: None,
+            attributes: None,
         }
     }
 

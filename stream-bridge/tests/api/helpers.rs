@@ -376,6 +376,8 @@ pub fn session_records(tenant: &str, n: u32) -> Vec<LocationRecord> {
             speed: None,
             heading: None,
             battery: None,
+            fix_key: None,
+            attributes: None,
         })
         .collect()
 }
