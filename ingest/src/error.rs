@@ -123,6 +123,10 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 503: the request was not answered within `LOCUS_HTTP_REQUEST_TIMEOUT_MS`.
     DeadlineExceeded,
+    /// 404: no such geofence in the caller's tenant (also for another tenant's fence).
+    GeofenceNotFound,
+    /// 422: a geofence's geometry or circle is not an area Locus can check fixes against.
+    InvalidGeofence,
     /// 500: a bug or an unexpected failure.
     Internal,
 }
@@ -180,6 +184,8 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::RequestTimeout => "request_timeout",
             Self::DeadlineExceeded => "deadline_exceeded",
+            Self::GeofenceNotFound => "geofence_not_found",
+            Self::InvalidGeofence => "invalid_geofence",
             Self::Internal => "internal",
         }
     }
@@ -232,6 +238,8 @@ impl ErrorCode {
             | Self::Overloaded
             | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::GeofenceNotFound => StatusCode::NOT_FOUND,
+            Self::InvalidGeofence => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

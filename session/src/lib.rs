@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod audit_feed;
 mod bootstrap;
+pub mod geofences;
 pub mod limits;
 mod outbox;
 pub mod partners;
