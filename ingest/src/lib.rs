@@ -14,6 +14,7 @@ pub mod events;
 pub mod forwarder;
 pub mod kafka;
 pub mod limits;
+pub mod pipeline;
 pub mod routes;
 pub mod server;
 pub mod session_events;

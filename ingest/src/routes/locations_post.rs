@@ -10,46 +10,21 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use locus_wire::api::{BatchResponse, ErrorBody, Fix, FixLimits, LocationBatch, RejectedBatch};
-use locus_wire::buffer::{BufferEntry, BufferedBatch};
-use locus_wire::{BatchId, SessionId, fingerprint};
+use locus_wire::BatchId;
+use locus_wire::api::{BatchResponse, ErrorBody, LocationBatch, RejectedBatch};
 
 use crate::auth::Caller;
-use crate::buffer::{Append, BufferError, Forwarded, Previous};
-use crate::config::{RedisSettings, RequestLimits};
+use crate::body;
+use crate::config::RequestLimits;
 use crate::error::{ApiError, ErrorCode};
+use crate::pipeline::{self, Durability, Submission};
 use crate::routes::AppState;
 use crate::usage::BatchMeter;
-use crate::{body, events};
 
 /// Header a client may use instead of `batch_id` in the body.
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// Header that chooses what the 202 waits for (see [`Durability`]); the 202 carries the
-/// level it was given under.
-const DURABILITY: &str = "locus-durability";
-
-/// What a 202 waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// The batch is appended to the Redis buffer (the default).
-    Buffered,
-    /// Kafka confirmed every record of the batch.
-    Kafka,
-}
-
-impl Durability {
-    /// The level as the header spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Buffered => "buffered",
-            Self::Kafka => "kafka",
-        }
-    }
-}
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Post a batch of location fixes to a session.
 ///
@@ -113,203 +88,26 @@ async fn post(
     meter: &mut BatchMeter,
 ) -> Result<Response, ApiError> {
     caller.require_device()?;
-    let durability = durability(&headers, &caller, &state.config.redis)?;
+    let durability = Durability::of_request(&headers, &caller, &state.config.redis)?;
     let limits = &state.config.limits;
     let bytes = body::json_bytes(&headers, request, limits.max_body_bytes, false).await?;
     let mut batch = body::batch(&bytes, limits)?;
     check_size(&batch, limits)?;
-    meter.decoded(batch.fixes.len());
-    let given_id = batch_id(batch.batch_id.take(), &headers)?;
-    let fingerprint = fingerprint::of_fixes(&batch.fixes);
-    // The tenant's batch maximum and the fixes budgets (device and tenant, shared by the
-    // replicas): a refusal charges neither budget.
-    let admitted = match state
-        .admission
-        .admit_fixes(&caller.tenant, &caller.subject, batch.fixes.len())
-        .await
-    {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            if refusal.is_rate() {
-                state
-                    .usage
-                    .rate_limited(&caller.tenant, batch.fixes.len() as u64);
-            }
-            return refusal.into_result();
-        }
+    let batch_id = batch_id(batch.batch_id.take(), &headers)?;
+    let submission = Submission {
+        fixes: batch.fixes,
+        extras: Vec::new(),
+        batch_id,
+        durability,
+        body_bytes: bytes.len(),
     };
-
-    // PostgreSQL first; while it is away, this replica's read of the session within
-    // LOCUS_SESSION_CACHE_SECS (crate::cache), then 503.
-    let (session, source) = crate::cache::batch_session(&state, &caller, &id).await?;
-    let session_id = session.id;
-    let batch_id =
-        given_id.unwrap_or_else(|| fingerprint::derived_batch_id(session_id, &fingerprint));
-    let session = match crate::cache::ensure_open(&state, session, source).await {
-        Ok(s) => s,
-        Err((e, expired_now)) => {
-            if let Some(expired) = expired_now {
-                state.session_events.flush(&[expired.id]).await;
-            }
-            // A retry of a batch stored before the session stopped must hear that it was
-            // stored, not that the session is closed.
-            let previous = state
-                .buffer
-                .previous_answer(session_id, &batch_id, &fingerprint)
-                .await;
-            match previous {
-                Ok(Some(Previous::Same(answer))) => {
-                    confirm(&state, durability, session_id, None).await?;
-                    return Ok(admitted.with_headers(duplicate(answer, durability)));
-                }
-                Ok(Some(Previous::Other)) => return Err(ApiError::BatchIdReused(batch_id)),
-                // Nothing stored under this id, or Redis cannot tell: the session's state
-                // is the answer.
-                Ok(None) | Err(_) => {}
-            }
-            return Err(e.into());
+    match pipeline::store(&state, &caller, &id, submission, meter).await? {
+        Ok(stored) => {
+            let response = (StatusCode::ACCEPTED, axum::Json(&stored.answer)).into_response();
+            Ok(stored.respond(response))
         }
-    };
-
-    let now = Utc::now();
-    let (accepted, answer) = validate(&batch, &batch_id, now, &state.limits);
-    meter.validated(&answer);
-    if accepted.is_empty() {
-        return Err(ApiError::AllRejected(answer));
+        Err(refused) => Ok(refused),
     }
-    let n = accepted.len();
-    let entry = BufferEntry::Fixes(BufferedBatch {
-        tenant_id: session.tenant_id,
-        session_id: session.id,
-        device_id: session.device_id,
-        batch_id: batch_id.clone(),
-        received_at: now,
-        fixes: accepted,
-    });
-    let mut appended = state
-        .buffer
-        .append_batch(&entry, &batch_id, &fingerprint, &answer, false)
-        .await;
-    if let Ok(Append::Unopened) = appended {
-        // The buffer has no mark of the session's start: its publication failed (Redis was
-        // away) and the relay has not retried yet, or the session began before the mark
-        // existed or sat idle past its lifetime. Publishing the session's outbox rows here
-        // puts the start ahead of this batch; the second append then sets the mark, so
-        // this costs one PostgreSQL query once per session, not per batch.
-        if state.session_events.try_flush(&[session.id]).await.is_err() {
-            return Err(ApiError::Unavailable {
-                code: ErrorCode::BufferUnavailable,
-                message: "the buffer could not take the session's start event, so the batch was not stored: retry the same batch later".into(),
-                retry_after_secs: 2,
-            });
-        }
-        appended = state
-            .buffer
-            .append_batch(&entry, &batch_id, &fingerprint, &answer, true)
-            .await;
-    }
-    match appended {
-        Ok(Append::Stored { entry_id }) => {
-            events::FixesAccepted { count: n }.emit();
-            meter.stored(n, bytes.len());
-            confirm(&state, durability, session.id, Some(&entry_id)).await?;
-            Ok(admitted.with_headers(answered(answer, durability)))
-        }
-        Ok(Append::Duplicate(previous)) => {
-            // The first post may still be waiting for Kafka, or may have been answered
-            // 503 unconfirmed: this retry waits for the same confirmation.
-            confirm(&state, durability, session.id, None).await?;
-            Ok(admitted.with_headers(duplicate(previous, durability)))
-        }
-        Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
-        // The session stopped between its read above and this append.
-        Ok(Append::Closed(reason)) => Err(ApiError::SessionStopped(reason)),
-        // The second append skips the check that answers this.
-        Ok(Append::Unopened) => Err(ApiError::Internal(
-            "the buffer refused a batch after its session's start was published".into(),
-        )),
-        Err(e) => {
-            match &e {
-                BufferError::Full(..) => events::AdmissionRefused {
-                    reason: "buffer_full",
-                }
-                .emit(),
-                _ => events::BufferWriteFailed { error: &e }.emit(),
-            }
-            Err(e.into())
-        }
-    }
-}
-
-/// The level the request asks for in [`DURABILITY`], else its tenant's default.
-fn durability(
-    headers: &HeaderMap,
-    caller: &Caller,
-    settings: &RedisSettings,
-) -> Result<Durability, ApiError> {
-    let Some(value) = headers.get(DURABILITY) else {
-        let tenant = caller.tenant.as_str();
-        return Ok(
-            if settings
-                .durability_kafka_tenants
-                .iter()
-                .any(|t| t == tenant)
-            {
-                Durability::Kafka
-            } else {
-                Durability::Buffered
-            },
-        );
-    };
-    let value = value.to_str().unwrap_or_default().trim();
-    if value.eq_ignore_ascii_case("buffered") {
-        Ok(Durability::Buffered)
-    } else if value.eq_ignore_ascii_case("kafka") {
-        Ok(Durability::Kafka)
-    } else {
-        Err(ApiError::invalid(
-            ErrorCode::InvalidDurability,
-            format!(
-                "Locus-Durability is {value:?}; it takes `buffered` (the 202 once the batch is in the buffer, the default) or `kafka` (the 202 once Kafka confirmed it)"
-            ),
-        ))
-    }
-}
-
-/// Waits for Kafka's confirmation of the batch when `durability` asks for it. `entry_id`
-/// is the batch's stream entry when it was stored now (see [`Buffer::wait_forwarded`]).
-///
-/// [`Buffer::wait_forwarded`]: crate::buffer::Buffer::wait_forwarded
-async fn confirm(
-    state: &AppState,
-    durability: Durability,
-    session: SessionId,
-    entry_id: Option<&str>,
-) -> Result<(), ApiError> {
-    if durability == Durability::Buffered {
-        return Ok(());
-    }
-    let timeout_ms = state.config.redis.durability_kafka_timeout_ms;
-    let waited = state
-        .buffer
-        .wait_forwarded(
-            session,
-            entry_id,
-            std::time::Duration::from_millis(timeout_ms),
-        )
-        .await;
-    match waited {
-        Ok(Forwarded::Confirmed) => return Ok(()),
-        Ok(Forwarded::NotYet) => {}
-        Err(e) => events::BufferWriteFailed { error: &e }.emit(),
-    }
-    Err(ApiError::Unavailable {
-        code: ErrorCode::KafkaUnconfirmed,
-        message: format!(
-            "the batch is stored in the buffer, but Kafka has not confirmed it within {timeout_ms} ms: retry the same batch (same batch id, same Locus-Durability) later; the retry is not stored again, and its answer waits for the confirmation"
-        ),
-        retry_after_secs: 1,
-    })
 }
 
 /// Refuses an empty batch and one over the most fixes per batch.
@@ -344,56 +142,4 @@ fn batch_id(from_body: Option<String>, headers: &HeaderMap) -> Result<Option<Bat
             .map(Some)
             .map_err(|e| ApiError::invalid(ErrorCode::InvalidBatchId, e.to_string())),
     }
-}
-
-/// Splits the fixes into the valid ones and the answer that lists the rejected ones.
-fn validate(
-    batch: &LocationBatch,
-    batch_id: &BatchId,
-    now: DateTime<Utc>,
-    limits: &FixLimits,
-) -> (Vec<Fix>, BatchResponse) {
-    let mut accepted = Vec::with_capacity(batch.fixes.len());
-    let mut rejected = Vec::new();
-    for (index, raw) in batch.fixes.iter().enumerate() {
-        match Fix::parse(index as u32, raw, now, limits) {
-            Ok(fix) => accepted.push(fix),
-            Err(r) => rejected.push(r),
-        }
-    }
-    for r in &rejected {
-        events::FixesRejected {
-            reason: r.reason.as_str(),
-            count: 1,
-        }
-        .emit();
-    }
-    let answer = BatchResponse {
-        batch_id: batch_id.to_string(),
-        accepted: accepted.len() as u32,
-        rejected,
-        duplicate: false,
-    };
-    (accepted, answer)
-}
-
-/// The 202 with `answer`, saying the level it was given under.
-fn answered(answer: BatchResponse, durability: Durability) -> Response {
-    let mut response = (StatusCode::ACCEPTED, axum::Json(answer)).into_response();
-    response
-        .headers_mut()
-        .insert(DURABILITY, HeaderValue::from_static(durability.as_str()));
-    response
-}
-
-/// The answer to a batch stored before: what it got then, marked as a duplicate.
-fn duplicate(previous: BatchResponse, durability: Durability) -> Response {
-    events::BatchDuplicate.emit();
-    answered(
-        BatchResponse {
-            duplicate: true,
-            ..previous
-        },
-        durability,
-    )
 }
