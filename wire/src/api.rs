@@ -131,7 +131,7 @@ pub struct LocationBatch {
 }
 
 /// One fix as a device posts it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FixInput {
     /// Latitude in degrees, -90 to 90.

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod buffer;
+pub mod clients;
 pub mod decode;
 pub mod fingerprint;
 pub mod headers;
