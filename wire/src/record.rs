@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(one.record_id, keyed_record_id(&tenant, &device, "a1b2"));
         assert_eq!(one.fix_key.as_deref(), Some("a1b2"));
         let other_device = DeviceId::parse("phone-2").unwrap();
-        assert_ne!(one.record_id, keyed_record_id(&tenant, &other_device, "a1b2"));
+        assert_ne!(
+            one.record_id,
+            keyed_record_id(&tenant, &other_device, "a1b2")
+        );
         // Without a key the id is the batch's, as before.
         let unkeyed = Fix { key: None, ..fix };
         let b = batch("b3");
