@@ -526,3 +526,190 @@ mod tests {
         assert_eq!(from_epoch(1e300), None);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BOUNDS: BatchBounds = BatchBounds {
+        max_fixes: 8,
+        max_depth: 12,
+        max_string_bytes: 256,
+    };
+
+    /// Names the decoders look for, so generated bodies reach past the first check.
+    const KEYS: &[&str] = &[
+        "location",
+        "coords",
+        "latitude",
+        "longitude",
+        "timestamp",
+        "uuid",
+        "battery",
+        "level",
+        "device_id",
+        "device",
+        "extras",
+        "activity",
+        "type",
+        "_type",
+        "lat",
+        "lon",
+        "tst",
+        "vel",
+        "acc",
+        "batt",
+        "locations",
+        "geometry",
+        "coordinates",
+        "properties",
+        "speed",
+        "course",
+        "battery_level",
+        "session_id",
+        "fixes",
+        "recorded_at",
+        "heading",
+        "accuracy",
+    ];
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            (-2.0f64..200.0).prop_map(Value::from),
+            Just(Value::from(-1)),
+            prop_oneof![
+                Just("location".to_owned()),
+                Just("2017-10-19T23:52:28.551Z".to_owned()),
+                Just("2017-01-01T10:00:00-0700".to_owned()),
+                Just("Point".to_owned()),
+                "\\PC{0,12}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..10).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(
+                    |pairs| Value::Object(
+                        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            prop::sample::select(
+                &[
+                    "id",
+                    "deviceid",
+                    "lat",
+                    "lon",
+                    "location",
+                    "timestamp",
+                    "speed",
+                    "bearing",
+                    "heading",
+                    "altitude",
+                    "accuracy",
+                    "batt",
+                    "hdop",
+                    "x",
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            "\\PC{0,6}",
+        ];
+        let value = prop_oneof![
+            (-200.0f64..200.0).prop_map(|x| x.to_string()),
+            any::<i64>().prop_map(|x| x.to_string()),
+            Just("2023-11-14%2022:13:20".to_owned()),
+            Just("1,2".to_owned()),
+            "[%&=+a-z0-9.:-]{0,16}",
+        ];
+        prop::collection::vec((name, value), 0..12).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    /// Runs every JSON decoder on `body` and checks the bounds of what they answer.
+    fn every_json_decoder(body: &str) -> Result<(), TestCaseError> {
+        if let Ok(b) = transistor::decode(body, &BOUNDS) {
+            prop_assert!(!b.fixes.is_empty() && b.fixes.len() <= BOUNDS.max_fixes);
+            for f in &b.fixes {
+                if let Some(k) = &f.key {
+                    prop_assert!(!k.is_empty() && k.len() <= MAX_KEY_LEN);
+                }
+            }
+        }
+        if let Ok(b) = overland::decode(body, &BOUNDS) {
+            prop_assert!(b.fixes.len() <= BOUNDS.max_fixes);
+            prop_assert_eq!(b.heartbeat, b.fixes.is_empty());
+        }
+        if let Ok(m) = owntracks::decode(body, &BOUNDS) {
+            prop_assert!(m.batch.fixes.len() <= usize::from(m.kind == "location"));
+        }
+        if let Ok(u) = seed::decode_update(body, &BOUNDS) {
+            prop_assert!(!u.session_id.is_empty());
+            prop_assert!(u.batch.fixes.len() <= BOUNDS.max_fixes);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn no_decoder_panics_on_any_text(body in "\\PC{0,200}") {
+            every_json_decoder(&body)?;
+            let _ = osmand::decode(&body, Some(&body), chrono::Utc::now(), &BOUNDS);
+        }
+
+        #[test]
+        fn no_decoder_panics_on_json_of_any_shape(value in json()) {
+            let body = value.to_string();
+            every_json_decoder(&body)?;
+        }
+
+        #[test]
+        fn osmand_answers_a_device_or_refuses_for_its_lack(q in query()) {
+            match osmand::decode(&q, None, chrono::Utc::now(), &BOUNDS) {
+                Ok(b) => {
+                    prop_assert!(b.device.as_deref().is_some_and(|d| !d.is_empty()));
+                    prop_assert_eq!(b.heartbeat, b.fixes.is_empty());
+                    prop_assert!(b.fixes.len() <= 1);
+                }
+                Err(e) => prop_assert!(matches!(
+                    e,
+                    ClientError::NoDevice | ClientError::StringTooLong { .. }
+                ), "{}", e),
+            }
+        }
+
+        #[test]
+        fn units_convert_to_native_ones(level in 0.0f64..=1.0, knots in 0.0f64..200.0, kmh in 0.0f64..500.0) {
+            let body = format!(
+                r#"{{"location":{{"timestamp":"2026-01-01T00:00:00Z","coords":{{"latitude":1,"longitude":2,"speed":{knots}}},"battery":{{"level":{level}}}}}}}"#
+            );
+            let f = transistor::decode(&body, &BOUNDS).unwrap().fixes.remove(0).input.unwrap();
+            prop_assert!((f.battery.unwrap() - level * 100.0).abs() < 1e-9);
+            // The SDK's speed is already m/s. (serde_json without `float_roundtrip` may read a
+            // number one ulp off, hence the tolerance.)
+            prop_assert!((f.speed.unwrap() - knots).abs() < 1e-9);
+            let q = format!("id=d&lat=1&lon=2&speed={knots}");
+            let f = osmand::decode(&q, None, chrono::Utc::now(), &BOUNDS).unwrap().fixes.remove(0).input.unwrap();
+            prop_assert!((f.speed.unwrap() - knots * 0.514444).abs() < 1e-9);
+            let body = format!(r#"{{"_type":"location","lat":1,"lon":2,"tst":1700000000,"vel":{kmh}}}"#);
+            let f = owntracks::decode(&body, &BOUNDS).unwrap().batch.fixes.remove(0).input.unwrap();
+            prop_assert!((f.speed.unwrap() - kmh / 3.6).abs() < 1e-9);
+        }
+    }
+}
