@@ -28,11 +28,9 @@ CREATE TABLE geofences (
     )
 );
 
--- Where a device stands with a fence: inside or not, as decided by the fix with the latest
--- recorded_at seen so far (`at`, `record_id`). No row is "outside": a device's first fix
--- inside a fence is an enter. Only a fix newer than `at` moves a row, so a late fix (or
--- one read again) changes nothing, and the tracker locks the rows it moves (FOR UPDATE) so
--- two transactions on the same device see each other's transitions.
+-- Where a device stands with a fence: inside or not, as decided by the fix of `at` and
+-- `record_id` (the fix of the last transition). No row is "outside": a device's first fix
+-- inside a fence is an enter. Rows move only on a transition.
 --
 -- No foreign key to geofences: the tracker works from a cached index (at most
 -- LOCUS_TRACKER_FENCE_REFRESH_MS old), and a fence deleted meanwhile must not fail its
@@ -49,10 +47,26 @@ CREATE TABLE geofence_states (
 -- A fence's delete removes its states: without this it scans the tenant's devices.
 CREATE INDEX geofence_states_by_fence ON geofence_states (tenant_id, geofence_id);
 
+-- The latest fix of each device that was checked against its tenant's fences. A fix not
+-- newer than it is late (or read again) and moves nothing: the device's states say where
+-- it stood at `at`, and an older fix says nothing about now. One watermark per device, not
+-- per fence, so a late fix cannot enter a fence the device was last seen outside of
+-- without a row saying so. The tracker locks this row (an upsert) before it reads or moves
+-- the device's states: two transactions on one device take turns, and the second sees
+-- what the first committed.
+CREATE TABLE geofence_devices (
+    tenant_id    TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    -- NULL until the device's first fix is checked.
+    at           TIMESTAMPTZ,
+    record_id    UUID,
+    PRIMARY KEY (tenant_id, device_id)
+);
+
 DO $$
 DECLARE t TEXT;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['geofences', 'geofence_states'] LOOP
+    FOREACH t IN ARRAY ARRAY['geofences', 'geofence_states', 'geofence_devices'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_rows ON %I TO locus_app '
@@ -68,4 +82,4 @@ END $$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON geofences TO locus_app;
 GRANT SELECT ON geofences TO locus_system;
 GRANT SELECT, DELETE ON geofence_states TO locus_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON geofence_states TO locus_system;
+GRANT SELECT, INSERT, UPDATE, DELETE ON geofence_states, geofence_devices TO locus_system;
