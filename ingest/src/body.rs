@@ -202,3 +202,43 @@ pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiErr
     })?;
     serde_json::from_str(text).map_err(|e| json_error(&e))
 }
+
+/// The body of any content type (the tracking apps send JSON or a form, not always with a
+/// matching header), gunzipped when `Content-Encoding: gzip`, at most `limit` bytes once
+/// decompressed: the client routes' reader, where [`json_bytes`] would refuse with 415.
+pub async fn any_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let gzip = match encoding.as_deref() {
+        None | Some("identity") | Some("") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding `{}` is not supported; send gzip or no encoding",
+                locus_wire::decode::echo(other)
+            )));
+        }
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let raw = read_bounded(body, limit, declared).await?;
+    if !gzip || raw.is_empty() {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(limit.min(raw.len().saturating_mul(8)) + 1);
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::Invalid {
+            code: ErrorCode::MalformedGzip,
+            message: format!("the body is not valid gzip ({e})"),
+        })?;
+    if out.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out.into())
+}

@@ -95,6 +95,10 @@ pub struct Config {
     /// What session and credential lookups serve while PostgreSQL is away (ingest/src/cache.rs).
     #[command(flatten)]
     pub cache: CacheSettings,
+
+    /// The client-app routes: credentials and implicit sessions (ingest/src/clients.rs).
+    #[command(flatten)]
+    pub clients: ClientSettings,
 }
 
 /// The bounded caches of session rows and credential exchanges: used only when PostgreSQL
@@ -150,6 +154,45 @@ pub struct CacheSettings {
         default_value_t = 100_000
     )]
     pub credential_entries: usize,
+}
+
+/// The client-app routes (`/v1/clients/...`, docs/clients.md).
+#[derive(Debug, Clone, Args)]
+pub struct ClientSettings {
+    /// Seconds without a fix after which a client device's implicit session is stopped
+    /// and its next fix starts a new one. With several replicas the last activity is
+    /// shared at a tenth of this, so a device spread over replicas may roll over up to a
+    /// tenth early.
+    #[arg(
+        id = "client_session_idle_secs",
+        long = "client-session-idle-secs",
+        env = "LOCUS_CLIENT_SESSION_IDLE_SECS",
+        default_value_t = 3600
+    )]
+    pub session_idle_secs: u64,
+
+    /// How long a device credential a client app sends is trusted after this replica
+    /// checked it in PostgreSQL: a credential revoked alone (its device kept) goes on
+    /// working this long; a revoked device is refused within LOCUS_REVOCATION_REFRESH_MS.
+    /// 0: every request checks PostgreSQL.
+    #[arg(
+        id = "client_credential_cache_secs",
+        long = "client-credential-cache-secs",
+        env = "LOCUS_CLIENT_CREDENTIAL_CACHE_SECS",
+        default_value_t = 60
+    )]
+    pub credential_cache_secs: u64,
+
+    /// Most devices (and, apart, credentials) each replica remembers for the client
+    /// routes; past it, the quiet ones and then an arbitrary half are forgotten (read
+    /// again from PostgreSQL on their next request).
+    #[arg(
+        id = "client_cache_entries",
+        long = "client-cache-entries",
+        env = "LOCUS_CLIENT_CACHE_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub cache_entries: usize,
 }
 
 /// PostgreSQL settings.

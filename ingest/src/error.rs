@@ -127,6 +127,10 @@ pub enum ErrorCode {
     GeofenceNotFound,
     /// 422: a geofence's geometry or circle is not an area Locus can check fixes against.
     InvalidGeofence,
+    /// 403: a client request names another device than its credential's (docs/clients.md).
+    DeviceMismatch,
+    /// 400: a client request (OsmAnd) names no device.
+    MissingDevice,
     /// 500: a bug or an unexpected failure.
     Internal,
 }
@@ -186,6 +190,8 @@ impl ErrorCode {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::GeofenceNotFound => "geofence_not_found",
             Self::InvalidGeofence => "invalid_geofence",
+            Self::DeviceMismatch => "device_mismatch",
+            Self::MissingDevice => "missing_device",
             Self::Internal => "internal",
         }
     }
@@ -240,6 +246,8 @@ impl ErrorCode {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::GeofenceNotFound => StatusCode::NOT_FOUND,
             Self::InvalidGeofence => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::DeviceMismatch => StatusCode::FORBIDDEN,
+            Self::MissingDevice => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -205,6 +205,7 @@ pub fn register(roles: &[Role]) {
         LazyLock::force(&USAGE);
         LazyLock::force(&QUOTAS);
         LazyLock::force(&LOOKUP_CACHE);
+        LazyLock::force(&CLIENTS);
     }
     if roles.contains(&Role::Forwarder) {
         LazyLock::force(&FORWARDER);
@@ -1026,6 +1027,101 @@ impl LookupCacheUsed {
     pub fn emit(self) {
         LOOKUP_CACHE
             .with_label_values(&[self.kind, self.outcome])
+            .inc();
+    }
+}
+
+/// What the API role counts of the client-app routes (ingest/src/clients.rs).
+struct ClientMetrics {
+    heartbeats: IntCounterVec,
+    ignored: IntCounterVec,
+    implicit_sessions: IntCounterVec,
+    credential_lookups: IntCounterVec,
+}
+
+static CLIENTS: LazyLock<ClientMetrics> = LazyLock::new(|| ClientMetrics {
+    heartbeats: counter_vec(
+        "locus_client_heartbeats_total",
+        "Client requests without a position (an OsmAnd heartbeat), by format: answered \
+         200, not forwarded.",
+        &["format"],
+    ),
+    ignored: counter_vec(
+        "locus_client_messages_ignored_total",
+        "Client messages of a type Locus does not use (OwnTracks transition, waypoint, \
+         lwt, card...), by format: answered 200, not stored.",
+        &["format"],
+    ),
+    implicit_sessions: counter_vec(
+        "locus_implicit_sessions_total",
+        "Changes of client devices' implicit sessions, by change: started, rolled_over \
+         (idle for LOCUS_CLIENT_SESSION_IDLE_SECS), reresolved (a batch found the \
+         remembered session stopped).",
+        &["change"],
+    ),
+    credential_lookups: counter_vec(
+        "locus_client_credential_lookups_total",
+        "Device credentials of client requests, by how they were checked: cached (this \
+         replica's exchange within LOCUS_CLIENT_CREDENTIAL_CACHE_SECS, no PostgreSQL) or \
+         exchanged (through PostgreSQL).",
+        &["outcome"],
+    ),
+});
+
+/// A client request carried no position.
+pub struct ClientHeartbeat {
+    /// The format: `osmand`.
+    pub format: &'static str,
+}
+
+impl ClientHeartbeat {
+    /// Counts the event. Not logged: a tracker sends one every interval.
+    pub fn emit(self) {
+        CLIENTS.heartbeats.with_label_values(&[self.format]).inc();
+    }
+}
+
+/// A client message of a type Locus does not use was answered and dropped.
+pub struct ClientMessageIgnored {
+    /// The format: `owntracks`.
+    pub format: &'static str,
+}
+
+impl ClientMessageIgnored {
+    /// Counts the event.
+    pub fn emit(self) {
+        CLIENTS.ignored.with_label_values(&[self.format]).inc();
+    }
+}
+
+/// A client device's implicit session changed.
+pub struct ImplicitSessionChanged {
+    /// `started`, `rolled_over` or `reresolved`.
+    pub change: &'static str,
+}
+
+impl ImplicitSessionChanged {
+    /// Counts the event; the session code logs the starts and rollovers.
+    pub fn emit(self) {
+        CLIENTS
+            .implicit_sessions
+            .with_label_values(&[self.change])
+            .inc();
+    }
+}
+
+/// A client request's device credential was checked.
+pub struct ClientCredentialLookup {
+    /// `cached` or `exchanged`.
+    pub outcome: &'static str,
+}
+
+impl ClientCredentialLookup {
+    /// Counts the event.
+    pub fn emit(self) {
+        CLIENTS
+            .credential_lookups
+            .with_label_values(&[self.outcome])
             .inc();
     }
 }

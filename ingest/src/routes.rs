@@ -27,6 +27,10 @@
 
 mod audit_list;
 mod auth_token;
+mod clients_osmand;
+mod clients_overland;
+mod clients_owntracks;
+mod clients_transistor;
 mod devices_credentials_create;
 mod devices_get;
 mod devices_list;
@@ -44,6 +48,7 @@ mod partners_create;
 mod partners_list;
 mod partners_shared;
 mod registry;
+mod seed_update;
 mod sessions_get;
 mod sessions_list;
 mod sessions_start;
@@ -84,6 +89,9 @@ use crate::error::ApiError;
 use crate::events;
 use crate::session_events::SessionEventPublisher;
 
+/// What a session start and stop check first, for the implicit sessions of client apps.
+pub(crate) use sessions_start::{check_active_cap, check_buffer_room};
+
 /// State shared by the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -107,6 +115,8 @@ pub struct AppState {
     pub usage: Arc<crate::usage::Usage>,
     /// Session rows and credential exchanges answered while PostgreSQL is away.
     pub cache: Arc<crate::cache::LookupCache>,
+    /// Credentials and implicit sessions of the client-app routes.
+    pub clients: Arc<crate::clients::Clients>,
     /// Timestamp bounds of fixes.
     pub limits: FixLimits,
     /// Used by /readyz to check Kafka.
@@ -196,6 +206,29 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices_revoke::handler))
         .routes(routes!(auth_token::handler))
         .routes(routes!(usage_get::handler))
+        // The client apps' formats (docs/clients.md): device credential auth, implicit sessions.
+        .routes(routes!(clients_transistor::handler))
+        .routes(routes!(
+            clients_osmand::get_handler,
+            clients_osmand::post_handler
+        ))
+        .routes(routes!(clients_owntracks::handler))
+        .routes(routes!(clients_overland::handler))
+        // The seed system's routes, aliases of the native ones (same handlers, same auth and
+        // answers), out of the document: it lists each operation once, under /v1.
+        .route(
+            "/location/session/start",
+            axum::routing::post(sessions_start::handler),
+        )
+        .route("/location/update", axum::routing::post(seed_update::handler))
+        .route(
+            "/location/session/{id}",
+            axum::routing::get(sessions_get::handler),
+        )
+        .route(
+            "/location/session/{id}/stop",
+            axum::routing::post(sessions_stop::handler),
+        )
         // Outside /v1 and outside the document: the key set is a standard location that
         // token verifiers read, not an API operation.
         .route("/.well-known/jwks.json", axum::routing::get(jwks::handler))

@@ -249,6 +249,7 @@ impl Application {
                 config.usage.max_pending_rows,
             )),
             cache: Arc::new(crate::cache::LookupCache::new(&config.cache)),
+            clients: Arc::new(crate::clients::Clients::new(&config.clients)),
             limits: FixLimits {
                 max_future: chrono::Duration::seconds(limits.max_future_skew_secs as i64),
                 max_age: chrono::Duration::seconds(limits.max_fix_age_secs as i64),

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod audit_feed;
 mod bootstrap;
 pub mod geofences;
+pub mod implicit;
 pub mod limits;
 mod outbox;
 pub mod partners;

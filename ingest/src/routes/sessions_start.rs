@@ -106,7 +106,7 @@ pub async fn handler(
 /// PostgreSQL (every replica's sessions), but not locked: starts racing on several
 /// replicas (or one) may each see room for one more, so the cap can be passed by the
 /// number of starts in flight at that moment, never more.
-async fn check_active_cap(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+pub(crate) async fn check_active_cap(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     let cap = state
         .admission
         .limits()
