@@ -1,0 +1,61 @@
+//! Crashes: the tracker's binary killed while records are in flight, then started again.
+
+use locus_wire::SessionId;
+
+use crate::helpers::{TrackerProcess, World, walk};
+
+#[tokio::test]
+async fn a_tracker_killed_mid_stream_applies_every_record_once_after_the_restart() {
+    let world = World::new(3).await;
+    let group = locus_testkit::unique("locus-tracker-test-");
+    // Small batches, so the stream takes many transactions and the kill lands inside it.
+    let settings = [("LOCUS_TRACKER_BATCH_MAX_RECORDS", "10")];
+    let sessions: Vec<SessionId> = (0..8).map(|_| SessionId::new()).collect();
+    let mut all = Vec::new();
+    for (i, session) in sessions.iter().enumerate() {
+        all.extend(walk(
+            "acme",
+            &format!("phone-{i}"),
+            *session,
+            500,
+            &[100, 300],
+        ));
+    }
+    let (first, second) = all.split_at(all.len() / 2);
+    let first_len = first.len() as i64;
+
+    world.produce(first).await;
+    let tracker = TrackerProcess::start(&world, &group, &settings);
+    let started = locus_testkit::eventually(crate::helpers::PATIENCE, || async {
+        (world.applied().await > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the tracker applied nothing");
+    tracker.kill();
+    let at_kill = world.applied().await;
+    assert!(
+        at_kill < first_len,
+        "every record was applied before the kill ({at_kill} of {first_len}): none was in flight"
+    );
+
+    // The rest arrives while it is down; then it starts again in the same group.
+    world.produce(second).await;
+    let tracker = TrackerProcess::start(&world, &group, &settings);
+    world.wait_applied(all.len() as i64).await;
+    assert!(
+        tracker.terminate(),
+        "the tracker did not stop cleanly on SIGTERM"
+    );
+
+    let points: i64 = sqlx::query_scalar("SELECT count(*) FROM track_points")
+        .fetch_one(&world.owner)
+        .await
+        .unwrap();
+    assert_eq!(points, all.len() as i64, "every record is one track point");
+    assert_eq!(world.applied().await, all.len() as i64);
+    for session in &sessions {
+        world.assert_stats_from_scratch(*session, &all).await;
+    }
+    // SIGTERM flushed the relay: nothing is left to publish.
+    assert_eq!(world.outbox_len().await, 0);
+}
