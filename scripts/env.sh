@@ -38,6 +38,7 @@
 # --- Listen addresses of the Locus processes -----------------------------------------------
 : "${LOCUS_INGEST_LISTEN:=127.0.0.1:8080}"
 : "${LOCUS_BRIDGE_LISTEN:=127.0.0.1:8081}"
+: "${LOCUS_TRACKER_LISTEN:=127.0.0.1:8083}"
 : "${LOCUS_RECEIVER_LISTEN:=127.0.0.1:9300}"     # demo partner: `locus-bench receiver`
 
 # --- Demo partner sinks (webhooks to the demo receiver) ------------------------------------
@@ -62,3 +63,4 @@ export LOCUS_PG_PORT LOCUS_REDIS_PORT LOCUS_KAFKA_PORT LOCUS_KAFKA_CONTROLLER_PO
   LOCUS_INGEST_LISTEN LOCUS_BRIDGE_LISTEN LOCUS_RECEIVER_LISTEN \
   LOCUS_DEMO_WEBHOOK_SECRET LOCUS_BRIDGE_SINKS LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS \
   LOCUS_TEST_DATABASE_ADMIN_URL
+export LOCUS_TRACKER_LISTEN
