@@ -5,6 +5,7 @@ mod auth;
 mod backpressure;
 mod bad_input;
 mod bounds;
+mod clients;
 mod cluster;
 mod dead_letter;
 mod dedupe;
