@@ -36,6 +36,11 @@ mod devices_get;
 mod devices_list;
 mod devices_register;
 mod devices_revoke;
+mod geofences_delete;
+mod geofences_get;
+mod geofences_list;
+mod geofences_put;
+mod geofences_shared;
 mod grants_delete;
 mod grants_list;
 mod grants_put;
@@ -206,6 +211,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices_revoke::handler))
         .routes(routes!(auth_token::handler))
         .routes(routes!(usage_get::handler))
+        .routes(routes!(geofences_list::handler))
+        .routes(routes!(
+            geofences_put::handler,
+            geofences_get::handler,
+            geofences_delete::handler
+        ))
         // The client apps' formats (docs/clients.md): device credential auth, implicit sessions.
         .routes(routes!(clients_transistor::handler))
         .routes(routes!(

@@ -42,6 +42,7 @@ struct Ids {
     device: String,
     tenant: String,
     partner: String,
+    geofence: String,
 }
 
 impl Ids {
@@ -51,6 +52,7 @@ impl Ids {
             device: kit::unique("nodevice-"),
             tenant: kit::unique("notenant-"),
             partner: kit::unique("nopartner-"),
+            geofence: kit::unique("nofence-"),
         }
     }
 
@@ -62,6 +64,7 @@ impl Ids {
             (&["{device_id}"][..], &self.device),
             (&["{tenant_id}"][..], &self.tenant),
             (&["{partner_id}"][..], &self.partner),
+            (&["{geofence_id}"][..], &self.geofence),
         ] {
             for name in names {
                 out = out.replace(name, value);
@@ -80,6 +83,7 @@ impl Ids {
             .replace(&self.device, "<device>")
             .replace(&self.tenant, "<tenant>")
             .replace(&self.partner, "<partner>")
+            .replace(&self.geofence, "<geofence>")
     }
 }
 
@@ -95,6 +99,9 @@ fn body_for(method: &Method, path: &str, operation: &Value) -> Option<Value> {
         ("POST", "/v1/partners") => json!({"partner_id": kit::unique("probe-")}),
         ("POST", "/v1/auth/token") => json!({"credential": "lcd_not-a-credential"}),
         ("PUT", "/v1/tenants/{tenant_id}/limits") => json!({"fixes_per_sec": 1000}),
+        ("PUT", "/v1/geofences/{geofence_id}") => {
+            json!({"name": "Probe", "circle": {"lat": 52.52, "lon": 13.405, "radius_m": 50.0}})
+        }
         ("PUT", "/v1/sink") => {
             json!({"url": "https://sink.example/hook", "secret": "whsec_0123456789abcdef0123456789abcdef"})
         }
@@ -107,6 +114,18 @@ fn body_for(method: &Method, path: &str, operation: &Value) -> Option<Value> {
         }
     };
     Some(body)
+}
+
+/// An answer with its body's top-level `created_at` and `updated_at` left out.
+fn without_times((status, text): (u16, String)) -> (u16, String) {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(mut body)) => {
+            body.remove("created_at");
+            body.remove("updated_at");
+            (status, Value::Object(body).to_string())
+        }
+        _ => (status, text),
+    }
 }
 
 /// Every operation of the served document: (method, path template, roles, operation).
@@ -174,6 +193,8 @@ async fn acme_rows(scope: &Scope) -> Vec<String> {
         ("sessions", "tenant_id"),
         ("session_event_outbox", "tenant_id"),
         ("tenant_limits", "tenant_id"),
+        ("geofences", "tenant_id"),
+        ("geofence_states", "tenant_id"),
     ] {
         // The audit relay marks rows published meanwhile: not a change of acme's data.
         let json: Vec<Value> = sqlx::query_scalar(&format!(
@@ -280,6 +301,16 @@ async fn onboard(app: &TestApp, scope: &Scope, tenant: &str) -> (Credentials, Id
         .await
         .unwrap();
     assert!(r.status().is_success(), "sink: {}", r.text().await.unwrap());
+    let geofence = format!("{tenant}-depot");
+    let r = app
+        .client
+        .put(app.url(&format!("/v1/geofences/{geofence}")))
+        .bearer_auth(&admin)
+        .json(&json!({"name": format!("{tenant} depot"), "circle": {"lat": 52.52, "lon": 13.405, "radius_m": 200.0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "geofence: {}", r.text().await.unwrap());
     // The device's own token, the real way: its credential exchanged.
     let r = app
         .client
@@ -316,6 +347,7 @@ async fn onboard(app: &TestApp, scope: &Scope, tenant: &str) -> (Credentials, Id
             device,
             tenant: tenant.to_owned(),
             partner,
+            geofence,
         },
     )
 }
@@ -335,9 +367,15 @@ async fn every_route_taking_an_id_answers_a_second_tenant_as_if_the_id_did_not_e
         // Partners are platform objects, granted by any tenant that wants to: a path whose
         // only id is a partner's names nothing of acme's (what such a call must not do to
         // acme's grants is checked with the rows at the end).
-        let names_acme = ["{id}", "{session_id}", "{device_id}", "{tenant_id}"]
-            .iter()
-            .any(|p| path.contains(p));
+        let names_acme = [
+            "{id}",
+            "{session_id}",
+            "{device_id}",
+            "{tenant_id}",
+            "{geofence_id}",
+        ]
+        .iter()
+        .any(|p| path.contains(p));
         for role in &roles {
             // Platform admins see every tenant by design.
             if role == "platform_admin" {
@@ -363,6 +401,18 @@ async fn every_route_taking_an_id_answers_a_second_tenant_as_if_the_id_did_not_e
             )
             .await;
             let context = format!("{method} {path} as globex's {role}");
+            // A PUT of a fence id makes the caller's own fence of that id, whoever else has
+            // one: both answers are 201 and differ only by their times. Both fences are
+            // removed again, so the walk's other calls on the path find none of globex's.
+            let (foreign, missing) =
+                if method == Method::PUT && path == "/v1/geofences/{geofence_id}" {
+                    for ids in [&acme_ids, &missing_ids] {
+                        call(&app, Some(token), &Method::DELETE, &ids.fill(&path), None).await;
+                    }
+                    (without_times(foreign), without_times(missing))
+                } else {
+                    (foreign, missing)
+                };
             assert!(foreign.0 < 500, "{context}: {}: {}", foreign.0, foreign.1);
             if !names_acme {
                 continue;

@@ -12,6 +12,7 @@ mod dedupe;
 mod durability;
 mod fence;
 mod forwarding;
+mod geofences;
 mod handover;
 mod helpers;
 mod isolation;
