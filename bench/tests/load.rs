@@ -204,6 +204,7 @@ async fn start(State(stub): State<Shared>, headers: HeaderMap) -> Response {
         fix_count: 0,
         last_fix_at: None,
         last_position: None,
+        stats: None,
     };
     stub.lock().unwrap().sessions.insert(
         view.session_id,

@@ -7,12 +7,13 @@
 //! a fix exactly `radius_m` from a circle's centre. Polygons are planar in longitude/latitude
 //! (GeoJSON's convention) and must not cross the antimeridian; circles are spherical and may.
 
-use geo::{BoundingRect, Coord, Intersects, LineString, MultiPolygon, Polygon};
+use geo::coordinate_position::{CoordPos, CoordinatePosition};
+use geo::{BoundingRect, Coord, LineString, MultiPolygon, Polygon};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 use serde_json::Value;
 
-use crate::distance::{EARTH_RADIUS_M, Point, haversine_m};
+use crate::distance::EARTH_RADIUS_M;
 use crate::error::GeoError;
 
 /// Most positions one fence's geometry may have (all rings together).
@@ -112,16 +113,11 @@ impl Shape {
         Ok(Shape::Circle { lat, lon, radius_m })
     }
 
-    /// Whether the point (degrees) is inside the shape or on its boundary.
+    /// Whether the point (degrees) is inside the shape or on its boundary. For a circle:
+    /// whether the haversine distance from the centre is at most `radius_m` (compared as
+    /// the haversine of the angles, which saves the square root and arcsine per test).
     pub fn contains(&self, lat: f64, lon: f64) -> bool {
-        match self {
-            Shape::Polygon(mp) => mp.intersects(&Coord { x: lon, y: lat }),
-            Shape::Circle {
-                lat: clat,
-                lon: clon,
-                radius_m,
-            } => haversine_m(Point::new(*clat, *clon), Point::new(lat, lon)) <= *radius_m,
-        }
+        Prepared::of(self).contains(self, &Query::new(lat, lon))
     }
 
     /// The bounding box as `([min_lon, min_lat], [max_lon, max_lat])`, slightly padded so that
@@ -245,12 +241,109 @@ fn position(v: &Value, path: &str) -> Result<Coord<f64>, GeoError> {
     Ok(Coord { x: lon, y: lat })
 }
 
+/// A point to test against many fences, with what every test of it needs computed once.
+struct Query {
+    coord: Coord<f64>,
+    lat_rad: f64,
+    lon_rad: f64,
+    cos_lat: f64,
+}
+
+impl Query {
+    fn new(lat: f64, lon: f64) -> Self {
+        let lat_rad = lat.to_radians();
+        Self {
+            coord: Coord { x: lon, y: lat },
+            lat_rad,
+            lon_rad: lon.to_radians(),
+            cos_lat: lat_rad.cos(),
+        }
+    }
+}
+
+/// What a shape's exact test needs beyond the shape, computed when it is indexed.
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// Each polygon's box `[min_lon, min_lat, max_lon, max_lat]`, in the order of the
+    /// multipolygon: most polygons of a multipolygon are skipped on their box.
+    Polygons(Vec<[f64; 4]>),
+    /// The centre in radians, the cosine of its latitude and the haversine of the radius's
+    /// angle: a point is inside when the haversine of its angle from the centre is at most it.
+    Circle {
+        lat_rad: f64,
+        lon_rad: f64,
+        cos_lat: f64,
+        max_hav: f64,
+    },
+}
+
+impl Prepared {
+    fn of(shape: &Shape) -> Self {
+        match shape {
+            Shape::Polygon(mp) => Prepared::Polygons(
+                mp.0.iter()
+                    .map(|p| match p.bounding_rect() {
+                        Some(r) => [r.min().x, r.min().y, r.max().x, r.max().y],
+                        None => [
+                            f64::INFINITY,
+                            f64::INFINITY,
+                            f64::NEG_INFINITY,
+                            f64::NEG_INFINITY,
+                        ],
+                    })
+                    .collect(),
+            ),
+            Shape::Circle { lat, lon, radius_m } => {
+                let half = (radius_m / EARTH_RADIUS_M).min(std::f64::consts::PI) / 2.0;
+                Prepared::Circle {
+                    lat_rad: lat.to_radians(),
+                    lon_rad: lon.to_radians(),
+                    cos_lat: lat.to_radians().cos(),
+                    max_hav: half.sin().powi(2),
+                }
+            }
+        }
+    }
+
+    fn contains(&self, shape: &Shape, q: &Query) -> bool {
+        match (self, shape) {
+            (Prepared::Polygons(boxes), Shape::Polygon(mp)) => {
+                boxes.iter().zip(&mp.0).any(|(b, polygon)| {
+                    let c = q.coord;
+                    b[0] <= c.x
+                        && c.x <= b[2]
+                        && b[1] <= c.y
+                        && c.y <= b[3]
+                        // Boundary inclusive, as `geo::Intersects` (robust orientation tests).
+                        && polygon.coordinate_position(&c) != CoordPos::Outside
+                })
+            }
+            (
+                Prepared::Circle {
+                    lat_rad,
+                    lon_rad,
+                    cos_lat,
+                    max_hav,
+                },
+                Shape::Circle { .. },
+            ) => {
+                // The haversine formula as `geo::Haversine` computes it, up to the arcsine.
+                let dlat = ((q.lat_rad - lat_rad) / 2.0).sin();
+                let dlon = ((q.lon_rad - lon_rad) / 2.0).sin();
+                dlat * dlat + cos_lat * q.cos_lat * dlon * dlon <= *max_hav
+            }
+            _ => unreachable!("a prepared shape is only used with the shape it was made of"),
+        }
+    }
+}
+
 type Entry = GeomWithData<Rectangle<[f64; 2]>, usize>;
 
 /// A tenant's fences, indexed for point lookups.
 #[derive(Debug)]
 pub struct FenceIndex {
     fences: Vec<Fence>,
+    prepared: Vec<Prepared>,
     tree: RTree<Entry>,
 }
 
@@ -272,19 +365,21 @@ impl FenceIndex {
                 GeomWithData::new(Rectangle::from_corners(lo, hi), i)
             })
             .collect();
+        let prepared = fences.iter().map(|f| Prepared::of(&f.shape)).collect();
         Self {
             fences,
+            prepared,
             tree: RTree::bulk_load(entries),
         }
     }
 
     /// Ids of the fences containing the point (boundary included), in no particular order.
     pub fn containing(&self, lat: f64, lon: f64) -> impl Iterator<Item = &str> {
+        let q = Query::new(lat, lon);
         self.tree
             .locate_all_at_point(&[lon, lat])
-            .map(|e| &self.fences[e.data])
-            .filter(move |f| f.shape.contains(lat, lon))
-            .map(|f| f.id.as_str())
+            .filter(move |e| self.prepared[e.data].contains(&self.fences[e.data].shape, &q))
+            .map(|e| self.fences[e.data].id.as_str())
     }
 
     /// The indexed fences, in the order given to [`Self::new`].
@@ -518,6 +613,23 @@ mod tests {
                     .collect();
                 brute.sort_unstable();
                 prop_assert_eq!(found, brute);
+            }
+        }
+
+        #[test]
+        fn circle_containment_is_the_haversine_distance_against_the_radius(
+            lat in -89.0..89.0f64, lon in -180.0..180.0f64, r in 1.0..MAX_CIRCLE_RADIUS_M,
+            plat in -90.0..90.0f64, plon in -180.0..180.0f64, near in proptest::bool::ANY,
+            dlat in -0.05..0.05f64, dlon in -0.05..0.05f64
+        ) {
+            let s = Shape::circle(lat, lon, r).unwrap();
+            // Half the cases near the centre, so both answers come up.
+            let (plat, plon) = if near { ((lat + dlat).clamp(-90.0, 90.0), lon + dlon) } else { (plat, plon) };
+            let d = crate::haversine_m(crate::Point::new(lat, lon), crate::Point::new(plat, plon));
+            if d < r * (1.0 - 1e-9) {
+                prop_assert!(s.contains(plat, plon), "{d} < {r}");
+            } else if d > r * (1.0 + 1e-9) {
+                prop_assert!(!s.contains(plat, plon), "{d} > {r}");
             }
         }
 

@@ -99,6 +99,10 @@ pub struct Config {
     /// The client-app routes: credentials and implicit sessions (ingest/src/clients.rs).
     #[command(flatten)]
     pub clients: ClientSettings,
+
+    /// The track and position routes (`GET /v1/sessions/{id}/track`).
+    #[command(flatten)]
+    pub track: TrackSettings,
 }
 
 /// The bounded caches of session rows and credential exchanges: used only when PostgreSQL
@@ -193,6 +197,40 @@ pub struct ClientSettings {
         default_value_t = 100_000
     )]
     pub cache_entries: usize,
+}
+
+/// The track route (`GET /v1/sessions/{id}/track`, ingest/src/routes/sessions_track.rs).
+#[derive(Debug, Clone, Args)]
+pub struct TrackSettings {
+    /// Most points one track answer holds: a caller's `max_points` above it is lowered to it,
+    /// and the tolerance is raised until the simplified track fits.
+    #[arg(
+        id = "track_max_points",
+        long = "track-max-points",
+        env = "LOCUS_TRACK_MAX_POINTS",
+        default_value_t = 5000
+    )]
+    pub max_points: usize,
+
+    /// Tolerance in metres of the simplification when the caller gives none (0: none, every
+    /// point is kept unless the point bound needs fewer).
+    #[arg(
+        id = "track_default_tolerance_m",
+        long = "track-default-tolerance-m",
+        env = "LOCUS_TRACK_DEFAULT_TOLERANCE_M",
+        default_value_t = 0.0
+    )]
+    pub default_tolerance_m: f64,
+
+    /// Most points read from PostgreSQL for one track answer: a longer session is read as
+    /// every n-th point and the last (n the smallest that fits), so its memory is bounded.
+    #[arg(
+        id = "track_max_read_points",
+        long = "track-max-read-points",
+        env = "LOCUS_TRACK_MAX_READ_POINTS",
+        default_value_t = 100_000
+    )]
+    pub max_read_points: usize,
 }
 
 /// PostgreSQL settings.

@@ -131,6 +131,9 @@ pub enum ErrorCode {
     DeviceMismatch,
     /// 400: a client request (OsmAnd) names no device.
     MissingDevice,
+    /// 404: the device has no known position yet (no fix of it reached the tracker), or is
+    /// not the caller's to see.
+    PositionNotFound,
     /// 500: a bug or an unexpected failure.
     Internal,
 }
@@ -192,6 +195,7 @@ impl ErrorCode {
             Self::InvalidGeofence => "invalid_geofence",
             Self::DeviceMismatch => "device_mismatch",
             Self::MissingDevice => "missing_device",
+            Self::PositionNotFound => "position_not_found",
             Self::Internal => "internal",
         }
     }
@@ -248,6 +252,7 @@ impl ErrorCode {
             Self::InvalidGeofence => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DeviceMismatch => StatusCode::FORBIDDEN,
             Self::MissingDevice => StatusCode::BAD_REQUEST,
+            Self::PositionNotFound => StatusCode::NOT_FOUND,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

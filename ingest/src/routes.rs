@@ -34,6 +34,7 @@ mod clients_transistor;
 mod devices_credentials_create;
 mod devices_get;
 mod devices_list;
+mod devices_position;
 mod devices_register;
 mod devices_revoke;
 mod geofences_delete;
@@ -58,6 +59,7 @@ mod sessions_get;
 mod sessions_list;
 mod sessions_start;
 mod sessions_stop;
+mod sessions_track;
 mod sink_delete;
 mod sink_get;
 mod sink_put;
@@ -192,6 +194,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions_start::handler, sessions_list::handler))
         .routes(routes!(sessions_get::handler))
         .routes(routes!(sessions_stop::handler))
+        .routes(routes!(sessions_track::handler))
         .routes(routes!(locations_post::handler))
         .routes(routes!(partners_create::handler, partners_list::handler))
         .routes(routes!(grants_list::handler))
@@ -207,6 +210,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(limits_get::handler, limits_put::handler))
         .routes(routes!(devices_register::handler, devices_list::handler))
         .routes(routes!(devices_get::handler))
+        .routes(routes!(devices_position::handler))
         .routes(routes!(devices_credentials_create::handler))
         .routes(routes!(devices_revoke::handler))
         .routes(routes!(auth_token::handler))

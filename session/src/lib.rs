@@ -18,6 +18,7 @@ pub mod revocation;
 pub mod scope;
 pub mod sinks;
 mod store;
+pub mod track;
 pub mod usage;
 
 pub use bootstrap::{BootstrapError, bootstrap, check_service_role, migrate};

@@ -111,6 +111,7 @@ impl Session {
             fix_count: self.fix_count,
             last_fix_at: self.last_fix_at,
             last_position: self.last_position,
+            stats: None,
         }
     }
 }

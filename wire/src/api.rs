@@ -98,6 +98,98 @@ pub struct SessionView {
     pub last_fix_at: Option<DateTime<Utc>>,
     /// Position of the latest fix forwarded.
     pub last_position: Option<Position>,
+    /// Statistics of the track the tracker keeps (`GET /v1/sessions/{id}` only; absent
+    /// before the tracker saw a fix of the session, and in lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<SessionStats>,
+}
+
+/// Statistics of a session's track, as the tracker derived them from its fixes in time
+/// order (a late or repeated batch leaves them as if the fixes had come in order once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionStats {
+    /// Fixes in the track.
+    pub fix_count: i64,
+    /// Metres travelled (haversine), not counting steps flagged as jumps.
+    pub distance_m: f64,
+    /// Seconds from the first fix to the last.
+    pub duration_secs: f64,
+    /// Steps between consecutive fixes faster than `LOCUS_GEO_MAX_SPEED_MPS`: flagged, kept,
+    /// not counted in the distance.
+    pub jumps: i64,
+    /// The fastest step that is not a jump, m/s.
+    pub max_speed_mps: Option<f64>,
+    /// Distance over duration, m/s (absent while the duration is 0).
+    pub avg_speed_mps: Option<f64>,
+    /// The box around every fix.
+    pub bbox: Option<BoundingBox>,
+    /// The first fix by time.
+    pub first_fix: Option<TimedPosition>,
+    /// The last fix by time.
+    pub last_fix: Option<TimedPosition>,
+    /// When the tracker last updated them.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A latitude/longitude box in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BoundingBox {
+    /// Southern edge.
+    pub min_lat: f64,
+    /// Western edge.
+    pub min_lon: f64,
+    /// Northern edge.
+    pub max_lat: f64,
+    /// Eastern edge.
+    pub max_lon: f64,
+}
+
+/// Where a device was and when.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TimedPosition {
+    /// When the device recorded the fix.
+    pub recorded_at: DateTime<Utc>,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+}
+
+/// Answer of `GET /v1/devices/{device_id}/position`: the device's last known position, the
+/// fix with the latest `recorded_at` the tracker has seen (a late fix never replaces it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevicePosition {
+    /// The device.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$"))]
+    pub device_id: DeviceId,
+    /// The session the fix came in.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
+    pub session_id: SessionId,
+    /// The fix's record id (as on the locations topic).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
+    pub record_id: uuid::Uuid,
+    /// When the device recorded the fix.
+    pub recorded_at: DateTime<Utc>,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Horizontal accuracy in metres.
+    pub accuracy: Option<f64>,
+    /// Altitude in metres.
+    pub altitude: Option<f64>,
+    /// Speed in m/s.
+    pub speed: Option<f64>,
+    /// Heading in degrees.
+    pub heading: Option<f64>,
+    /// Battery percent.
+    pub battery: Option<f64>,
+    /// When the tracker stored it.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Answer of `GET /v1/sessions`: the sessions visible to the caller, newest first.

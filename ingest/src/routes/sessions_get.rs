@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use locus_wire::api::{ErrorBody, SessionView};
 
-/// A session's state and counts.
+/// A session's state and counts, and the statistics of its track (`stats`, once the
+/// tracker has seen a fix of it).
 ///
 /// 200 with the session; 404 for an id the caller may not see (another tenant's, for a
 /// device another device's, for a partner one of a tenant that has not granted it).
@@ -34,5 +35,13 @@ pub async fn handler(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let session = readable_session(&state.store, &reader, &id).await?;
-    Ok(axum::Json(session.view()))
+    let mut view = session.view();
+    // In the session's own tenant: the reader may see the session, so its statistics.
+    view.stats = state
+        .store
+        .session_stats(&session.tenant_id, session.id)
+        .await?
+        .as_ref()
+        .map(super::sessions_track::stats_view);
+    Ok(axum::Json(view))
 }

@@ -26,4 +26,5 @@ mod schemathesis;
 mod sessions;
 mod slowloris;
 mod tenancy;
+mod track;
 mod usage;
