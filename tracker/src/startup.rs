@@ -20,6 +20,7 @@ use crate::consumer::{
 };
 use crate::error::TrackerError;
 use crate::events;
+use crate::fences::Fences;
 use crate::relay::{self, Relay, RelayTopics};
 use crate::routes::{AppState, router};
 use crate::store::GeoStore;
@@ -50,7 +51,8 @@ impl Application {
 
         let topics = config.topics();
         let topic = topics.locations().to_owned();
-        let store = GeoStore::new(pool.clone(), topic.clone(), config.max_speed_mps);
+        let fences = Arc::new(Fences::new(pool.clone(), config.fence_refresh()));
+        let store = GeoStore::new(pool.clone(), topic.clone(), config.max_speed_mps, fences);
         let context = TrackerContext::new(
             store.clone(),
             topic.clone(),

@@ -20,6 +20,7 @@
 //! 6. Store the next offset of each partition, commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +33,7 @@ use uuid::Uuid;
 
 use crate::error::BatchError;
 use crate::events::BatchApplied;
+use crate::fences::{self, Fences, FixPoint};
 use crate::track::{self, NewPoint, PointKey, SessionStats, StoredPoint, StoredSegment, Window};
 
 /// The outbox's name of the positions topic.
@@ -56,15 +58,18 @@ pub struct GeoStore {
     pool: PgPool,
     topic: String,
     max_mps: f64,
+    fences: Arc<Fences>,
 }
 
 impl GeoStore {
-    /// A store on `pool` for the records of `topic`, with `max_mps` as the jump bound.
-    pub fn new(pool: PgPool, topic: impl Into<String>, max_mps: f64) -> Self {
+    /// A store on `pool` for the records of `topic`, with `max_mps` as the jump bound and
+    /// `fences` as the tenants' geofences.
+    pub fn new(pool: PgPool, topic: impl Into<String>, max_mps: f64, fences: Arc<Fences>) -> Self {
         Self {
             pool,
             topic: topic.into(),
             max_mps,
+            fences,
         }
     }
 
@@ -274,18 +279,23 @@ impl GeoStore {
         // 5. Positions, then the geofence transitions of each device's new fixes.
         done.positions = advance_positions(tx, fresh).await?;
 
-        // FENCES (H5): the one call site of `crate::fences::apply`. Enable it once
-        // tracker/src/fences.rs has `Fences` and `apply`: for each (tenant, device), the
-        // device's new fixes sorted by recorded_at as `FixPoint`s, in this transaction:
-        //
-        //     for ((tenant, device), points) in fixes_by_device(fresh) {
-        //         let index = fences.for_tenant(tenant).await?;
-        //         done.transitions +=
-        //             crate::fences::apply(tx, &index, tenant, device, &points).await?;
-        //     }
-        //
-        // (`fences: &crate::fences::Fences` is then a field of this store, built in
-        // startup with `Fences::new(pool, config.fence_refresh())`.)
+        // The one call site of the geofence transitions (H5's `crate::fences`): each
+        // device's new fixes in time order, devices in (tenant, device) order so that two
+        // transactions lock device rows in the same order.
+        for ((tenant, device), records) in fixes_by_device(fresh) {
+            let index = self.fences.for_tenant(tenant).await?;
+            let points: Vec<FixPoint> = records
+                .iter()
+                .map(|r| FixPoint {
+                    record_id: r.record_id,
+                    session_id: r.session_id,
+                    recorded_at: r.recorded_at,
+                    lat: r.lat,
+                    lon: r.lon,
+                })
+                .collect();
+            done.transitions += fences::apply(tx, &index, tenant, device, &points).await?;
+        }
         Ok(())
     }
 }

@@ -163,6 +163,48 @@ impl World {
         );
     }
 
+    /// Adds a circular geofence `id` of `tenant` (and the tenant) straight to the database.
+    pub async fn add_circle(&self, tenant: &str, id: &str, lat: f64, lon: f64, radius_m: f64) {
+        sqlx::query("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(tenant)
+            .execute(&self.owner)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO geofences (tenant_id, geofence_id, center_lat, center_lon, radius_m) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(lat)
+        .bind(lon)
+        .bind(radius_m)
+        .execute(&self.owner)
+        .await
+        .unwrap();
+    }
+
+    /// Reads the geofence-events topic until `n` events arrived and on to its end (so an
+    /// extra copy would be read too), as (device, fence, kind, record id).
+    pub async fn geofence_events(&self, n: usize) -> Vec<(String, String, String, uuid::Uuid)> {
+        let records =
+            locus_testkit::read_topic_to_end(self.topics.geofence_events(), n, PATIENCE).await;
+        records
+            .iter()
+            .map(|r| {
+                let e: locus_wire::record::GeofenceEvent =
+                    serde_json::from_value(r.value.clone()).expect("a geofence event");
+                let kind = serde_json::to_value(e.kind).unwrap();
+                (
+                    e.device_id.as_str().to_owned(),
+                    e.geofence_id.as_str().to_owned(),
+                    kind.as_str().unwrap().to_owned(),
+                    e.record_id,
+                )
+            })
+            .collect()
+    }
+
     /// The rows of the outbox.
     pub async fn outbox_len(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM geo_outbox")

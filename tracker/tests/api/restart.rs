@@ -21,18 +21,22 @@ async fn a_tracker_killed_mid_stream_applies_every_record_once_after_the_restart
             &[100, 300],
         ));
     }
+    // A fence around fixes 155 to 245 of every walk (about 52.0155 to 52.0245): each
+    // device enters it once and leaves it once, across the kill.
+    world.add_circle("acme", "depot", 52.02, 13.0, 500.0).await;
     let (first, second) = all.split_at(all.len() / 2);
     let first_len = first.len() as i64;
 
     world.produce(first).await;
     let tracker = TrackerProcess::start(&world, &group, &settings);
     let started = locus_testkit::eventually(crate::helpers::PATIENCE, || async {
-        (world.applied().await > 0).then_some(())
+        (world.applied().await >= 50).then_some(())
     })
     .await;
     assert!(started.is_some(), "the tracker applied nothing");
     tracker.kill();
     let at_kill = world.applied().await;
+    eprintln!("killed with {at_kill} of {first_len} records of the first half applied");
     assert!(
         at_kill < first_len,
         "every record was applied before the kill ({at_kill} of {first_len}): none was in flight"
@@ -58,4 +62,42 @@ async fn a_tracker_killed_mid_stream_applies_every_record_once_after_the_restart
     }
     // SIGTERM flushed the relay: nothing is left to publish.
     assert_eq!(world.outbox_len().await, 0);
+
+    // One enter and one exit per device, each once, named by the fix that crossed.
+    let mut events = world.geofence_events(2 * sessions.len()).await;
+    events.sort();
+    let mut expected = Vec::new();
+    for i in 0..sessions.len() {
+        let device = format!("phone-{i}");
+        let walk: Vec<_> = all
+            .iter()
+            .filter(|r| r.device_id.as_str() == device)
+            .collect();
+        let inside = |r: &&locus_wire::record::LocationRecord| {
+            locus_geo::haversine_m(
+                locus_geo::Point::new(r.lat, r.lon),
+                locus_geo::Point::new(52.02, 13.0),
+            ) <= 500.0
+        };
+        let enter = walk.iter().find(|r| inside(r)).unwrap();
+        let exit = walk
+            .iter()
+            .skip_while(|r| !inside(r))
+            .find(|r| !inside(r))
+            .unwrap();
+        expected.push((
+            device.clone(),
+            "depot".to_owned(),
+            "enter".to_owned(),
+            enter.record_id,
+        ));
+        expected.push((
+            device,
+            "depot".to_owned(),
+            "exit".to_owned(),
+            exit.record_id,
+        ));
+    }
+    expected.sort();
+    assert_eq!(events, expected);
 }

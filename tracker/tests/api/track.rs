@@ -1,6 +1,10 @@
 //! Records in, tracks, statistics and positions out; redelivery and late batches.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use locus_tracker::fences::Fences;
 use locus_tracker::store::{Consumed, GeoStore};
 use locus_wire::SessionId;
 use locus_wire::record::PositionRecord;
@@ -115,7 +119,8 @@ async fn redelivered_and_late_batches_leave_the_statistics_as_computed_from_scra
 async fn a_batch_applied_again_is_skipped_by_its_offsets_and_changes_nothing() {
     let world = World::new(1).await;
     let pool = sqlx::PgPool::connect(&world.url).await.unwrap();
-    let store = GeoStore::new(pool, world.topics.locations(), MAX_MPS);
+    let fences = Arc::new(Fences::new(pool.clone(), Duration::from_millis(100)));
+    let store = GeoStore::new(pool, world.topics.locations(), MAX_MPS, fences);
     let session = SessionId::new();
     let records = walk("acme", "phone-1", session, 10, &[]);
     let batch: Vec<Consumed> = records
@@ -175,4 +180,38 @@ async fn a_batch_applied_again_is_skipped_by_its_offsets_and_changes_nothing() {
             .await
             .unwrap();
     assert_eq!(next, 21);
+}
+
+#[tokio::test]
+async fn a_fence_crossed_by_redelivered_and_late_fixes_gives_one_enter_and_one_exit() {
+    let world = World::new(2).await;
+    // Fixes 10 to 20 of the walk (52.0010 to 52.0020) are within 60 m of 52.0015.
+    world.add_circle("acme", "gate", 52.0015, 13.0, 60.0).await;
+    let tracker = TestTracker::spawn(world.config()).await;
+    let session = SessionId::new();
+    let records = walk("acme", "phone-1", session, 40, &[]);
+    world.produce(&records[..25]).await;
+    world.wait_applied(25).await;
+    // Again (a redelivery), then the rest, then one late fix inside the fence.
+    world.produce(&records[..25]).await;
+    world.produce(&records[25..]).await;
+    let late = fix(
+        "acme",
+        "phone-1",
+        session,
+        "late",
+        0,
+        records[30].recorded_at + chrono::Duration::seconds(1),
+        52.0015,
+        13.0,
+    );
+    world.wait_applied(40).await;
+    world.produce(std::slice::from_ref(&late)).await;
+    world.wait_applied(41).await;
+    let events = world.geofence_events(2).await;
+    tracker.stop().await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(kinds, ["enter", "exit"], "{events:?}");
+    assert_eq!(events[0].3, records[10].record_id);
+    assert_eq!(events[1].3, records[21].record_id);
 }
