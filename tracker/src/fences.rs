@@ -181,7 +181,7 @@ pub fn decide<'a>(
     mut containing: impl FnMut(&FixPoint) -> BTreeSet<&'a str>,
 ) -> Decided<'a> {
     let mut order: Vec<&FixPoint> = points.iter().collect();
-    order.sort_by(|a, b| (a.recorded_at, a.record_id).cmp(&(b.recorded_at, b.record_id)));
+    order.sort_by_key(|p| (p.recorded_at, p.record_id));
     let mut decided = Decided {
         transitions: Vec::new(),
         inside,
