@@ -338,6 +338,20 @@ mod tests {
         assert_eq!(basic("Bearer x"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_user_without_a_colon_and_any_password_read_back_as_sent(
+            user in "[^:]{0,40}",
+            password in ".{0,80}",
+        ) {
+            let value = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            proptest::prop_assert_eq!(basic(&value), Some((user, password)));
+        }
+    }
+
     #[test]
     fn url_parameters_are_decoded_and_empty_ones_are_absent() {
         assert_eq!(
