@@ -101,3 +101,49 @@ async fn a_tracker_killed_mid_stream_applies_every_record_once_after_the_restart
     expected.sort();
     assert_eq!(events, expected);
 }
+
+/// Commits `offset` for partition 0 of `topic` under `group`, as a consumer of that group
+/// would have.
+fn commit(group: &str, topic: &str, offset: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = locus_testkit::consumer_config(group).create().unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .expect("commit an offset");
+}
+
+#[tokio::test]
+async fn the_offsets_of_postgres_win_over_the_groups_on_assignment() {
+    let world = World::new(1).await;
+    let records = walk("acme", "phone-1", SessionId::new(), 20, &[]);
+    world.produce(&records).await;
+    // PostgreSQL says 5 records were applied; the group's offset says 15 (ahead: a
+    // database restored from a backup, say). The tracker must start at 5.
+    sqlx::query("INSERT INTO tracker_offsets (topic, partition, next_offset) VALUES ($1, 0, 5)")
+        .bind(world.topics.locations())
+        .execute(&world.owner)
+        .await
+        .unwrap();
+    let config = world.config();
+    let (group, topic) = (config.group.clone(), world.topics.locations().to_owned());
+    tokio::task::spawn_blocking(move || commit(&group, &topic, 15))
+        .await
+        .unwrap();
+    let tracker = crate::helpers::TestTracker::spawn(config).await;
+    world.wait_applied(15).await;
+    tracker.stop().await;
+    assert_eq!(
+        world.applied().await,
+        15,
+        "records 5 to 19 are applied, 0 to 4 are not"
+    );
+    let first: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT first_fix_at FROM session_stats")
+            .fetch_one(&world.owner)
+            .await
+            .unwrap();
+    assert_eq!(first, records[5].recorded_at);
+}
