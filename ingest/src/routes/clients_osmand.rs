@@ -152,7 +152,9 @@ async fn post(
     } else {
         None
     };
-    let form = form.filter(|f| !f.trim().is_empty());
+    let form = form
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| without_secrets(&f));
     let now = Utc::now();
     let batch = osmand::decode(&query, form.as_deref(), now, &clients::bounds(limits))
         .map_err(clients::refused)?;
