@@ -561,13 +561,13 @@ async fn an_implicit_session_rolls_over_after_the_idle_time_and_after_a_stop() {
     };
     assert_eq!(send(30).await.0, 200);
     assert_eq!(send(29).await.0, 200);
-    let sessions = sessions_of(&app, "acme", "idle-phone").await;
+    let sessions = sessions_of(app, "acme", "idle-phone").await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let first = sessions[0]["session_id"].clone();
     // The idle time passing is the condition itself, not a wait for something else.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(send(20).await.0, 200);
-    let sessions = sessions_of(&app, "acme", "idle-phone").await;
+    let sessions = sessions_of(app, "acme", "idle-phone").await;
     assert_eq!(sessions.len(), 2, "rolled over: {sessions:?}");
     let old = sessions.iter().find(|s| s["session_id"] == first).unwrap();
     assert_eq!(
@@ -589,7 +589,7 @@ async fn an_implicit_session_rolls_over_after_the_idle_time_and_after_a_stop() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(send(10).await.0, 200, "after a stop");
-    let sessions = sessions_of(&app, "acme", "idle-phone").await;
+    let sessions = sessions_of(app, "acme", "idle-phone").await;
     assert_eq!(sessions.len(), 3, "{sessions:?}");
     assert_eq!(
         sessions.iter().filter(|s| s["status"] == "active").count(),
