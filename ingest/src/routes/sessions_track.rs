@@ -57,6 +57,35 @@ pub enum TrackFormat {
     Points,
 }
 
+/// GeoJSON `type` values, one enum each so that the two shapes of the answer (and their
+/// schemas) cannot be mistaken for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum FeatureType {
+    /// A Feature.
+    Feature,
+}
+
+/// `FeatureCollection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum FeatureCollectionType {
+    /// A FeatureCollection.
+    FeatureCollection,
+}
+
+/// `LineString`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum LineStringType {
+    /// A LineString.
+    LineString,
+}
+
+/// `Point`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum PointType {
+    /// A Point.
+    Point,
+}
+
 /// What the answer is a track of and how it was simplified.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TrackProperties {
@@ -86,8 +115,7 @@ pub struct TrackProperties {
 pub struct LineStringGeometry {
     /// `LineString`.
     #[serde(rename = "type")]
-    #[schema(example = "LineString")]
-    pub kind: String,
+    pub kind: LineStringType,
     /// The positions, `[longitude, latitude]`, by time. A track of one fix repeats it.
     pub coordinates: Vec<[f64; 2]>,
 }
@@ -97,8 +125,7 @@ pub struct LineStringGeometry {
 pub struct TrackLine {
     /// `Feature`.
     #[serde(rename = "type")]
-    #[schema(example = "Feature")]
-    pub kind: String,
+    pub kind: FeatureType,
     /// The path; null while the track has no points.
     pub geometry: Option<LineStringGeometry>,
     /// What it is and how it was simplified.
@@ -110,8 +137,7 @@ pub struct TrackLine {
 pub struct PointGeometry {
     /// `Point`.
     #[serde(rename = "type")]
-    #[schema(example = "Point")]
-    pub kind: String,
+    pub kind: PointType,
     /// `[longitude, latitude]`.
     pub coordinates: [f64; 2],
 }
@@ -149,8 +175,7 @@ pub struct PointProperties {
 pub struct PointFeature {
     /// `Feature`.
     #[serde(rename = "type")]
-    #[schema(example = "Feature")]
-    pub kind: String,
+    pub kind: FeatureType,
     /// Where.
     pub geometry: PointGeometry,
     /// The fix.
@@ -162,8 +187,7 @@ pub struct PointFeature {
 pub struct TrackPoints {
     /// `FeatureCollection`.
     #[serde(rename = "type")]
-    #[schema(example = "FeatureCollection")]
-    pub kind: String,
+    pub kind: FeatureCollectionType,
     /// The kept fixes, by time.
     pub features: Vec<PointFeature>,
     /// What it is and how it was simplified (a GeoJSON foreign member).
@@ -241,25 +265,25 @@ fn answer(
                 coordinates.push(coordinates[0]);
             }
             TrackAnswer::Line(TrackLine {
-                kind: "Feature".into(),
-                geometry: (!coordinates.is_empty()).then(|| LineStringGeometry {
-                    kind: "LineString".into(),
+                kind: FeatureType::Feature,
+                geometry: (!coordinates.is_empty()).then_some(LineStringGeometry {
+                    kind: LineStringType::LineString,
                     coordinates,
                 }),
                 properties,
             })
         }
         TrackFormat::Points => TrackAnswer::Points(TrackPoints {
-            kind: "FeatureCollection".into(),
+            kind: FeatureCollectionType::FeatureCollection,
             features: simplified
                 .indices
                 .iter()
                 .map(|&i| {
                     let r = &rows[i];
                     PointFeature {
-                        kind: "Feature".into(),
+                        kind: FeatureType::Feature,
                         geometry: PointGeometry {
-                            kind: "Point".into(),
+                            kind: PointType::Point,
                             coordinates: [r.lon, r.lat],
                         },
                         properties: PointProperties {
