@@ -6,4 +6,5 @@ mod health;
 mod helpers;
 mod relay;
 mod restart;
+mod topics;
 mod track;
