@@ -3,8 +3,9 @@
 //! - Fixes per second, per device and per tenant, in GCRA buckets whose cost is a batch's
 //!   number of fixes (so bigger batches do not dodge the limit). Two tiers: the local one
 //!   ([`local`], this replica's memory) refuses at no cost a caller that is over its budget
-//!   on this replica alone; the shared one ([`shared`], one Redis script call per batch)
-//!   holds the budget across every replica. Both check the device and the tenant together
+//!   on this replica alone; the shared one ([`shared`], charged inside the buffer's append
+//!   script, so a batch still costs one Redis round trip) holds the budget across every
+//!   replica. Both check the device and the tenant together
 //!   and charge neither when either refuses. The local tier is charged only with what the
 //!   shared tier admitted, so it never refuses what the shared budget would take.
 //! - Requests per second on every `/v1` route, per tenant and per caller ([`limit_requests`],
@@ -263,6 +264,38 @@ fn fixes_refused(
     }
 }
 
+/// What [`Admission::check_fixes`] found.
+#[derive(Debug)]
+pub enum FixesCheck {
+    /// Admitted and charged (the local tier is the only one).
+    Admitted(Admitted),
+    /// Passed the local tier; the shared budget is charged with the batch's append.
+    Shared(SharedPlan),
+}
+
+/// A batch that passed the local tier, waiting for the shared budget's answer.
+#[derive(Debug)]
+pub struct SharedPlan {
+    /// The keys and arguments of the shared charge.
+    pub charge: shared::ChargeArgs,
+    /// The budgets as this replica's tier saw them, for an answer without Redis'.
+    local: [Budget; 2],
+    device_key: (TenantId, DeviceId),
+    cost: u64,
+    device_budget: Gcra,
+    tenant_budget: Gcra,
+}
+
+impl SharedPlan {
+    /// The budgets of an answer given without the shared budget's word (a retry answered
+    /// from the dedupe state after its session stopped): as this replica's tier sees them.
+    pub fn unknown(&self) -> Admitted {
+        Admitted {
+            budgets: self.local,
+        }
+    }
+}
+
 /// The rate limiters of this replica, and its handle on the shared budget.
 pub struct Admission {
     limits: Arc<LimitsTable>,
@@ -300,13 +333,54 @@ impl Admission {
     }
 
     /// Admits a batch of `fixes` fixes from `device` of `tenant`: the tenant's batch
-    /// maximum, then the local tier, then the shared budget.
+    /// maximum, then the local tier, then the shared budget in a Redis call of its own.
+    /// The request path folds the shared charge into the buffer's append instead
+    /// ([`Self::check_fixes`], [`Self::settle_fixes`]).
     pub async fn admit_fixes(
         &self,
         tenant: &TenantId,
         device: &DeviceId,
         fixes: usize,
     ) -> Result<Admitted, Refusal> {
+        let plan = match self.check_fixes(tenant, device, fixes)? {
+            FixesCheck::Admitted(admitted) => return Ok(admitted),
+            FixesCheck::Shared(plan) => plan,
+        };
+        let Some(shared) = &self.shared else {
+            return Err(Refusal::Unavailable);
+        };
+        let started = Instant::now();
+        let charged = shared
+            .charge(
+                tenant,
+                device,
+                plan.cost,
+                &plan.device_budget,
+                &plan.tenant_budget,
+            )
+            .await;
+        crate::events::SharedBudgetCall {
+            duration: started.elapsed(),
+        }
+        .emit();
+        match charged {
+            Ok(c) => self.settle_fixes(&plan, &c, true),
+            Err(e) => {
+                crate::events::SharedBudgetFailed { error: &e }.emit();
+                Err(Refusal::Unavailable)
+            }
+        }
+    }
+
+    /// The checks of a batch of `fixes` fixes that need no Redis: the tenant's batch
+    /// maximum, the bursts, and the local tier (which charges it now when it is the only
+    /// tier). With the shared tier, the answer is what the shared charge needs.
+    pub fn check_fixes(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+        fixes: usize,
+    ) -> Result<FixesCheck, Refusal> {
         let limits = self.limits.of(Some(tenant));
         let cost = fixes as u64;
         if cost > limits.max_fixes_per_batch {
@@ -334,33 +408,56 @@ impl Admission {
         let now = self.fixes.now();
         let Some(shared) = &self.shared else {
             let look = self.fixes.admit(own, whole, now, cost);
-            return self.fixes_answer(tenant, device, &limits, &look);
+            return self
+                .fixes_answer(tenant, device, &limits, &look)
+                .map(FixesCheck::Admitted);
         };
         // The cheap tier: over on this replica alone is over everywhere.
         let look = self.fixes.look(own, whole, now, cost);
         if !look.allowed() {
-            return self.fixes_answer(tenant, device, &limits, &look);
+            return Err(self
+                .fixes_answer(tenant, device, &limits, &look)
+                .expect_err("a look not allowed is a refusal"));
         }
-        let started = Instant::now();
-        let charged = shared
-            .charge(tenant, device, cost, &device_budget, &tenant_budget)
-            .await;
-        crate::events::SharedBudgetCall {
-            duration: started.elapsed(),
-        }
-        .emit();
-        let charged = match charged {
-            Ok(c) => c,
-            Err(e) => {
-                crate::events::SharedBudgetFailed { error: &e }.emit();
-                return Err(Refusal::Unavailable);
-            }
-        };
-        let gcras = (&device_budget, &tenant_budget);
+        let local = fixes_pair(
+            (&device_budget, &tenant_budget),
+            (look.own.remaining_before, look.own.reset_us),
+            (look.tenant.remaining_before, look.tenant.reset_us),
+        );
+        Ok(FixesCheck::Shared(SharedPlan {
+            charge: shared.charge_args(tenant, device, cost, &device_budget, &tenant_budget),
+            local,
+            device_key,
+            cost,
+            device_budget,
+            tenant_budget,
+        }))
+    }
+
+    /// The answer of the shared budget for `plan`: `charged` as a script built on
+    /// [`shared::LOOK`] answered it, `stored` when the batch was stored (and so both
+    /// budgets were charged; the local tier is charged now with the same). A batch not
+    /// stored (a retry answered as a duplicate) was charged nothing and carries the
+    /// budgets as they stand.
+    pub fn settle_fixes(
+        &self,
+        plan: &SharedPlan,
+        charged: &shared::Charged,
+        stored: bool,
+    ) -> Result<Admitted, Refusal> {
+        let (tenant, device) = (&plan.device_key.0, &plan.device_key.1);
+        let gcras = (&plan.device_budget, &plan.tenant_budget);
         let budgets = fixes_pair(gcras, charged.device, charged.tenant);
         match charged.refused_by {
             None => {
-                self.fixes.charge(own, whole, self.fixes.now(), cost);
+                if stored {
+                    self.fixes.charge(
+                        (&plan.device_key, &plan.device_budget),
+                        (tenant, &plan.tenant_budget),
+                        self.fixes.now(),
+                        plan.cost,
+                    );
+                }
                 Ok(Admitted { budgets })
             }
             Some(scope) => Err(fixes_refused(

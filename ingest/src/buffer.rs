@@ -21,6 +21,9 @@ use locus_wire::record::SessionEventKind;
 use locus_wire::{BatchId, SessionId};
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
+use std::sync::Arc;
+
+use crate::admission::shared::{ChargeArgs, Charged, LOOK};
 
 /// Why the buffer did not take a write.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,19 @@ pub enum Append {
     /// batch lands before it. Publish the session's outbox rows, then append again with
     /// `start_published`.
     Unopened,
+    /// A fixes budget charged with the append refused the batch (see
+    /// [`Appended::budgets`]): nothing stored, nothing charged.
+    OverBudget,
+}
+
+/// What an append answered: its outcome and, when the fixes budgets were charged with it,
+/// what they answered (after the charge when stored, as they stand otherwise).
+#[derive(Debug)]
+pub struct Appended {
+    /// What happened to the batch.
+    pub outcome: Append,
+    /// The shared fixes budgets, when the append was given their charge.
+    pub budgets: Option<Charged>,
 }
 
 /// What the layout before per-session dedupe state kept under a batch's own key:
@@ -73,41 +89,69 @@ pub enum Append {
 const LEGACY_FINGERPRINT_TAG: &str = "fp:";
 
 /// KEYS: the shard stream, the session's dedupe state, the session's closed mark, the
-/// batch's legacy dedupe key, the session's open mark. ARGV: the entry, the shard bound,
-/// the dedupe window in seconds, what to remember (see [`remember`]), the entry field, the
-/// batch id's tag, `1` when the caller has just published the session's start (skip the
-/// open check and set the mark) else `0`. Returns {0, entry id} stored, {1, what was
-/// remembered} seen before (compared by [`remembered`]), {3, legacy value} seen before the
-/// upgrade, {2} full, {4, stop reason} closed, {5} no open mark. A retry of a stored batch
-/// gets its answer even after the stop; a new batch after the stop event does not get in,
-/// nor one before the start event (its publication failed and the relay has not retried
-/// yet). The state's and the open mark's lifetimes restart with every stored batch, so a
-/// batch is remembered for at least the window, a session's state goes one window after
-/// its last batch, and only a session idle for a window pays the publish again.
+/// batch's legacy dedupe key, the session's open mark, and, when the shared fixes budgets
+/// are charged with the batch, the device's and the tenant's bucket. ARGV: the entry, the
+/// shard bound, the dedupe window in seconds, what to remember (see [`remember`]), the
+/// entry field, the batch id's tag, `1` when the caller has just published the session's
+/// start (skip the open check and set the mark) else `0`, then with the buckets the cost
+/// and the budgets ([`ChargeArgs`]). Returns {code, value, budgets}: code 0 stored (value:
+/// the entry id), 1 seen before (what was remembered, compared by [`remembered`]), 3 seen
+/// before the upgrade (the legacy value), 2 full, 4 closed (the stop reason), 5 no open
+/// mark, 6 over a fixes budget; budgets are the six numbers of [`Charged::from_reply`]
+/// (empty without buckets): after the charge when stored, as they stand otherwise.
+///
+/// A retry of a stored batch gets its answer even after the stop, and is not charged; a
+/// new batch after the stop event does not get in, nor one before the start event (its
+/// publication failed and the relay has not retried yet). The budgets are charged only
+/// when the batch is stored, in the same step, so a refusal of any kind charges nothing
+/// and the budgets cost no round trip of their own. The state's and the open mark's
+/// lifetimes restart with every stored batch, so a batch is remembered for at least the
+/// window, a session's state goes one window after its last batch, and only a session
+/// idle for a window pays the publish again.
+///
+/// The buckets are in another Redis Cluster slot than the shard (`{rl:<tenant>}`, one per
+/// tenant, against `{s<N>}`): the script needs the buffer and the budgets on one Redis, as
+/// ingest runs them (one `LOCUS_REDIS_URL`, no Cluster).
 const APPEND_BATCH: &str = r"
+local budget = {}
+local d, n
+if KEYS[6] then
+  clock()
+  local cost = tonumber(ARGV[8])
+  d = look(KEYS[6], cost, tonumber(ARGV[9]), tonumber(ARGV[10]))
+  n = look(KEYS[7], cost, tonumber(ARGV[11]), tonumber(ARGV[12]))
+  local by, wait = refusal(d, n)
+  budget = {by, wait, d[3], d[5], n[3], n[5]}
+end
 local previous = redis.call('HGET', KEYS[2], ARGV[6])
 if previous then
-  return {1, previous}
+  return {1, previous, budget}
 end
 local legacy = redis.call('GET', KEYS[4])
 if legacy then
-  return {3, legacy}
+  return {3, legacy, budget}
 end
 local closed = redis.call('GET', KEYS[3])
 if closed then
-  return {4, closed}
+  return {4, closed, budget}
 end
 if ARGV[7] ~= '1' and redis.call('EXISTS', KEYS[5]) == 0 then
-  return {5, ''}
+  return {5, '', budget}
+end
+if d and budget[1] ~= 0 then
+  return {6, '', budget}
 end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
-  return {2, ''}
+  return {2, '', budget}
 end
 local id = redis.call('XADD', KEYS[1], '*', ARGV[5], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[6], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[3])
-return {0, id}
+if d then
+  budget = charge(KEYS[6], d, KEYS[7], n)
+end
+return {0, id, budget}
 ";
 
 /// KEYS: the shard stream, the event's mark, the session's closed mark, the session's open
@@ -369,10 +413,19 @@ impl Keys {
 #[derive(Clone)]
 pub struct Buffer {
     conn: ConnectionManager,
-    keys: Keys,
     max_entries: u64,
     deadline: std::time::Duration,
     dedupe_window_secs: u64,
+    // Behind one Arc: the buffer is cloned with the application state several times per
+    // request, and the key prefix and the scripts' texts and hashes were six allocations
+    // and about 6 KB of copying each time (measured: 4 % of ingest's CPU at one-point
+    // batches).
+    fixed: Arc<Fixed>,
+}
+
+/// What a buffer never changes: its key names and its scripts.
+struct Fixed {
+    keys: Keys,
     append: Script,
     append_event: Script,
     forwarded: Script,
@@ -388,14 +441,16 @@ impl Buffer {
     ) -> Self {
         Self {
             conn,
-            keys,
             max_entries,
             // Generous until `with_deadline` sets the configured one (tools and tests).
             deadline: std::time::Duration::from_secs(5),
             dedupe_window_secs,
-            append: Script::new(APPEND_BATCH),
-            append_event: Script::new(APPEND_EVENT),
-            forwarded: Script::new(FORWARDED),
+            fixed: Arc::new(Fixed {
+                keys,
+                append: Script::new(&format!("{LOOK}{APPEND_BATCH}")),
+                append_event: Script::new(APPEND_EVENT),
+                forwarded: Script::new(FORWARDED),
+            }),
         }
     }
 
@@ -443,12 +498,12 @@ impl Buffer {
         session: Option<SessionId>,
     ) -> Result<(), BufferError> {
         let shards: Vec<u32> = match session {
-            Some(session) => vec![self.keys.shard_of(session)],
-            None => (0..self.keys.shards()).collect(),
+            Some(session) => vec![self.fixed.keys.shard_of(session)],
+            None => (0..self.fixed.keys.shards()).collect(),
         };
         let mut pipe = redis::pipe();
         for shard in &shards {
-            pipe.cmd("XLEN").arg(self.keys.stream(*shard));
+            pipe.cmd("XLEN").arg(self.fixed.keys.stream(*shard));
         }
         let lengths: Vec<u64> = self
             .bounded(pipe.query_async(&mut self.conn.clone()))
@@ -467,7 +522,9 @@ impl Buffer {
     /// `answer` is what the client gets now, and what a retry with the same `fingerprint`
     /// will get. Refused as [`Append::Unopened`] while the buffer has no mark of the
     /// session's start, unless `start_published` (the caller published the session's
-    /// outbox rows just now: the start is in, or was before the mark existed).
+    /// outbox rows just now: the start is in, or was before the mark existed). With
+    /// `budget`, the shared fixes budgets are charged in the same step, only when the batch
+    /// is stored, and a batch over either is [`Append::OverBudget`].
     pub async fn append_batch(
         &self,
         entry: &BufferEntry,
@@ -475,44 +532,54 @@ impl Buffer {
         fingerprint: &Fingerprint,
         answer: &BatchResponse,
         start_published: bool,
-    ) -> Result<Append, BufferError> {
+        budget: Option<&ChargeArgs>,
+    ) -> Result<Appended, BufferError> {
         let session = entry.session_id();
-        let shard = self.keys.shard_of(session);
-        let mut invocation = self.append.prepare_invoke();
+        let shard = self.fixed.keys.shard_of(session);
+        let mut invocation = self.fixed.append.prepare_invoke();
         invocation
-            .key(self.keys.stream(shard))
-            .key(self.keys.dedupe(shard, session))
-            .key(self.keys.closed(shard, session))
-            .key(self.keys.legacy_batch(shard, session, batch_id))
-            .key(self.keys.open(shard, session))
-            .arg(serde_json::to_string(entry)?)
+            .key(self.fixed.keys.stream(shard))
+            .key(self.fixed.keys.dedupe(shard, session))
+            .key(self.fixed.keys.closed(shard, session))
+            .key(self.fixed.keys.legacy_batch(shard, session, batch_id))
+            .key(self.fixed.keys.open(shard, session))
+            .arg(serde_json::to_vec(entry)?)
             .arg(self.max_entries)
             .arg(self.dedupe_window_secs.max(1))
             .arg(remember(fingerprint, answer)?)
             .arg(ENTRY_FIELD)
             .arg(&batch_tag(batch_id)[..])
             .arg(if start_published { "1" } else { "0" });
-        let (code, reply): (i64, Vec<u8>) = self
+        if let Some(budget) = budget {
+            invocation.key(&budget.device_key).key(&budget.tenant_key);
+            for arg in budget.args {
+                invocation.arg(arg);
+            }
+        }
+        let (code, reply, numbers): (i64, Vec<u8>, Vec<i64>) = self
             .bounded(invocation.invoke_async(&mut self.conn.clone()))
             .await?;
+        let budgets = budget.map(|_| Charged::from_reply(&numbers));
+        let outcome = |outcome| Ok(Appended { outcome, budgets });
         let previous = match code {
             0 => {
-                return Ok(Append::Stored {
+                return outcome(Append::Stored {
                     entry_id: String::from_utf8_lossy(&reply).into_owned(),
                 });
             }
             1 => remembered(&reply, fingerprint, batch_id)?,
             3 => remembered_legacy(&String::from_utf8_lossy(&reply), fingerprint)?,
-            5 => return Ok(Append::Unopened),
+            5 => return outcome(Append::Unopened),
+            6 => return outcome(Append::OverBudget),
             4 => {
-                return Ok(Append::Closed(
+                return outcome(Append::Closed(
                     StopReason::parse(&String::from_utf8_lossy(&reply))
                         .unwrap_or(StopReason::Requested),
                 ));
             }
             _ => return Err(BufferError::Full(shard, self.max_entries)),
         };
-        Ok(match previous {
+        outcome(match previous {
             Previous::Same(answer) => Append::Duplicate(answer),
             Previous::Other => Append::Reused,
         })
@@ -528,18 +595,18 @@ impl Buffer {
         event: &locus_wire::record::SessionEvent,
     ) -> Result<bool, BufferError> {
         let session = event.session_id;
-        let shard = self.keys.shard_of(session);
+        let shard = self.fixed.keys.shard_of(session);
         let reason = match event.kind {
             SessionEventKind::Stopped => event.reason.unwrap_or(StopReason::Requested).as_str(),
             SessionEventKind::Started => "",
         };
         let entry = BufferEntry::SessionEvent(event.clone());
-        let mut invocation = self.append_event.prepare_invoke();
+        let mut invocation = self.fixed.append_event.prepare_invoke();
         invocation
-            .key(self.keys.stream(shard))
-            .key(self.keys.event(shard, event.event_id))
-            .key(self.keys.closed(shard, session))
-            .key(self.keys.open(shard, session))
+            .key(self.fixed.keys.stream(shard))
+            .key(self.fixed.keys.event(shard, event.event_id))
+            .key(self.fixed.keys.closed(shard, session))
+            .key(self.fixed.keys.open(shard, session))
             .arg(ENTRY_FIELD)
             .arg(serde_json::to_string(&entry)?)
             .arg(self.dedupe_window_secs.max(1))
@@ -558,13 +625,13 @@ impl Buffer {
         batch_id: &BatchId,
         fingerprint: &Fingerprint,
     ) -> Result<Option<Previous>, BufferError> {
-        let shard = self.keys.shard_of(session);
+        let shard = self.fixed.keys.shard_of(session);
         let mut pipe = redis::pipe();
         pipe.cmd("HGET")
-            .arg(self.keys.dedupe(shard, session))
+            .arg(self.fixed.keys.dedupe(shard, session))
             .arg(&batch_tag(batch_id)[..])
             .cmd("GET")
-            .arg(self.keys.legacy_batch(shard, session, batch_id));
+            .arg(self.fixed.keys.legacy_batch(shard, session, batch_id));
         let (stored, legacy): (Option<Vec<u8>>, Option<String>) = self
             .bounded(pipe.query_async(&mut self.conn.clone()))
             .await?;
@@ -591,8 +658,8 @@ impl Buffer {
         timeout: std::time::Duration,
     ) -> Result<Forwarded, BufferError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let shard = self.keys.shard_of(session);
-        let stream = self.keys.stream(shard);
+        let shard = self.fixed.keys.shard_of(session);
+        let stream = self.fixed.keys.stream(shard);
         let mut conn = self.conn.clone();
         let (start, end) = match entry_id {
             Some(id) => (id.to_owned(), id.to_owned()),
@@ -610,7 +677,7 @@ impl Buffer {
         };
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            let mut invocation = self.forwarded.prepare_invoke();
+            let mut invocation = self.fixed.forwarded.prepare_invoke();
             invocation
                 .key(&stream)
                 .arg(&start)

@@ -1,16 +1,27 @@
-//! What session and credential lookups answer while PostgreSQL is away: the rows this
-//! replica last read, for a bounded time, then 503 `database_unavailable`.
+//! Session and credential lookups of the request path, served from this replica's memory
+//! for a bounded time, with PostgreSQL behind them.
 //!
-//! The caches are a fallback only: every lookup goes to PostgreSQL first (under
-//! `LOCUS_DATABASE_DEADLINE_MS`), and an entry answers only when that read failed or took
-//! too long. Serving every read from the cache would be cheaper, but a session stopped on
-//! another replica would then take batches here for the whole bound even with PostgreSQL
-//! up; as a fallback, the staleness exists only during an outage. An entry is as old as
-//! this replica's last successful read of it, so while PostgreSQL is away a stop made
-//! elsewhere goes unseen at most `LOCUS_SESSION_CACHE_SECS` (a stop made through this
-//! replica updates its entry at once). Authorization never fails open: an entry answers
-//! only the tenant (and, for a device, the device) of its key and row, a revoked device is
-//! never exchanged from it, and no entry (or an entry past its bound) is a 503, not a pass.
+//! Sessions: a row read from PostgreSQL answers the batches of its session for
+//! `LOCUS_SESSION_CACHE_SECS` without another read (a one-point client posts every few
+//! seconds, and a PostgreSQL transaction per request cost more than the rest of the request
+//! together). What can change in a row is its status, and the row is not the truth for
+//! that: a stop (through any replica, or the sweeper's expiry) puts the session's stop
+//! event and its closed mark into the Redis buffer, and the append script refuses every
+//! batch after the mark ([`crate::buffer::Append::Closed`]), so a stop reaches every
+//! replica as soon as its event is buffered, whatever the cache holds. Expiry is checked
+//! here on the cached `expires_at`; a row past it is read again, so that PostgreSQL writes
+//! the expiry. Past the bound, the row is read again; while PostgreSQL is away an entry
+//! within the bound still answers, then 503 `database_unavailable`.
+//!
+//! Credentials: [`exchange`] (the token route) goes to PostgreSQL first and answers from the
+//! cache only while PostgreSQL is away; [`credential`] (for routes that authenticate every
+//! request with a credential) answers from the cache first. Either way a device revoked on
+//! any replica is refused from the revocation list, reloaded every
+//! `LOCUS_REVOCATION_REFRESH_MS`; a credential revoked alone (or a tenant disabled) can go on
+//! working from an entry for `LOCUS_CREDENTIAL_CACHE_SECS`. Authorization never fails
+//! open: an entry answers only the tenant (and, for a device, the device) of its key and
+//! row, a revoked device is never answered from it, and no entry (or an entry past its
+//! bound) with PostgreSQL away is a 503, not a pass.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -137,6 +148,12 @@ impl LookupCache {
         );
     }
 
+    /// Forgets the row of a session the buffer says is stopped, so that the next batch
+    /// reads it again (and answers from the stopped row).
+    pub fn forget_session(&self, tenant: &TenantId, id: SessionId) {
+        self.sessions.remove(&(tenant.clone(), id));
+    }
+
     fn cached<V>(found: Option<(Duration, V)>, ttl: Duration) -> Cached<V> {
         match found {
             Some((age, value)) if age <= ttl => Cached::Fresh(value),
@@ -161,13 +178,14 @@ fn count<V>(kind: &'static str, cached: &Cached<V>) {
 pub enum Source {
     /// Read from PostgreSQL by this request.
     Database,
-    /// PostgreSQL failed: the row this replica read within the bound.
+    /// The row this replica read within the bound (PostgreSQL not asked, or failed).
     Cache,
 }
 
 /// [`crate::access::visible_session`] for the batch path: the session `id` the device
-/// `caller` may post to, from PostgreSQL, or while PostgreSQL is away from the cache
-/// within `LOCUS_SESSION_CACHE_SECS`, then 503.
+/// `caller` may post to, from this replica's read within `LOCUS_SESSION_CACHE_SECS` (a
+/// stop made meanwhile is the buffer's to refuse, see the module's comment), else from
+/// PostgreSQL, else while PostgreSQL is away from an entry within the bound, then 503.
 pub async fn batch_session(
     state: &AppState,
     caller: &Caller,
@@ -175,24 +193,18 @@ pub async fn batch_session(
 ) -> Result<(Session, Source), ApiError> {
     let cache = &state.cache;
     let id = SessionId::parse(id).map_err(|_| ApiError::SessionNotFound)?;
-    let read = tokio::time::timeout(cache.deadline, state.store.get(&caller.tenant, id)).await;
-    let (session, source) = match read {
-        Ok(Ok(session)) => {
-            cache.session_read(&session);
-            (session, Source::Database)
+    let key = (caller.tenant.clone(), id);
+    let (session, source) = match cache.sessions.get(&key) {
+        // A row past its expiry is read again, so that PostgreSQL expires it (and its stop
+        // event goes out) as it did before the cache; a stopped row stays stopped.
+        Some((age, session))
+            if age <= cache.session_ttl
+                && (session.status == SessionStatus::Stopped
+                    || session.expires_at > chrono::Utc::now()) =>
+        {
+            (session, Source::Cache)
         }
-        Ok(Err(SessionError::Database(e))) => {
-            tracing::warn!(error = %e, "PostgreSQL failed reading a session; trying the cache.");
-            (cached_session(state, &caller.tenant, id)?, Source::Cache)
-        }
-        Ok(Err(e)) => return Err(e.into()),
-        Err(_) => {
-            tracing::warn!(
-                deadline_ms = cache.deadline.as_millis() as u64,
-                "PostgreSQL did not answer a session read within the deadline; trying the cache."
-            );
-            (cached_session(state, &caller.tenant, id)?, Source::Cache)
-        }
+        _ => read_session(state, &key).await?,
     };
     // As visible_session: another device's session reads as not found. The key holds the
     // tenant, so another tenant's caller never reaches an entry.
@@ -200,6 +212,34 @@ pub async fn batch_session(
         return Err(ApiError::SessionNotFound);
     }
     Ok((session, source))
+}
+
+/// The session of `key` from PostgreSQL (remembered), or while PostgreSQL is away from
+/// the cache within the bound.
+async fn read_session(
+    state: &AppState,
+    (tenant, id): &(TenantId, SessionId),
+) -> Result<(Session, Source), ApiError> {
+    let cache = &state.cache;
+    let read = tokio::time::timeout(cache.deadline, state.store.get(tenant, *id)).await;
+    Ok(match read {
+        Ok(Ok(session)) => {
+            cache.session_read(&session);
+            (session, Source::Database)
+        }
+        Ok(Err(SessionError::Database(e))) => {
+            tracing::warn!(error = %e, "PostgreSQL failed reading a session; trying the cache.");
+            (cached_session(state, tenant, *id)?, Source::Cache)
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            tracing::warn!(
+                deadline_ms = cache.deadline.as_millis() as u64,
+                "PostgreSQL did not answer a session read within the deadline; trying the cache."
+            );
+            (cached_session(state, tenant, *id)?, Source::Cache)
+        }
+    })
 }
 
 fn cached_session(state: &AppState, tenant: &TenantId, id: SessionId) -> Result<Session, ApiError> {
@@ -244,6 +284,41 @@ pub async fn ensure_open(
     open
 }
 
+/// The device and tenant of the credential whose SHA-256 is `hash`, for a route that
+/// authenticates every request with it: this replica's exchange within
+/// `LOCUS_CREDENTIAL_CACHE_SECS` unless the device is revoked (the revocation list, reloaded
+/// every `LOCUS_REVOCATION_REFRESH_MS`), else [`exchange`]. A credential revoked alone, or
+/// its tenant disabled, is refused here once its entry is past the bound.
+pub async fn credential(
+    state: &AppState,
+    hash: &[u8; 32],
+) -> Result<(TenantId, DeviceId), ApiError> {
+    let cache = &state.cache;
+    if let Cached::Fresh((tenant, device)) =
+        LookupCache::cached(cache.credentials.get(hash), cache.credential_ttl)
+    {
+        if !device_revoked(state, &tenant, &device) {
+            return Ok((tenant, device));
+        }
+        cache.credentials.remove(hash);
+    }
+    exchange(state, hash).await
+}
+
+/// Whether the revocation list refuses every token of `device`.
+fn device_revoked(state: &AppState, tenant: &TenantId, device: &DeviceId) -> bool {
+    // A token without `iat` counts as revoked whenever its device is: whatever the time of
+    // the revocation, this device gets nothing from the cache.
+    let principal = Principal {
+        role: locus_identity::Role::Device,
+        subject: device.as_str().to_owned(),
+        tenant: Some(tenant.clone()),
+        issued_at: None,
+        expires_at: i64::MAX,
+    };
+    state.auth.revocations().is_revoked(&principal)
+}
+
 /// The device and tenant of the credential whose SHA-256 is `hash`: from PostgreSQL, or
 /// while PostgreSQL is away from this replica's earlier exchange within
 /// `LOCUS_CREDENTIAL_CACHE_SECS` unless the device is revoked, then 503 (never 401: an
@@ -277,16 +352,7 @@ pub async fn exchange(state: &AppState, hash: &[u8; 32]) -> Result<(TenantId, De
     count("credential", &cached);
     match cached {
         Cached::Fresh((tenant, device)) => {
-            // A token without `iat` counts as revoked whenever its device is: whatever the
-            // time of the revocation, this device gets nothing from the cache.
-            let principal = Principal {
-                role: locus_identity::Role::Device,
-                subject: device.as_str().to_owned(),
-                tenant: Some(tenant.clone()),
-                issued_at: None,
-                expires_at: i64::MAX,
-            };
-            if state.auth.revocations().is_revoked(&principal) {
+            if device_revoked(state, &tenant, &device) {
                 cache.credentials.remove(hash);
                 tracing::info!(
                     reason = "the device is revoked",

@@ -2,10 +2,12 @@
 //! formats (Transistorsoft, OsmAnd, OwnTracks, Overland) and the seed system's aliases.
 //!
 //! Each route decodes its own body into a [`Submission`]; from there every format goes
-//! through the same checks in the same order of cost: the tenant's batch maximum and the
-//! fixes budgets, the session, validation, then the one Redis round trip that stores the
-//! batch with its dedupe state. Nothing is written before the last step, so every refusal
-//! leaves no trace. Each route shapes the answer its clients expect from [`Stored`].
+//! through the same checks in the same order of cost: the tenant's batch maximum and this
+//! replica's tier of the fixes budgets (memory), the session (this replica's cache within
+//! its bound, else PostgreSQL), validation, then the one Redis round trip that charges the
+//! shared fixes budgets and stores the batch with its dedupe state, in one script. Nothing
+//! is written before the last step, so every refusal leaves no trace and charges no
+//! budget. Each route shapes the answer its clients expect from [`Stored`].
 
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -16,9 +18,10 @@ use locus_wire::decode::FixSlot;
 use locus_wire::{BatchId, SessionId, fingerprint};
 use serde_json::{Map, Value};
 
-use crate::admission::Admitted;
+use crate::admission::shared::{ChargeArgs, Charged};
+use crate::admission::{Admitted, FixesCheck, Refusal, SharedPlan};
 use crate::auth::Caller;
-use crate::buffer::{Append, BufferError, Forwarded, Previous};
+use crate::buffer::{Append, Appended, BufferError, Forwarded, Previous};
 use crate::config::RedisSettings;
 use crate::error::{ApiError, ErrorCode};
 use crate::events;
@@ -156,24 +159,20 @@ pub async fn store(
     } = submission;
     meter.decoded(fixes.len());
     let fingerprint = fingerprint::of_fixes(&fixes);
-    // The tenant's batch maximum and the fixes budgets (device and tenant, shared by the
-    // replicas): a refusal charges neither budget.
-    let admitted = match state
+    // The tenant's batch maximum and this replica's tier of the fixes budgets (device and
+    // tenant): no Redis yet. The shared tier is charged inside the append below, only if
+    // the batch is stored, so a refusal of any kind charges neither budget.
+    let plan = match state
         .admission
-        .admit_fixes(&caller.tenant, &caller.subject, fixes.len())
-        .await
+        .check_fixes(&caller.tenant, &caller.subject, fixes.len())
     {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            if refusal.is_rate() {
-                state.usage.rate_limited(&caller.tenant, fixes.len() as u64);
-            }
-            return refusal.into_result().map(Err);
-        }
+        Ok(FixesCheck::Admitted(admitted)) => Budgets::Local(admitted),
+        Ok(FixesCheck::Shared(plan)) => Budgets::Shared(plan),
+        Err(refusal) => return refused(state, caller, refusal, fixes.len()),
     };
 
-    // PostgreSQL first; while it is away, this replica's read of the session within
-    // LOCUS_SESSION_CACHE_SECS (crate::cache), then 503.
+    // This replica's read of the session within LOCUS_SESSION_CACHE_SECS, else PostgreSQL
+    // (crate::cache): a stop made meanwhile is refused by the append's closed mark.
     let (session, source) = crate::cache::batch_session(state, caller, session).await?;
     let session_id = session.id;
     let batch_id =
@@ -193,7 +192,7 @@ pub async fn store(
             match previous {
                 Ok(Some(Previous::Same(answer))) => {
                     confirm(state, durability, session_id, None).await?;
-                    return Ok(Ok(duplicate(answer, durability, admitted)));
+                    return Ok(Ok(duplicate(answer, durability, plan.unknown())));
                 }
                 Ok(Some(Previous::Other)) => return Err(ApiError::BatchIdReused(batch_id)),
                 // Nothing stored under this id, or Redis cannot tell: the session's state
@@ -219,11 +218,16 @@ pub async fn store(
         received_at: now,
         fixes: accepted,
     });
+    let charge = plan.charge();
     let mut appended = state
         .buffer
-        .append_batch(&entry, &batch_id, &fingerprint, &answer, false)
+        .append_batch(&entry, &batch_id, &fingerprint, &answer, false, charge)
         .await;
-    if let Ok(Append::Unopened) = appended {
+    if let Ok(Appended {
+        outcome: Append::Unopened,
+        ..
+    }) = appended
+    {
         // The buffer has no mark of the session's start: its publication failed (Redis was
         // away) and the relay has not retried yet, or the session began before the mark
         // existed or sat idle past its lifetime. Publishing the session's outbox rows here
@@ -238,11 +242,28 @@ pub async fn store(
         }
         appended = state
             .buffer
-            .append_batch(&entry, &batch_id, &fingerprint, &answer, true)
+            .append_batch(&entry, &batch_id, &fingerprint, &answer, true, charge)
             .await;
     }
-    match appended {
-        Ok(Append::Stored { entry_id }) => {
+    let Appended { outcome, budgets } = match appended {
+        Ok(appended) => appended,
+        Err(e) => {
+            match &e {
+                BufferError::Full(..) => events::AdmissionRefused {
+                    reason: "buffer_full",
+                }
+                .emit(),
+                _ => events::BufferWriteFailed { error: &e }.emit(),
+            }
+            return Err(plan.unanswered(e));
+        }
+    };
+    match outcome {
+        Append::Stored { entry_id } => {
+            let admitted = match plan.settle(state, budgets.as_ref(), true) {
+                Ok(admitted) => admitted,
+                Err(refusal) => return refused(state, caller, refusal, n),
+            };
             events::FixesAccepted { count: n }.emit();
             meter.stored(n, body_bytes);
             confirm(state, durability, session.id, Some(&entry_id)).await?;
@@ -252,28 +273,118 @@ pub async fn store(
                 admitted,
             }))
         }
-        Ok(Append::Duplicate(previous)) => {
+        Append::Duplicate(previous) => {
+            // Not charged: the budgets as they stand, whatever they say of a new batch.
+            let admitted = plan.as_they_stand(state, budgets);
             // The first post may still be waiting for Kafka, or may have been answered
             // 503 unconfirmed: this retry waits for the same confirmation.
             confirm(state, durability, session.id, None).await?;
             Ok(Ok(duplicate(previous, durability, admitted)))
         }
-        Ok(Append::Reused) => Err(ApiError::BatchIdReused(batch_id)),
-        // The session stopped between its read above and this append.
-        Ok(Append::Closed(reason)) => Err(ApiError::SessionStopped(reason)),
+        Append::OverBudget => match plan.settle(state, budgets.as_ref(), false) {
+            Err(refusal) => refused(state, caller, refusal, n),
+            Ok(_) => Err(ApiError::Internal(
+                "the buffer answered over budget with budgets that admit the batch".into(),
+            )),
+        },
+        Append::Reused => Err(ApiError::BatchIdReused(batch_id)),
+        // The session stopped (through any replica) after the read above, or before it
+        // and this replica's cached row does not know yet: the buffer's closed mark is
+        // the truth.
+        Append::Closed(reason) => {
+            state.cache.forget_session(&caller.tenant, session_id);
+            Err(ApiError::SessionStopped(reason))
+        }
         // The second append skips the check that answers this.
-        Ok(Append::Unopened) => Err(ApiError::Internal(
+        Append::Unopened => Err(ApiError::Internal(
             "the buffer refused a batch after its session's start was published".into(),
         )),
-        Err(e) => {
-            match &e {
-                BufferError::Full(..) => events::AdmissionRefused {
-                    reason: "buffer_full",
-                }
-                .emit(),
-                _ => events::BufferWriteFailed { error: &e }.emit(),
+    }
+}
+
+/// The answer to a refusal of the fixes budgets (a 429 counts as rate-limited usage).
+fn refused(
+    state: &AppState,
+    caller: &Caller,
+    refusal: Refusal,
+    fixes: usize,
+) -> Result<Result<Stored, Response>, ApiError> {
+    if refusal.is_rate() {
+        state.usage.rate_limited(&caller.tenant, fixes as u64);
+    }
+    refusal.into_result().map(Err)
+}
+
+/// Where a batch's fixes budgets stand before its append.
+enum Budgets {
+    /// Admitted and charged by this replica alone (`LOCUS_RATE_SHARED=false`).
+    Local(Admitted),
+    /// Passed this replica's tier; the shared tier is charged with the append.
+    Shared(SharedPlan),
+}
+
+impl Budgets {
+    /// What the append charges.
+    fn charge(&self) -> Option<&ChargeArgs> {
+        match self {
+            Self::Local(_) => None,
+            Self::Shared(plan) => Some(&plan.charge),
+        }
+    }
+
+    /// The answer of the shared budgets as the append gave it.
+    fn settle(
+        &self,
+        state: &AppState,
+        budgets: Option<&Charged>,
+        stored: bool,
+    ) -> Result<Admitted, Refusal> {
+        match (self, budgets) {
+            (Self::Local(admitted), _) => Ok(admitted.clone()),
+            (Self::Shared(plan), Some(charged)) => {
+                state.admission.settle_fixes(plan, charged, stored)
             }
-            Err(e.into())
+            // An append given the charge always answers the budgets.
+            (Self::Shared(_), None) => Err(Refusal::Unavailable),
+        }
+    }
+
+    /// The budgets of a batch that was not charged (a retry answered as a duplicate).
+    fn as_they_stand(&self, state: &AppState, budgets: Option<Charged>) -> Admitted {
+        let standing = budgets.map(|c| Charged {
+            refused_by: None,
+            ..c
+        });
+        self.settle(state, standing.as_ref(), false)
+            .unwrap_or_else(|_| self.unknown())
+    }
+
+    /// The budgets when no Redis answer told them: the local tier's, else full.
+    fn unknown(&self) -> Admitted {
+        match self {
+            Self::Local(admitted) => admitted.clone(),
+            Self::Shared(plan) => plan.unknown(),
+        }
+    }
+
+    /// The answer to an append that failed: with the shared budgets in the same call, the
+    /// message says that they could not answer either.
+    fn unanswered(&self, e: BufferError) -> ApiError {
+        match (self, &e) {
+            (Self::Shared(_), BufferError::Deadline(deadline)) => ApiError::Unavailable {
+                code: ErrorCode::BufferUnavailable,
+                message: format!(
+                    "the buffer and the shared rate budget (Redis) did not answer within {} ms (LOCUS_REDIS_DEADLINE_MS), so the batch may or may not have been stored: retry the same batch (same batch id) after Retry-After seconds; a retry is never stored twice",
+                    deadline.as_millis()
+                ),
+                retry_after_secs: 1,
+            },
+            (Self::Shared(_), BufferError::Redis(_)) => ApiError::Unavailable {
+                code: ErrorCode::BufferUnavailable,
+                message: "the buffer and the shared rate budget (Redis) did not confirm the batch, so it may or may not have been stored: retry the same batch (same batch id) later; a retry is never stored twice".into(),
+                retry_after_secs: 2,
+            },
+            _ => e.into(),
         }
     }
 }

@@ -528,3 +528,47 @@ async fn a_batch_is_a_503_with_retry_after_within_the_deadline_when_the_shared_b
     );
     assert!(took < Duration::from_millis(2000), "answered in {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_answered_as_a_duplicate_and_a_refused_batch_charge_no_budget() {
+    let scope = Scope::new().await;
+    let app = spawn_in(&scope, &[Role::Api], |c| {
+        c.rates.tenant_fixes_per_sec = 100_000;
+        c.rates.tenant_burst = 100_000;
+        // 1 fix a second: the burst holds the test's 20 fixes and nothing comes back.
+        c.rates.device_fixes_per_sec = 1;
+        c.rates.device_burst = 20;
+    })
+    .await;
+    let devices = devices(&app, "acme", 1).await;
+    let (token, session) = &devices[0];
+    let first = batch("once", 10);
+    let r = app.post_fixes(token, session, &first).await;
+    assert_eq!(r.status(), 202);
+    // Retries of the stored batch are answered from the dedupe state, uncharged.
+    for _ in 0..5 {
+        let r = app.post_fixes(token, session, &first).await;
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["duplicate"], true, "{body}");
+    }
+    // So are batches refused whole (422: no valid fix).
+    let mut bad = batch("bad", 10);
+    for fix in bad["fixes"].as_array_mut().unwrap() {
+        fix["lat"] = json!(200.0);
+    }
+    for _ in 0..3 {
+        let r = app.post_fixes(token, session, &bad).await;
+        assert_eq!(r.status(), 422);
+    }
+    // The 10 fixes left of the burst are all there.
+    let r = app.post_fixes(token, session, &batch("second", 10)).await;
+    assert_eq!(
+        r.status(),
+        202,
+        "duplicates or refusals were charged: {}",
+        r.text().await.unwrap()
+    );
+    let r = app.post_fixes(token, session, &batch("third", 1)).await;
+    assert_eq!(r.status(), 429, "the burst is spent");
+}

@@ -217,3 +217,28 @@ async fn no_batch_is_buffered_after_its_sessions_stop_event_even_when_they_race(
     assert_eq!(buffered, accepted.len(), "every 202 is in the buffer, once");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stopped_through_another_replica_refuses_the_next_batch_on_a_replica_that_cached_it()
+ {
+    let scope = crate::helpers::Scope::new().await;
+    // A cache bound far longer than the test: only the buffer's closed mark can refuse.
+    let replica = |c: &mut locus_ingest::Config| c.cache.session_secs = 600;
+    let a = crate::helpers::spawn_in(&scope, &[locus_ingest::config::Role::Api], replica).await;
+    let b = crate::helpers::spawn_in(&scope, &[locus_ingest::config::Role::Api], replica).await;
+    let token = scope.device_token("acme", "two-replicas").await;
+    let id = a.session_id(&token).await;
+    // B reads the active row and keeps it.
+    let stored = batch("on-b", 1);
+    let r = b.post_fixes(&token, &id, &stored).await;
+    assert_eq!(r.status(), 202);
+    let r = a.stop_session(&token, &id).await;
+    assert_eq!(r.status(), 200);
+    let r = b.post_fixes(&token, &id, &batch("after-stop", 1)).await;
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    // A retry of the batch stored before the stop still hears that it was stored.
+    let r = b.post_fixes(&token, &id, &stored).await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["duplicate"], true, "{body}");
+}
