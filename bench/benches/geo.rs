@@ -180,6 +180,16 @@ fn benches(c: &mut Criterion) {
                 .sum::<usize>()
         });
     });
+    // The R-tree alone (boxes holding the point), to split the fence cost.
+    g.bench_function("fence_boxes_only_1000_batch_100", |b| {
+        b.iter(|| {
+            next = (next + 1) % BODIES;
+            black_box(&points[next])
+                .iter()
+                .map(|p| index.candidates_in([p.lon, p.lat], [p.lon, p.lat]).count())
+                .sum::<usize>()
+        });
+    });
     g.finish();
 }
 
