@@ -44,6 +44,7 @@ pub struct TrackQuery {
     /// `linestring` (default): one Feature with a LineString; `points`: a FeatureCollection
     /// of Point features with the fix's properties.
     #[serde(default)]
+    #[param(inline)]
     format: Option<TrackFormat>,
 }
 
