@@ -60,8 +60,8 @@ impl TopicSpec {
 /// keeps them in the order they failed for whoever replays them); the tenant-events topic
 /// (the audit relay's, keyed by tenant, so one tenant's changes stay in order) with the
 /// configured partitions too. All with the configured replication factor. The tracker's
-/// topics: geofence events and positions (compacted), keyed by device, with the configured
-/// partitions.
+/// topics: geofence events (keyed by device id) and positions (compacted, keyed by
+/// `<tenant>/<device>`), with the configured partitions.
 pub fn topic_specs(config: &Config) -> [TopicSpec; 6] {
     let spec = |name: &str, partitions: i32| TopicSpec {
         name: name.to_owned(),

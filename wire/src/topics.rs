@@ -52,7 +52,7 @@ impl Topics {
         &self.geofence_events
     }
 
-    /// The last known position of each device, keyed by device id and compacted: the
+    /// The last known position of each device, keyed by `<tenant>/<device>` and compacted: the
     /// latest record of a key is its device's position.
     pub fn positions(&self) -> &str {
         &self.positions
