@@ -235,7 +235,10 @@ fn api() -> OpenApiRouter<AppState> {
             "/location/session/start",
             axum::routing::post(sessions_start::handler),
         )
-        .route("/location/update", axum::routing::post(seed_update::handler))
+        .route(
+            "/location/update",
+            axum::routing::post(seed_update::handler),
+        )
         .route(
             "/location/session/{id}",
             axum::routing::get(sessions_get::handler),

@@ -101,9 +101,13 @@ fn body_for(method: &Method, path: &str, operation: &Value) -> Option<Value> {
         ("POST", "/v1/auth/token") => json!({"credential": "lcd_not-a-credential"}),
         // The client apps' formats (docs/clients.md): the routes refuse other roles before
         // reading the body, and take no id.
-        ("POST", "/v1/clients/transistor") => json!({"location": {"coords": {"latitude": 1, "longitude": 2}, "timestamp": "2026-01-01T00:00:00Z"}}),
+        ("POST", "/v1/clients/transistor") => {
+            json!({"location": {"coords": {"latitude": 1, "longitude": 2}, "timestamp": "2026-01-01T00:00:00Z"}})
+        }
         ("POST", "/v1/clients/osmand") => json!({}),
-        ("POST", "/v1/clients/owntracks") => json!({"_type": "location", "lat": 1, "lon": 2, "tst": 1}),
+        ("POST", "/v1/clients/owntracks") => {
+            json!({"_type": "location", "lat": 1, "lon": 2, "tst": 1})
+        }
         ("POST", "/v1/clients/overland") => json!({"locations": []}),
         ("PUT", "/v1/tenants/{tenant_id}/limits") => json!({"fixes_per_sec": 1000}),
         ("PUT", "/v1/geofences/{geofence_id}") => {
