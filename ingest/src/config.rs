@@ -119,9 +119,10 @@ pub struct CacheSettings {
     )]
     pub database_deadline_ms: u64,
 
-    /// How long after this replica last read a session from PostgreSQL it may still answer
-    /// for it while PostgreSQL is away: the staleness bound (a stop made on another replica
-    /// can go unseen this long). 0 turns the cache off.
+    /// How long this replica answers batches from its own read of a session without asking
+    /// PostgreSQL again, and how long it may still do so while PostgreSQL is away. A stop
+    /// reaches every replica through the buffer's closed mark, and expiry is checked on the
+    /// cached row, so this bounds only what the mark cannot carry. 0 turns the cache off.
     #[arg(
         id = "session_cache_secs",
         long = "session-cache-secs",
