@@ -97,7 +97,11 @@ CREATE TABLE geo_outbox (
     -- stay in order.
     key         TEXT NOT NULL,
     payload     JSONB NOT NULL,
-    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- When Kafka last refused the row (e.g. larger than the topic's max.message.bytes).
+    -- Such a row is exempt from the restart rule above: records behind it in its
+    -- partition may be on Kafka while it is not, so a higher last seq proves nothing.
+    refused_at  TIMESTAMPTZ NULL
 );
 
 -- The next offset to apply per partition of the locations topic (the consumer group's

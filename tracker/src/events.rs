@@ -28,6 +28,7 @@ struct Metrics {
     outbox_published: IntCounterVec,
     outbox_already_published: IntCounterVec,
     relay_failures: IntCounter,
+    outbox_refused: IntCounterVec,
     relay_active: IntGaugeVec,
 }
 
@@ -100,6 +101,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "locus_tracker_relay_failures_total",
         "Relay rounds that failed (PostgreSQL or Kafka); the rows stay and are published \
          by a later round.",
+    ),
+    outbox_refused: counter_vec(
+        "locus_tracker_outbox_refused_total",
+        "Outbox rows Kafka refused (e.g. larger than the topic's max.message.bytes), by \
+         topic; each is kept, exempt from the restart rule, and sent again every round.",
+        &["topic"],
     ),
     relay_active: gauge_vec(
         "locus_tracker_relay_active",
@@ -322,6 +329,37 @@ impl OutboxPublished<'_> {
                 .with_label_values(&[self.topic])
                 .inc_by(self.already as u64);
         }
+    }
+}
+
+/// Kafka refused an outbox row; it stays, marked, and is sent again.
+pub struct OutboxRefused<'a> {
+    /// The row's sequence number.
+    pub seq: i64,
+    /// The outbox topic name (`positions`, `geofence_events`).
+    pub topic: &'a str,
+    /// The partition it was sent to.
+    pub partition: i32,
+    /// Why Kafka refused it.
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl OutboxRefused<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        // ERROR: a row refused for good (over the topic's max.message.bytes) waits for an
+        // operator, and the rows behind it in its partition go out ahead of it.
+        tracing::error!(
+            seq = self.seq,
+            topic = self.topic,
+            partition = self.partition,
+            error = %self.error,
+            "Kafka refused an outbox row; it is kept, marked refused, and sent again after the rows behind it."
+        );
+        METRICS
+            .outbox_refused
+            .with_label_values(&[self.topic])
+            .inc();
     }
 }
 

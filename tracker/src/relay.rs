@@ -16,6 +16,22 @@
 //! - A row Kafka refuses for good (not a broker outage: those are retried without end)
 //!   breaks that partition's order: it is logged and published again by the next round,
 //!   after the rows behind it.
+//! - A refused row is marked in PostgreSQL (`geo_outbox.refused_at`) in the round that saw
+//!   the refusal, before the round returns, and a marked row is exempt from the restart
+//!   rule: the rows behind it may be on Kafka while it is not, so a higher last `seq` in
+//!   its partition proves nothing about it. Without the mark a restart (a crash, another
+//!   replica taking the lock, or this relay starting over after the failed round) would
+//!   delete it as published: a lost event. Marked rows are sent again every round until
+//!   Kafka takes them (each refusal is logged with its `seq` and counted in
+//!   `locus_tracker_outbox_refused_total`); while one is refused for good (a record over
+//!   the topic's `max.message.bytes`: raise the limit) it keeps its place at the head of
+//!   the outbox.
+//! - A marked row that Kafka later takes and the relay stops before deleting is, being
+//!   exempt, published once more by the next relay: a duplicate (consumers dedupe by
+//!   `event_id` / key), never a loss. One window stays: a relay that stops after Kafka
+//!   acknowledged the rows behind a refused row and before it wrote the mark (the same
+//!   round, milliseconds) leaves that row unmarked, and the next relay deletes it as
+//!   published.
 
 pub mod partitioner;
 
@@ -35,7 +51,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::partitioner::partition_of;
-use crate::events::{OutboxPublished, RelayActive, RelayFailed};
+use crate::events::{OutboxPublished, OutboxRefused, RelayActive, RelayFailed};
 use crate::store::{GEOFENCE_EVENTS, POSITIONS};
 
 /// Header carrying the outbox row's sequence number.
@@ -279,7 +295,7 @@ impl Relay {
         partitions: &HashMap<&'static str, i32>,
         published: &mut Published,
     ) -> Result<usize, RelayError> {
-        let rows = read_outbox(conn, self.batch).await?;
+        let (rows, refused) = read_outbox(conn, self.batch).await?;
         let mut done: Vec<i64> = Vec::with_capacity(rows.len());
         let mut counts: HashMap<&'static str, (usize, usize)> = HashMap::new();
         let mut sends: Vec<(i64, &'static str, i32, DeliveryFuture)> = Vec::new();
@@ -291,9 +307,11 @@ impl Relay {
                 continue;
             };
             let partition = partition_of(&row.key, partitions[outbox]);
-            if published
-                .get(&(outbox, partition))
-                .is_some_and(|&last| row.seq <= last)
+            // A row Kafka refused before is never taken for published (module docs).
+            if !refused.contains(&row.seq)
+                && published
+                    .get(&(outbox, partition))
+                    .is_some_and(|&last| row.seq <= last)
             {
                 done.push(row.seq);
                 counts.entry(outbox).or_default().1 += 1;
@@ -310,6 +328,7 @@ impl Relay {
         // The acknowledgements, in order. A partition with a refused row stops counting
         // as published past it, so that row is sent again (see the module docs).
         let mut broken: HashSet<(&'static str, i32)> = HashSet::new();
+        let mut failed: Vec<i64> = Vec::new();
         for (seq, outbox, partition, delivery) in sends {
             match delivery.await {
                 Ok(Ok(_)) => {
@@ -320,17 +339,28 @@ impl Relay {
                     }
                 }
                 Ok(Err((error, _))) => {
-                    tracing::error!(seq, topic = outbox, partition, error = %error, "Kafka refused an outbox row; it is sent again after the rows behind it.");
+                    OutboxRefused {
+                        seq,
+                        topic: outbox,
+                        partition,
+                        error: &error,
+                    }
+                    .emit();
                     broken.insert((outbox, partition));
+                    failed.push(seq);
                     failure.get_or_insert(RelayError::Kafka(error));
                 }
                 // The producer went away: only at shutdown.
                 Err(_) => {
                     broken.insert((outbox, partition));
+                    // It may or may not be on Kafka: marking it risks a duplicate only.
+                    failed.push(seq);
                     failure.get_or_insert(RelayError::Kafka(KafkaError::Canceled));
                 }
             }
         }
+        // The mark first: it is what keeps a refused row from the restart rule.
+        mark_refused(conn, &failed).await?;
         delete_outbox(conn, &done).await?;
         for (outbox, (sent, already)) in counts {
             OutboxPublished {
@@ -352,29 +382,46 @@ async fn system(
         .await
 }
 
-/// The oldest `limit` rows of the outbox.
+/// The oldest `limit` rows of the outbox, and the `seq`s among them that Kafka refused
+/// before (`refused_at` set).
 pub async fn read_outbox(
     conn: &mut PgConnection,
     limit: i64,
-) -> Result<Vec<OutboxRow>, sqlx::Error> {
+) -> Result<(Vec<OutboxRow>, HashSet<i64>), sqlx::Error> {
     let mut tx = system(conn).await?;
-    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-        "SELECT seq, tenant_id, topic, key, payload::text FROM geo_outbox ORDER BY seq LIMIT $1",
+    let rows: Vec<(i64, String, String, String, String, bool)> = sqlx::query_as(
+        "SELECT seq, tenant_id, topic, key, payload::text, refused_at IS NOT NULL \
+         FROM geo_outbox ORDER BY seq LIMIT $1",
     )
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows
+    let refused = rows.iter().filter(|row| row.5).map(|row| row.0).collect();
+    let rows = rows
         .into_iter()
-        .map(|(seq, tenant_id, topic, key, payload)| OutboxRow {
+        .map(|(seq, tenant_id, topic, key, payload, _)| OutboxRow {
             seq,
             tenant_id,
             topic,
             key,
             payload,
         })
-        .collect())
+        .collect();
+    Ok((rows, refused))
+}
+
+/// Marks the rows `seqs` as refused by Kafka: the restart rule leaves them alone.
+async fn mark_refused(conn: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let mut tx = system(conn).await?;
+    sqlx::query("UPDATE geo_outbox SET refused_at = now() WHERE seq = ANY($1)")
+        .bind(seqs)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Deletes the rows `seqs`.

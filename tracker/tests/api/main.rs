@@ -4,6 +4,7 @@
 
 mod health;
 mod helpers;
+mod refused;
 mod relay;
 mod restart;
 mod topics;
