@@ -99,9 +99,29 @@ use crate::session_events::SessionEventPublisher;
 /// What a session start and stop check first, for the implicit sessions of client apps.
 pub(crate) use sessions_start::{check_active_cap, check_buffer_room};
 
-/// State shared by the HTTP handlers.
+/// State shared by the HTTP handlers: one pointer, so that the clones axum and the
+/// middleware make of it per request cost one reference count, not one per field (about
+/// 6 % of a one-point request's CPU before).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of one process's handlers.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points at.
+pub struct Shared {
     /// The service configuration.
     pub config: Arc<Config>,
     /// Token verification.

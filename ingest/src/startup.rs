@@ -233,7 +233,7 @@ impl Application {
         let limits = &config.limits;
         let (verifier, signer, jwks) = identity(&config)?;
         let revocations = Arc::new(locus_identity::Revocations::new());
-        let state = AppState {
+        let state = AppState::new(crate::routes::Shared {
             auth: Authenticator::new(verifier, revocations).with_max_staleness(
                 Duration::from_millis(config.jwt.revocation_max_staleness_ms),
             ),
@@ -260,7 +260,7 @@ impl Application {
             buffer,
             producer,
             forwarder: forwarder.as_ref().map(Forwarder::health),
-        };
+        });
         // The revoked devices, loaded once before the first request is served.
         revocation_refresher(&state).reload().await;
         // And the tenants' limits (a tenant's own values are in force from the first request).
