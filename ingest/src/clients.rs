@@ -10,7 +10,6 @@ pub mod sessions;
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use locus_wire::BatchId;
@@ -59,21 +58,20 @@ pub fn bounds(limits: &RequestLimits) -> BatchBounds {
 }
 
 /// The body as text, whatever its content type (the apps do not all send one), gzip when
-/// `Content-Encoding` says so, within the native size bound.
+/// `Content-Encoding` says so, within the native size bound. Checked as UTF-8 once here;
+/// its length is the body's size for usage.
 pub async fn body_text(
     headers: &HeaderMap,
     body: axum::body::Body,
     limits: &RequestLimits,
-) -> Result<(Bytes, usize), ApiError> {
+) -> Result<String, ApiError> {
     let bytes = crate::body::any_bytes(headers, body, limits.max_body_bytes).await?;
-    std::str::from_utf8(&bytes).map_err(|e| {
+    String::from_utf8(Vec::from(bytes)).map_err(|e| {
         ApiError::invalid(
             ErrorCode::MalformedJson,
-            format!("the body is not UTF-8 text: {e}"),
+            format!("the body is not UTF-8 text: {}", e.utf8_error()),
         )
-    })?;
-    let n = bytes.len();
-    Ok((bytes, n))
+    })
 }
 
 /// The answer to a body a decoder refused as a whole.

@@ -248,6 +248,19 @@ impl BatchMeter {
         self.stored = Some((fixes as u64, bytes as u64));
     }
 
+    /// Runs a fixes route's `work` with this meter, then counts the request by the answer
+    /// it gave ([`BatchMeter::settle`]), whichever check gave it.
+    pub async fn measure(
+        mut self,
+        work: impl AsyncFnOnce(
+            &mut BatchMeter,
+        ) -> Result<axum::response::Response, crate::error::ApiError>,
+    ) -> Result<axum::response::Response, crate::error::ApiError> {
+        let answer = work(&mut self).await;
+        self.settle(&answer);
+        answer
+    }
+
     /// Counts the request by its answer: stored fixes and the ones rejected beside them;
     /// the fixes of a batch refused whole by their error code once they were counted
     /// (earlier refusals, such as a body too large, name no fix count and are left to the

@@ -119,10 +119,9 @@ async fn handle(
     request: Body,
 ) -> Result<Response, ApiError> {
     let caller = client.caller.clone();
-    let mut meter = BatchMeter::new(state.usage.clone(), caller.tenant.clone());
-    let answer = post(&state, &client, method, uri, &headers, request, &mut meter).await;
-    meter.settle(&answer);
-    answer
+    BatchMeter::new(state.usage.clone(), caller.tenant.clone())
+        .measure(async |meter| post(&state, &client, method, uri, &headers, request, meter).await)
+        .await
 }
 
 /// The query without the parameters that carry the credential: they are no attributes
@@ -147,8 +146,7 @@ async fn post(
     let limits = &state.config.limits;
     let query = without_secrets(uri.query().unwrap_or_default());
     let form = if method == Method::POST {
-        let (bytes, _) = clients::body_text(headers, request, limits).await?;
-        Some(String::from_utf8_lossy(&bytes).into_owned())
+        Some(clients::body_text(headers, request, limits).await?)
     } else {
         None
     };

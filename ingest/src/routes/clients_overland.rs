@@ -52,10 +52,9 @@ pub async fn handler(
     request: Body,
 ) -> Result<Response, ApiError> {
     let caller = client.caller;
-    let mut meter = BatchMeter::new(state.usage.clone(), caller.tenant.clone());
-    let answer = post(&state, &caller, &headers, request, &mut meter).await;
-    meter.settle(&answer);
-    answer
+    BatchMeter::new(state.usage.clone(), caller.tenant.clone())
+        .measure(async |meter| post(&state, &caller, &headers, request, meter).await)
+        .await
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device = %caller.subject))]
@@ -67,9 +66,9 @@ async fn post(
     meter: &mut BatchMeter,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
-    let (bytes, size) = clients::body_text(headers, request, limits).await?;
-    let text = std::str::from_utf8(&bytes).unwrap_or_default();
-    let batch = overland::decode(text, &clients::bounds(limits)).map_err(clients::refused)?;
+    let text = clients::body_text(headers, request, limits).await?;
+    let size = text.len();
+    let batch = overland::decode(&text, &clients::bounds(limits)).map_err(clients::refused)?;
     if batch.fixes.is_empty() {
         return Err(clients::refused(locus_wire::clients::ClientError::Shape(
             "`locations` is empty; send at least one location".into(),

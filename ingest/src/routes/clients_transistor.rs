@@ -59,10 +59,9 @@ pub async fn handler(
     request: Body,
 ) -> Result<Response, ApiError> {
     let caller = client.caller;
-    let mut meter = BatchMeter::new(state.usage.clone(), caller.tenant.clone());
-    let answer = post(&state, &caller, &headers, request, &mut meter).await;
-    meter.settle(&answer);
-    answer
+    BatchMeter::new(state.usage.clone(), caller.tenant.clone())
+        .measure(async |meter| post(&state, &caller, &headers, request, meter).await)
+        .await
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device = %caller.subject))]
@@ -74,9 +73,9 @@ async fn post(
     meter: &mut BatchMeter,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
-    let (bytes, size) = clients::body_text(headers, request, limits).await?;
-    let text = std::str::from_utf8(&bytes).unwrap_or_default();
-    let batch = transistor::decode(text, &clients::bounds(limits)).map_err(clients::refused)?;
+    let text = clients::body_text(headers, request, limits).await?;
+    let size = text.len();
+    let batch = transistor::decode(&text, &clients::bounds(limits)).map_err(clients::refused)?;
     // One location: its uuid names the batch, so a retry is recognised in the session
     // whatever else changed in the body (the SDK adds fields on a retry, e.g. `extras`).
     let batch_id = match batch.fixes.as_slice() {

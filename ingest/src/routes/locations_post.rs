@@ -71,10 +71,9 @@ pub async fn handler(
     request: Body,
 ) -> Result<Response, ApiError> {
     // Usage is counted by the answer, whichever check gave it.
-    let mut meter = BatchMeter::new(state.usage.clone(), caller.tenant.clone());
-    let answer = post(state, caller, path, headers, request, &mut meter).await;
-    meter.settle(&answer);
-    answer
+    BatchMeter::new(state.usage.clone(), caller.tenant.clone())
+        .measure(async |meter| post(state, caller, path, headers, request, meter).await)
+        .await
 }
 
 /// The work of [`handler`]; `meter` learns what the request counts for usage.

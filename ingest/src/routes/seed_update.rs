@@ -29,10 +29,9 @@ pub async fn handler(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
-    let mut meter = BatchMeter::new(state.usage.clone(), caller.tenant.clone());
-    let answer = post(&state, &caller, &headers, request, &mut meter).await;
-    meter.settle(&answer);
-    answer
+    BatchMeter::new(state.usage.clone(), caller.tenant.clone())
+        .measure(async |meter| post(&state, &caller, &headers, request, meter).await)
+        .await
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
