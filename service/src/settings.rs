@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 use locus_wire::topics::Topics;
+use rdkafka::ClientConfig;
+
+use crate::kafka::KafkaSecurity;
 
 /// Where Kafka is and which topics this deployment uses.
 #[derive(Debug, Clone, Args)]
@@ -28,6 +31,11 @@ pub struct KafkaSettings {
         default_value = "locus."
     )]
     pub topic_prefix: String,
+
+    /// How this process authenticates to the brokers (`LOCUS_KAFKA_SECURITY_PROTOCOL`,
+    /// `LOCUS_KAFKA_SASL_*`, `LOCUS_KAFKA_SSL_*`); plaintext by default.
+    #[command(flatten)]
+    pub security: KafkaSecurity,
 }
 
 impl KafkaSettings {
@@ -36,7 +44,23 @@ impl KafkaSettings {
         Self {
             brokers: brokers.to_owned(),
             topic_prefix: topic_prefix.to_owned(),
+            security: KafkaSecurity::default(),
         }
+    }
+
+    /// These settings with `security` instead of plaintext.
+    pub fn with_security(mut self, security: KafkaSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// A client config with the bootstrap servers and the security settings: where every
+    /// Locus Kafka client starts, so none connects without the credentials.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut c);
+        c
     }
 
     /// The topic names under the prefix.

@@ -3,8 +3,12 @@
 //! test run without services fails loudly instead of passing quietly.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use locus_service::kafka::{KafkaSecurity, SaslMechanism, SecurityProtocol};
+use locus_service::settings::KafkaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -29,6 +33,115 @@ pub fn redis_url() -> String {
 /// Kafka bootstrap servers of the test broker (`LOCUS_KAFKA_BROKERS`).
 pub fn kafka_brokers() -> String {
     env_or("LOCUS_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+/// The principal tests use on the shared broker: its super user.
+pub const KAFKA_ADMIN: &str = "locus-admin";
+
+/// The state directory of the local stack's broker (`LOCUS_TEST_KAFKA_DIR`, default
+/// `.locus/kafka`): its running `config/server.properties` and its `credentials/`.
+fn kafka_state_dir() -> PathBuf {
+    std::env::var_os("LOCUS_TEST_KAFKA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../.locus/kafka")
+                .to_path_buf()
+        })
+}
+
+/// How tests authenticate to the shared broker, decided once per test process:
+///
+/// 1. `LOCUS_KAFKA_SECURITY_PROTOCOL` set in the test's environment: the `LOCUS_KAFKA_*`
+///    settings as a Locus binary reads them (a broker elsewhere).
+/// 2. Otherwise, when the local stack's broker (its running config in
+///    `.locus/kafka/config/server.properties`) has a SASL listener at the address tests
+///    use: SCRAM-SHA-512 as `locus-admin`, with the password `./locus services` generated
+///    into `.locus/kafka/credentials/locus-admin`.
+/// 3. Otherwise plaintext (a broker without security).
+///
+/// The running config decides rather than the credentials file alone, so that a broker
+/// started before SASL existed keeps being reached in plaintext until it is restarted.
+pub fn kafka_security() -> KafkaSecurity {
+    static SECURITY: OnceLock<KafkaSecurity> = OnceLock::new();
+    SECURITY.get_or_init(detect_kafka_security).clone()
+}
+
+fn detect_kafka_security() -> KafkaSecurity {
+    if std::env::var_os("LOCUS_KAFKA_SECURITY_PROTOCOL").is_some() {
+        return KafkaSecurity::from_env()
+            .unwrap_or_else(|e| panic!("the test's Kafka security settings: {e}"));
+    }
+    let dir = kafka_state_dir();
+    let config = std::fs::read_to_string(dir.join("config/server.properties")).unwrap_or_default();
+    let brokers = kafka_brokers();
+    let sasl_here = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("advertised.listeners="))
+        .flat_map(|l| l.split(','))
+        .filter_map(|l| l.trim().strip_prefix("SASL_PLAINTEXT://"))
+        .any(|address| brokers.split(',').any(|b| b.trim() == address));
+    if !sasl_here {
+        return KafkaSecurity::default();
+    }
+    let file = dir.join("credentials").join(KAFKA_ADMIN);
+    let password = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "the broker at {brokers} requires SASL but {} cannot be read ({e}); run `./locus services`",
+            file.display()
+        )
+    });
+    KafkaSecurity::sasl(
+        SecurityProtocol::SaslPlaintext,
+        SaslMechanism::ScramSha512,
+        KAFKA_ADMIN,
+        secrecy::SecretString::from(password.trim()),
+    )
+}
+
+/// A client config for the shared test broker: its bootstrap servers and its security (a
+/// super user once the broker runs SASL). Every test client of the shared broker starts
+/// from this one.
+pub fn kafka_config() -> ClientConfig {
+    kafka_settings("locus.").client_config()
+}
+
+/// The shared broker as a service's Kafka settings, with `topic_prefix`.
+pub fn kafka_settings(topic_prefix: &str) -> KafkaSettings {
+    KafkaSettings::new(&kafka_brokers(), topic_prefix).with_security(kafka_security())
+}
+
+/// The `LOCUS_KAFKA_*` variables a spawned Locus binary needs to reach the shared broker:
+/// `LOCUS_KAFKA_BROKERS` and the security settings (the admin's credentials when SASL is on).
+/// Not for a test's own [`broker::KafkaNode`]: those are plaintext, see [`plaintext_kafka_env`].
+pub fn kafka_env() -> Vec<(String, String)> {
+    let mut env = vec![("LOCUS_KAFKA_BROKERS".to_owned(), kafka_brokers())];
+    env.extend(kafka_security().to_env());
+    env
+}
+
+/// The variables a spawned binary needs to reach a test's own plaintext broker at
+/// `bootstrap`: explicitly plaintext, so nothing the test process inherited applies.
+pub fn plaintext_kafka_env(bootstrap: &str) -> Vec<(String, String)> {
+    vec![
+        ("LOCUS_KAFKA_BROKERS".to_owned(), bootstrap.to_owned()),
+        (
+            "LOCUS_KAFKA_SECURITY_PROTOCOL".to_owned(),
+            "PLAINTEXT".to_owned(),
+        ),
+    ]
+}
+
+/// A client config for the brokers `bootstrap`: the shared broker's (with its security)
+/// when `bootstrap` names it, plaintext for a test's own node or cluster.
+pub fn kafka_config_for(bootstrap: &str) -> ClientConfig {
+    if bootstrap == kafka_brokers() {
+        kafka_config()
+    } else {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap);
+        c
+    }
 }
 
 /// A name unique to one test, for Redis prefixes, topic prefixes and consumer groups.
@@ -171,9 +284,13 @@ pub struct KafkaRecord {
 /// Settings of a test reader: a group of its own, from the earliest record, committing
 /// nothing. Everything else is librdkafka's default, as in production.
 pub fn consumer_config(group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", kafka_brokers())
-        .set("group.id", group)
+    consumer_config_for(&kafka_brokers(), group)
+}
+
+/// [`consumer_config`] for the brokers `bootstrap` (see [`kafka_config_for`]).
+pub fn consumer_config_for(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut c = kafka_config_for(bootstrap);
+    c.set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     c
@@ -181,10 +298,7 @@ pub fn consumer_config(group: &str) -> ClientConfig {
 
 /// A client of the local stack's broker for metadata and watermark requests.
 fn metadata_client() -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("create a Kafka client")
+    kafka_config().create().expect("create a Kafka client")
 }
 
 /// The replica count of each partition of `topic`, in partition order, as the broker
@@ -233,8 +347,7 @@ pub async fn read_topic_on(
     timeout: Duration,
     mut done: impl FnMut(&[KafkaRecord]) -> bool,
 ) -> Vec<KafkaRecord> {
-    let consumer: StreamConsumer = consumer_config(&unique("locus-test-reader-"))
-        .set("bootstrap.servers", bootstrap)
+    let consumer: StreamConsumer = consumer_config_for(bootstrap, &unique("locus-test-reader-"))
         .create()
         .expect("create Kafka consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
