@@ -28,7 +28,7 @@ use chrono::Utc;
 use hdrhistogram::Histogram;
 use locus_wire::SessionId;
 use locus_wire::api::ErrorBody;
-use locus_wire::webhook::{self, SIGNATURE_HEADER, SignatureError, WebhookDelivery};
+use locus_wire::webhook::{self, SIGNATURE_HEADER, SignatureError, SigningKey, WebhookDelivery};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -187,14 +187,14 @@ impl Receiver {
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ReceiverError> {
-        let header = headers
-            .get(SIGNATURE_HEADER)
-            .ok_or(ReceiverError::MissingSignature)?
-            .to_str()
-            .map_err(|_| ReceiverError::Signature(SignatureError::Malformed))?;
-        webhook::verify(
-            self.config.secret.expose_secret().as_bytes(),
-            header,
+        if !headers.contains_key(SIGNATURE_HEADER) {
+            return Err(ReceiverError::MissingSignature);
+        }
+        let key = SigningKey::from_stored(self.config.secret.expose_secret())
+            .map_err(|_| ReceiverError::Signature(SignatureError::Mismatch))?;
+        webhook::verify_request(
+            &key,
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
             body,
             Utc::now().timestamp(),
             self.config.tolerance_secs,

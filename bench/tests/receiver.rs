@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use chrono::Utc;
 use locus_bench::receiver::{self, Receiver, ReceiverConfig, ReceiverStats};
 use locus_wire::record::{LocationRecord, SCHEMA_VERSION, record_id};
-use locus_wire::webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, WebhookDelivery, sign};
+use locus_wire::webhook::{
+    ID_HEADER, SIGNATURE_HEADER, SigningKey, TIMESTAMP_HEADER, WebhookDelivery,
+};
 use locus_wire::{DeviceId, SessionId, TenantId};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -46,11 +48,14 @@ impl TestReceiver {
     }
 
     async fn post_signed(&self, body: &[u8], secret: &str) -> reqwest::Response {
-        let signature = sign(secret.as_bytes(), Utc::now().timestamp(), body);
+        let id = Uuid::new_v4().to_string();
+        let t = Utc::now().timestamp();
+        let signature = SigningKey::from_stored(secret).unwrap().sign(&id, t, body);
         self.http
             .post(self.url("/webhook"))
             .header(SIGNATURE_HEADER, signature)
-            .header(DELIVERY_HEADER, Uuid::new_v4().to_string())
+            .header(ID_HEADER, id)
+            .header(TIMESTAMP_HEADER, t.to_string())
             .header("content-type", "application/json")
             .body(body.to_vec())
             .send()
@@ -164,13 +169,18 @@ async fn a_delivery_without_a_signature_is_refused_with_401() {
 async fn a_body_tampered_with_after_signing_is_refused() {
     let app = TestReceiver::spawn().await;
     let body = delivery("acme", vec![record("acme", SessionId::new(), "b1", 0)]);
-    let signature = sign(SECRET.as_bytes(), Utc::now().timestamp(), &body);
+    let t = Utc::now().timestamp();
+    let signature = SigningKey::from_stored(SECRET)
+        .unwrap()
+        .sign("d1", t, &body);
     let tampered = String::from_utf8(body).unwrap().replace("acme", "evil");
 
     let response = app
         .http
         .post(app.url("/webhook"))
         .header(SIGNATURE_HEADER, signature)
+        .header(ID_HEADER, "d1")
+        .header(TIMESTAMP_HEADER, t.to_string())
         .body(tampered)
         .send()
         .await

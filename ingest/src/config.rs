@@ -103,6 +103,24 @@ pub struct Config {
     /// The track and position routes (`GET /v1/sessions/{id}/track`).
     #[command(flatten)]
     pub track: TrackSettings,
+
+    /// Webhook sinks: secret rollover (`POST /v1/sink/rotate-secret`).
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook sink settings of the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookSettings {
+    /// How long the previous secret keeps signing (a second `v1,` signature) after
+    /// `POST /v1/sink/rotate-secret`, when the call names no `rollover_secs` of its own.
+    #[arg(
+        id = "webhook_rollover_secs",
+        long = "webhook-rollover-secs",
+        env = "LOCUS_WEBHOOK_ROLLOVER_SECS",
+        default_value_t = 86_400
+    )]
+    pub rollover_secs: u64,
 }
 
 /// The bounded caches of session rows and credential exchanges: used only when PostgreSQL

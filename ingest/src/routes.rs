@@ -62,7 +62,9 @@ mod sessions_stop;
 mod sessions_track;
 mod sink_delete;
 mod sink_get;
+mod sink_health;
 mod sink_put;
+mod sink_rotate;
 mod tenants_create;
 mod tenants_get;
 mod tenants_list;
@@ -224,6 +226,8 @@ fn api() -> OpenApiRouter<AppState> {
             sink_get::handler,
             sink_delete::handler
         ))
+        .routes(routes!(sink_rotate::handler))
+        .routes(routes!(sink_health::handler))
         .routes(routes!(audit_list::handler))
         .routes(routes!(tenants_create::handler, tenants_list::handler))
         .routes(routes!(tenants_get::handler))

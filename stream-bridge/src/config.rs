@@ -19,7 +19,7 @@ use secrecy::SecretString;
 
 use crate::error::BridgeError;
 use crate::webhook::config::{SinkSpecs, Sinks};
-use crate::webhook::retry::RetryPolicy;
+use crate::webhook::retry::{CircuitSettings, RetryPolicy};
 
 /// Everything the stream bridge reads at start.
 #[derive(Debug, Clone, Parser)]
@@ -142,10 +142,34 @@ pub struct Config {
     #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_INITIAL_MS", default_value_t = 200)]
     pub backoff_initial_ms: u64,
 
-    /// Longest backoff between two attempts, so how often a paused webhook is probed; also
-    /// caps a webhook's Retry-After.
+    /// Longest backoff between two attempts while the endpoint's circuit is closed.
     #[arg(long, env = "LOCUS_BRIDGE_BACKOFF_MAX_MS", default_value_t = 30_000)]
     pub backoff_max_ms: u64,
+
+    /// Failed attempts in a row after which an endpoint's circuit opens: from then on it
+    /// is sent one probe per `LOCUS_BRIDGE_CIRCUIT_PROBE_MS` until one succeeds.
+    #[arg(long, env = "LOCUS_BRIDGE_CIRCUIT_OPEN_AFTER", default_value_t = 10)]
+    pub circuit_open_after: u32,
+
+    /// While an endpoint's circuit is open, the wait between two probes (each probe is the
+    /// next attempt of the delivery that is waiting).
+    #[arg(long, env = "LOCUS_BRIDGE_CIRCUIT_PROBE_MS", default_value_t = 30_000)]
+    pub circuit_probe_ms: u64,
+
+    /// Longest `Retry-After` (of a 429, a 503 or any failure) honoured: the next attempt is
+    /// not sent before the time the webhook asked for, up to this.
+    #[arg(
+        long,
+        env = "LOCUS_BRIDGE_RETRY_AFTER_MAX_MS",
+        default_value_t = 3_600_000
+    )]
+    pub retry_after_max_ms: u64,
+
+    /// Most bytes of record JSON in one delivery (the body adds a few dozen): a batch is
+    /// closed before the record that would pass it. A single record larger than this is
+    /// sent alone.
+    #[arg(long, env = "LOCUS_BRIDGE_BATCH_MAX_BYTES", default_value_t = 1_048_576)]
+    pub batch_max_bytes: usize,
 
     /// Timeout of one webhook HTTP request, connect to last body byte.
     #[arg(
@@ -218,6 +242,7 @@ impl Config {
             batch_linger_ms: 50,
             backoff_initial_ms: 20,
             backoff_max_ms: 500,
+            circuit_probe_ms: 500,
             request_timeout_ms: 5_000,
             shutdown: ShutdownSettings { grace_secs: 10 },
             sinks_from_database: false,
@@ -266,6 +291,15 @@ impl Config {
         RetryPolicy {
             initial: Duration::from_millis(self.backoff_initial_ms),
             max: Duration::from_millis(self.backoff_max_ms),
+        }
+    }
+
+    /// The endpoint circuit of webhook deliveries and the longest Retry-After honoured.
+    pub fn circuit(&self) -> CircuitSettings {
+        CircuitSettings {
+            open_after: self.circuit_open_after.max(1),
+            probe_interval: Duration::from_millis(self.circuit_probe_ms),
+            retry_after_max: Duration::from_millis(self.retry_after_max_ms),
         }
     }
 
@@ -358,6 +392,10 @@ mod tests {
         assert_eq!(c.max_concurrent_deliveries, 16);
         assert_eq!(c.backoff_initial_ms, 200);
         assert_eq!(c.backoff_max_ms, 30_000);
+        assert_eq!(c.circuit_open_after, 10);
+        assert_eq!(c.circuit_probe_ms, 30_000);
+        assert_eq!(c.retry_after_max_ms, 3_600_000);
+        assert_eq!(c.batch_max_bytes, 1_048_576);
         assert_eq!(c.request_timeout_ms, 10_000);
     }
 

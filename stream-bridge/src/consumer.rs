@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use locus_service::settings::KafkaSettings;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -123,15 +124,14 @@ fn commit_sync<C: Consumer<BridgeContext>>(consumer: &C, during: &'static str) {
 
 /// The consumer settings (see the module docs for why offsets are stored by hand).
 pub fn consumer_config(
-    brokers: &str,
+    kafka: &KafkaSettings,
     group: &str,
     session_timeout_ms: u64,
     heartbeat_interval_ms: u64,
     fetch_wait_max_ms: u64,
 ) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
+    let mut c = kafka.client_config();
+    c.set("group.id", group)
         .set("client.id", "locus-stream-bridge")
         // The classic protocol with an eager assignor: a rebalance revokes every
         // partition, which the generation counter relies on.
@@ -155,6 +155,8 @@ pub struct LoopSettings {
     pub topic: String,
     /// Most records per batch.
     pub batch_max_records: usize,
+    /// Most bytes of record JSON per batch.
+    pub batch_max_bytes: usize,
     /// How long a batch waits for more records after its first.
     pub batch_linger: Duration,
     /// Most records one lane holds before the partitions feeding it are paused.
@@ -207,6 +209,7 @@ impl ConsumerLoop {
             deliverer: self.deliverer,
             dead_letter: self.dead_letter,
             batch_max_records: self.settings.batch_max_records.max(1),
+            batch_max_bytes: self.settings.batch_max_bytes.max(1),
             batch_linger: self.settings.batch_linger,
             abort: abort.clone(),
             sinks: self.sinks.clone(),

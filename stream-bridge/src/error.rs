@@ -40,6 +40,14 @@ pub enum SinkError {
         /// The refused host.
         host: String,
     },
+    /// The secret of a sink is neither `whsec_<base64>` nor an old-format secret.
+    #[error("sink secret of tenant {tenant:?} is invalid: {message}")]
+    InvalidSecret {
+        /// The tenant.
+        tenant: String,
+        /// Why it is invalid (never the secret).
+        message: String,
+    },
 }
 
 /// Why one read of the sink table from PostgreSQL failed. At start this stops the bridge
@@ -97,6 +105,9 @@ pub enum BridgeError {
     /// A Kafka client cannot be created or subscribed.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka security settings are incomplete or inconsistent.
+    #[error("{0}")]
+    KafkaSecurity(#[from] locus_service::kafka::KafkaSecurityError),
     /// The HTTP client cannot be created.
     #[error("cannot create the webhook HTTP client: {0}")]
     HttpClient(reqwest::Error),

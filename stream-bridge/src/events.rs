@@ -38,6 +38,9 @@ struct Metrics {
     sinks_loaded: IntGaugeVec,
     sinks_skipped: IntGaugeVec,
     sink_refresh_failures: IntCounter,
+    sink_circuit_open: IntGaugeVec,
+    sink_disabled: IntGaugeVec,
+    sink_health_write_failures: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -103,6 +106,24 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Refreshes of the sink table from PostgreSQL that failed (unreachable, refused, or \
          no answer within 5 s); the bridge kept its last table each time.",
     ),
+    sink_circuit_open: gauge_vec(
+        "locus_bridge_sink_circuit_open",
+        "1 while a tenant's endpoint circuit is open (LOCUS_BRIDGE_CIRCUIT_OPEN_AFTER failed \
+         attempts in a row; one probe per LOCUS_BRIDGE_CIRCUIT_PROBE_MS until one succeeds), \
+         else 0; per tenant of the sink table.",
+        &["tenant"],
+    ),
+    sink_disabled: gauge_vec(
+        "locus_bridge_sink_disabled",
+        "1 while a tenant's endpoint is disabled because it answered 410 Gone (nothing is \
+         sent, its records wait until the sink is set again with PUT /v1/sink), else 0.",
+        &["tenant"],
+    ),
+    sink_health_write_failures: counter(
+        "locus_bridge_sink_health_write_failures_total",
+        "Writes of endpoint health (sink_health, and 410s to sinks) to PostgreSQL that \
+         failed; what they held is written at the next one.",
+    ),
 });
 
 /// Describes every metric and registers it, so the unlabelled ones (the consumed and
@@ -149,7 +170,9 @@ impl DeliveryAttempt<'_> {
             ),
             // Debug: a paused sink is probed for as long as it fails; SinkPaused and
             // SinkResumed say so once each.
-            Outcome::Retriable { reason, .. } | Outcome::Rejected { reason, .. } => {
+            Outcome::Retriable { reason, .. }
+            | Outcome::Rejected { reason, .. }
+            | Outcome::Gone { reason } => {
                 tracing::debug!(
                     delivery_id = %self.delivery_id,
                     attempt = self.attempt,
@@ -213,7 +236,7 @@ impl SinkPaused<'_> {
         match self.outcome {
             // An error: the partner refuses the bridge (a key, a route, a size limit);
             // someone must act before the tenant's records move again.
-            Outcome::Rejected { reason, .. } => tracing::error!(
+            Outcome::Rejected { reason, .. } | Outcome::Gone { reason } => tracing::error!(
                 tenant = %self.tenant,
                 reason = %reason,
                 "Webhook refused a delivery; the tenant's delivery is paused and retried until it is taken."
@@ -601,5 +624,115 @@ impl PausedSinkRemoved<'_> {
             .sink_paused
             .with_label_values(&[self.tenant.as_str()])
             .set(0);
+    }
+}
+
+/// A tenant's endpoint failed `failures` times in a row: its circuit opened, and it is
+/// probed once per interval until a probe succeeds.
+pub struct CircuitOpened<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// The wait between two probes.
+    pub probe_interval: Duration,
+}
+
+impl CircuitOpened<'_> {
+    /// Logs the event and sets the tenant's circuit gauge.
+    pub fn emit(self) {
+        tracing::warn!(
+            tenant = %self.tenant,
+            failures = self.failures,
+            probe_interval = ?self.probe_interval,
+            "Webhook circuit opened; one probe per interval until one succeeds."
+        );
+        METRICS
+            .sink_circuit_open
+            .with_label_values(&[self.tenant.as_str()])
+            .set(1);
+    }
+}
+
+/// A probe of an open circuit succeeded: the endpoint is back on the backoff schedule.
+pub struct CircuitClosed<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// How long the circuit was open.
+    pub open_for: Duration,
+}
+
+impl CircuitClosed<'_> {
+    /// Logs the event and clears the tenant's circuit gauge.
+    pub fn emit(self) {
+        tracing::info!(
+            tenant = %self.tenant,
+            open_for = ?self.open_for,
+            "Webhook circuit closed: a probe succeeded."
+        );
+        METRICS
+            .sink_circuit_open
+            .with_label_values(&[self.tenant.as_str()])
+            .set(0);
+    }
+}
+
+/// A tenant's endpoint answered 410 Gone: it is disabled until the sink is set again.
+pub struct EndpointDisabled<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+    /// What the webhook answered.
+    pub reason: &'a str,
+}
+
+impl EndpointDisabled<'_> {
+    /// Logs the event (an error: the tenant's records wait until someone sets the sink
+    /// again) and sets the tenant's disabled gauge.
+    pub fn emit(self) {
+        tracing::error!(
+            tenant = %self.tenant,
+            reason = %self.reason,
+            "Webhook answered 410 Gone; the endpoint is disabled and the tenant's records wait until its sink is set again (PUT /v1/sink)."
+        );
+        METRICS
+            .sink_disabled
+            .with_label_values(&[self.tenant.as_str()])
+            .set(1);
+    }
+}
+
+/// A sink disabled by a 410 was set again: deliveries resume.
+pub struct EndpointReenabled<'a> {
+    /// The tenant.
+    pub tenant: &'a TenantId,
+}
+
+impl EndpointReenabled<'_> {
+    /// Logs the event and clears the tenant's disabled and circuit gauges.
+    pub fn emit(self) {
+        tracing::info!(
+            tenant = %self.tenant,
+            "The sink disabled by a 410 was set again; deliveries resume."
+        );
+        for gauge in [&METRICS.sink_disabled, &METRICS.sink_circuit_open] {
+            gauge.with_label_values(&[self.tenant.as_str()]).set(0);
+        }
+    }
+}
+
+/// Endpoint health could not be written to PostgreSQL.
+pub struct SinkHealthWriteFailed<'a> {
+    /// Why.
+    pub error: &'a dyn std::error::Error,
+}
+
+impl SinkHealthWriteFailed<'_> {
+    /// Logs and counts the event.
+    pub fn emit(self) {
+        tracing::warn!(
+            error = %self.error,
+            "Cannot write endpoint health to PostgreSQL; it is written at the next try."
+        );
+        METRICS.sink_health_write_failures.inc();
     }
 }

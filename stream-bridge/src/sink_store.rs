@@ -22,23 +22,54 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use locus_session::Scope;
-use secrecy::SecretString;
+use locus_wire::TenantId;
+use locus_wire::webhook::SigningKey;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{SinkError, SinkRefreshError};
-use crate::events::{SinkRefreshFailed, SinkRefreshRecovered, SinkRowSkipped, SinkTableRefreshed};
-use crate::webhook::config::{Sink, Sinks};
+use crate::events::{
+    SinkHealthWriteFailed, SinkRefreshFailed, SinkRefreshRecovered, SinkRowSkipped,
+    SinkTableRefreshed,
+};
+use crate::webhook::config::{PreviousKey, Sink, Sinks};
+use crate::webhook::health::{HealthReporter, Pending, WRITE_INTERVAL};
 use crate::webhook::table::{SinkTable, TableChanges};
 
 /// Longest one refresh (a connection, the query) may take before it counts as failed: a
 /// PostgreSQL that hangs must not keep a connection of the small pool forever.
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The enabled sinks. One sink per tenant (`UNIQUE (tenant_id)`).
-const ENABLED_SINKS: &str = "SELECT tenant_id, url, secret FROM sinks WHERE disabled_at IS NULL";
+/// The enabled sinks. One sink per tenant (`UNIQUE (tenant_id)`). A sink disabled by a
+/// 410 is enabled in this sense: it stays in the table, so its tenant's records wait for it
+/// instead of taking the `no_sink` path. A previous secret past its expiry is left out.
+const ENABLED_SINKS: &str = "SELECT tenant_id, url, secret, \
+       CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, \
+       CASE WHEN previous_secret_expires_at > now() THEN previous_secret_expires_at END, \
+       disabled_by_410_reason, disabled_by_410_at IS NOT NULL, updated_at \
+     FROM sinks WHERE disabled_at IS NULL";
+
+/// Endpoint health, one row per tenant, replaced whole.
+const UPSERT_HEALTH: &str = "INSERT INTO sink_health (tenant_id, last_success_at, \
+       last_failure_at, last_failure_status, last_failure_reason, failure_streak, paused, \
+       circuit, reported_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) \
+     ON CONFLICT (tenant_id) DO UPDATE SET last_success_at = EXCLUDED.last_success_at, \
+       last_failure_at = EXCLUDED.last_failure_at, \
+       last_failure_status = EXCLUDED.last_failure_status, \
+       last_failure_reason = EXCLUDED.last_failure_reason, \
+       failure_streak = EXCLUDED.failure_streak, paused = EXCLUDED.paused, \
+       circuit = EXCLUDED.circuit, reported_at = now()";
+
+/// A 410, recorded only against the version of the sink it was answered for: a sink set
+/// again (PUT) since then is not disabled by an answer of the old one.
+const DISABLE_BY_410: &str = "UPDATE sinks SET disabled_by_410_at = now(), \
+       disabled_by_410_reason = $2 \
+     WHERE tenant_id = $1 AND updated_at = $3 AND disabled_by_410_at IS NULL";
 
 /// One enabled row of the `sinks` table, not yet checked.
 #[derive(Debug)]
@@ -47,9 +78,27 @@ pub struct SinkRow {
     pub tenant: String,
     /// `url`.
     pub url: String,
-    /// `secret`: the HMAC key.
+    /// `secret`: the HMAC key (`whsec_<base64>`).
     pub secret: SecretString,
+    /// `previous_secret`, while it still signs, and until when.
+    pub previous: Option<(SecretString, DateTime<Utc>)>,
+    /// `disabled_by_410_reason` (or a placeholder) when `disabled_by_410_at` is set.
+    pub gone: Option<String>,
+    /// `updated_at`: the version of the sink.
+    pub version: Option<DateTime<Utc>>,
 }
+
+/// The columns of [`ENABLED_SINKS`].
+type RowColumns = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    bool,
+    DateTime<Utc>,
+);
 
 /// The bridge's connection to PostgreSQL: a pool of the service role, two connections at
 /// most (one refresh runs at a time; the second lets a refresh start while a connection
@@ -82,18 +131,56 @@ impl SinkStore {
     /// Every enabled row, read in the system scope.
     pub async fn rows(&self) -> Result<Vec<SinkRow>, sqlx::Error> {
         let mut tx = locus_session::begin(&self.pool, Scope::System).await?;
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as(ENABLED_SINKS).fetch_all(&mut *tx).await?;
+        let rows: Vec<RowColumns> = sqlx::query_as(ENABLED_SINKS).fetch_all(&mut *tx).await?;
         // Read-only: committing or rolling back is the same; committing says "done".
         tx.commit().await?;
         Ok(rows
             .into_iter()
-            .map(|(tenant, url, secret)| SinkRow {
-                tenant,
-                url,
-                secret: SecretString::from(secret),
-            })
+            .map(
+                |(tenant, url, secret, previous, until, reason, gone, version)| SinkRow {
+                    tenant,
+                    url,
+                    secret: SecretString::from(secret),
+                    previous: previous.zip(until).map(|(p, u)| (SecretString::from(p), u)),
+                    gone: gone.then(|| reason.unwrap_or_else(|| "webhook answered 410".into())),
+                    version: Some(version),
+                },
+            )
             .collect())
+    }
+
+    /// Writes what `pending` holds in one transaction of the system scope: each tenant's
+    /// health row, and each 410 against its sink's version.
+    pub async fn write_health(
+        &self,
+        pending: &HashMap<TenantId, Pending>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = locus_session::begin(&self.pool, Scope::System).await?;
+        for (tenant, report) in pending {
+            if let Some(h) = &report.health {
+                let failure = h.last_failure.as_ref();
+                sqlx::query(UPSERT_HEALTH)
+                    .bind(tenant.as_str())
+                    .bind(h.last_success_at)
+                    .bind(failure.map(|f| f.at))
+                    .bind(failure.and_then(|f| f.status).map(i32::from))
+                    .bind(failure.map(|f| f.reason.as_str()))
+                    .bind(i32::try_from(h.failure_streak).unwrap_or(i32::MAX))
+                    .bind(h.paused)
+                    .bind(h.circuit.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(gone) = &report.gone {
+                sqlx::query(DISABLE_BY_410)
+                    .bind(tenant.as_str())
+                    .bind(&gone.reason)
+                    .bind(gone.version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await
     }
 
     /// Closes the pool's connections.
@@ -112,7 +199,23 @@ pub fn merge(
     let mut sinks = static_sinks.clone();
     let mut skipped = Vec::new();
     for row in rows {
-        match Sink::parse(&row.tenant, &row.url, row.secret, allow_private) {
+        let parsed = Sink::parse(&row.tenant, &row.url, row.secret, allow_private).and_then(
+            |(tenant, mut sink)| {
+                if let Some((secret, until)) = row.previous {
+                    let key = SigningKey::from_stored(secret.expose_secret()).map_err(|e| {
+                        SinkError::InvalidSecret {
+                            tenant: row.tenant.clone(),
+                            message: format!("previous secret: {e}"),
+                        }
+                    })?;
+                    sink.previous = Some(PreviousKey { key, until });
+                }
+                sink.gone = row.gone;
+                sink.version = row.version;
+                Ok((tenant, sink))
+            },
+        );
+        match parsed {
             Ok((tenant, sink)) => sinks.insert(tenant, sink),
             Err(error) => skipped.push((row.tenant, error)),
         }
@@ -132,6 +235,8 @@ pub struct SinkRefresher {
     skipped: HashMap<String, String>,
     /// Refreshes failed in a row.
     failures: u64,
+    /// Endpoint health the lanes report, written by [`Self::run`].
+    health: HealthReporter,
 }
 
 impl SinkRefresher {
@@ -151,7 +256,14 @@ impl SinkRefresher {
             interval,
             skipped: HashMap::new(),
             failures: 0,
+            health: HealthReporter::new(),
         }
+    }
+
+    /// Where lanes report their endpoints' health: written to PostgreSQL at most once per
+    /// [`WRITE_INTERVAL`] while [`Self::run`] runs.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
     }
 
     /// The live table this refresher keeps.
@@ -189,8 +301,22 @@ impl SinkRefresher {
     }
 
     /// Refreshes every interval until `stop`, then closes the connections. A failed
-    /// refresh keeps the last table.
+    /// refresh keeps the last table. Meanwhile writes the endpoint health the lanes
+    /// reported, at most once per [`WRITE_INTERVAL`], and a last time after `stop` (the
+    /// lanes are done by then).
     pub async fn run(mut self, stop: CancellationToken) {
+        let writer = tokio::spawn(write_health(
+            self.store.clone(),
+            self.health.clone(),
+            stop.clone(),
+        ));
+        self.refresh_until(stop).await;
+        // The writer's last write needs the pool: it ends before the pool is closed.
+        let _ = writer.await;
+        self.store.close().await;
+    }
+
+    async fn refresh_until(&mut self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         // A refresh that took long is followed by a full interval, not a burst.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,7 +351,35 @@ impl SinkRefresher {
                 }
             }
         }
-        self.store.close().await;
+    }
+}
+
+/// Writes the reported health every [`WRITE_INTERVAL`] until `stop`, then once more. A
+/// failed write puts its reports back for the next one (a newer report wins).
+async fn write_health(store: SinkStore, health: HealthReporter, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(WRITE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let pending = health.take();
+        if !pending.is_empty() {
+            let written = tokio::time::timeout(REFRESH_TIMEOUT, store.write_health(&pending)).await;
+            let error = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(SinkRefreshError::Database(e)),
+                Err(_) => Some(SinkRefreshError::Timeout(REFRESH_TIMEOUT)),
+            };
+            if let Some(error) = error {
+                SinkHealthWriteFailed { error: &error }.emit();
+                health.put_back(pending);
+            }
+        }
+        if stopped {
+            return;
+        }
     }
 }
 
@@ -245,8 +399,6 @@ pub fn redacted(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use locus_wire::TenantId;
-
     use super::*;
     use crate::webhook::config::SinkSpecs;
 
@@ -255,6 +407,9 @@ mod tests {
             tenant: tenant.to_owned(),
             url: url.to_owned(),
             secret: SecretString::from("s"),
+            previous: None,
+            gone: None,
+            version: None,
         }
     }
 

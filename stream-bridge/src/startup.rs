@@ -44,6 +44,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, BridgeError> {
         // Registered before the first event, so every unlabelled metric reads 0 from start.
         events::register();
+        config.kafka.security.validate()?;
         let static_sinks = config.load_sinks()?;
         let (sinks, refresher) = if config.sinks_from_database {
             let url = config.database_url.expose_secret();
@@ -85,7 +86,7 @@ impl Application {
         let topics = config.topics();
         let topic = topics.locations().to_owned();
         let consumer: BridgeConsumer = consumer_config(
-            &config.kafka.brokers,
+            &config.kafka,
             &config.group,
             config.session_timeout_ms,
             config.heartbeat_interval_ms,
@@ -94,11 +95,13 @@ impl Application {
         .create_with_context(BridgeContext::new(config.revoke_wait()))?;
         let consumer = Arc::new(consumer);
         let producer: FutureProducer =
-            DeadLetterWriter::producer_config(&config.kafka.brokers).create()?;
+            DeadLetterWriter::producer_config(&config.kafka).create()?;
         let policy = config.retry_policy();
         let dead_letter = DeadLetterWriter::new(producer, topics.dead_letter().to_owned(), policy);
         let service = WebhookService::new(Duration::from_millis(config.request_timeout_ms))?;
-        let deliverer = WebhookDeliverer::new(service, policy, config.max_concurrent_deliveries);
+        let deliverer = WebhookDeliverer::new(service, policy, config.max_concurrent_deliveries)
+            .with_circuit(config.circuit())
+            .with_health(refresher.as_ref().map(SinkRefresher::health).unwrap_or_default());
 
         let consumer_loop = ConsumerLoop::new(
             Arc::clone(&consumer),
@@ -108,6 +111,7 @@ impl Application {
             LoopSettings {
                 topic: topic.clone(),
                 batch_max_records: config.batch_max_records.max(1),
+                batch_max_bytes: config.batch_max_bytes.max(1),
                 batch_linger: Duration::from_millis(config.batch_linger_ms),
                 lane_capacity: config.lane_capacity.max(1),
                 shutdown_grace: config.shutdown_grace(),

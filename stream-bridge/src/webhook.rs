@@ -6,6 +6,7 @@
 //! does).
 
 pub mod config;
+pub mod health;
 pub mod request_builder;
 pub mod retry;
 pub mod service;
@@ -14,21 +15,25 @@ pub mod table;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use locus_wire::TenantId;
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 use uuid::Uuid;
 
 use self::config::Sink;
+pub use self::health::SinkHealth;
+use self::health::{HealthReporter, HealthSnapshot, Transitions};
 use self::request_builder::WebhookRequest;
-use self::retry::{Outcome, RetryPolicy};
+use self::retry::{CircuitSettings, Outcome, RetryPolicy, webhook_delay};
 use self::service::WebhookService;
 use self::table::SinkTable;
 use crate::consumer::ownership::Generation;
 use crate::events::{
-    DeliveryAttempt, PausedSinkRemoved, RecordsDelivered, SinkPaused, SinkResumed,
+    CircuitClosed, CircuitOpened, DeliveryAttempt, EndpointDisabled, EndpointReenabled,
+    PausedSinkRemoved, RecordsDelivered, SinkPaused, SinkResumed,
 };
 use crate::record::ParsedRecord;
 
@@ -46,19 +51,22 @@ pub enum DeliveryResult {
     NoSink,
 }
 
-/// Whether a tenant's sink is paused, kept by its lane across deliveries so that the pause
-/// and the recovery are each logged once.
-#[derive(Debug, Default)]
-pub struct SinkHealth {
-    /// Since when, and after how many failed attempts so far.
-    paused: Option<(Instant, u32)>,
-}
+/// The defaults of [`CircuitSettings`] (the documented ones of the configuration).
+pub const DEFAULT_CIRCUIT: CircuitSettings = CircuitSettings {
+    open_after: 10,
+    probe_interval: Duration::from_secs(30),
+    retry_after_max: Duration::from_secs(3600),
+};
 
 /// Delivers batches of one tenant's records to its webhook, retrying until it takes them.
 #[derive(Debug, Clone)]
 pub struct WebhookDeliverer {
     service: WebhookService,
     policy: RetryPolicy,
+    circuit: CircuitSettings,
+    /// Where each endpoint's health goes (to PostgreSQL, when the bridge reads sinks from
+    /// there).
+    health: HealthReporter,
     /// Bounds the HTTP attempts in flight across tenants; a paused sink holds a permit only
     /// while an attempt runs, not while it backs off.
     permits: Arc<Semaphore>,
@@ -66,25 +74,43 @@ pub struct WebhookDeliverer {
 
 impl WebhookDeliverer {
     /// A deliverer sending through `service`, retrying per `policy`, with at most
-    /// `max_in_flight` attempts in flight at once.
+    /// `max_in_flight` attempts in flight at once, the default circuit and no health
+    /// reports.
     pub fn new(service: WebhookService, policy: RetryPolicy, max_in_flight: usize) -> Self {
         Self {
             service,
             policy,
+            circuit: DEFAULT_CIRCUIT,
+            health: HealthReporter::disabled(),
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
     }
 
+    /// This deliverer with the endpoint circuit `circuit`.
+    pub fn with_circuit(mut self, circuit: CircuitSettings) -> Self {
+        self.circuit = circuit;
+        self
+    }
+
+    /// This deliverer reporting endpoint health to `health`.
+    pub fn with_health(mut self, health: HealthReporter) -> Self {
+        self.health = health;
+        self
+    }
+
     /// Delivers `records` (all of `tenant`, in Kafka order) to the tenant's sink in `sinks`
-    /// as one delivery: one delivery id and one body for every attempt. A failure of any
-    /// kind pauses the sink and the same delivery is tried again with capped backoff, for
-    /// as long as it takes: skipping it would leave a hole in the tenant's sessions.
+    /// as one delivery: one delivery id (`webhook-id`) and one body for every attempt. A
+    /// failure of any kind pauses the sink and the same delivery is tried again on the
+    /// published schedule ([`webhook_delay`]: backoff with jitter, then one probe per
+    /// interval once the endpoint's circuit is open), for as long as it takes: skipping it
+    /// would leave a hole in the tenant's sessions. A 410 Gone disables the endpoint:
+    /// nothing more is sent until the sink is set again, and the records wait.
     ///
     /// Each attempt takes the sink as the table has it when the attempt starts and keeps it
     /// to the end of that attempt: a URL or secret changed while a webhook was failing is
-    /// tried from the next attempt on (usually the change is the fix), and an attempt in
-    /// flight is never redirected. With no sink left for the tenant, it returns
-    /// [`DeliveryResult::NoSink`] before sending anything more.
+    /// tried at once (a wait is cut short when the tenant's sink changes: usually the
+    /// change is the fix), and an attempt in flight is never redirected. With no sink left
+    /// for the tenant, it returns [`DeliveryResult::NoSink`] before sending anything more.
     ///
     /// Gives up with [`DeliveryResult::Abandoned`] when `abort` fires (shutdown's grace is
     /// over), when `generation` is revoked between attempts, or when it is fenced during
@@ -95,7 +121,7 @@ impl WebhookDeliverer {
         tenant: &TenantId,
         sinks: &SinkTable,
         records: &[&ParsedRecord],
-        health: &mut SinkHealth,
+        health: &mut LaneHealth,
         generation: &Generation,
         abort: &CancellationToken,
     ) -> DeliveryResult {
@@ -104,18 +130,32 @@ impl WebhookDeliverer {
         tracing::Span::current().record("delivery_id", tracing::field::display(delivery_id));
         let raws: Vec<&RawValue> = records.iter().map(|r| r.raw.as_ref()).collect();
         let request = WebhookRequest::build(tenant, delivery_id, &raws);
+        let mut changes = sinks.subscribe();
 
         let mut attempt = 0;
         loop {
             // A snapshot: refreshes meanwhile do not change the sink of this attempt.
             let table = sinks.current();
             let Some(sink) = table.get(tenant) else {
-                if health.paused.take().is_some() {
+                if health.state.forget_pause() {
                     PausedSinkRemoved { tenant }.emit();
                 }
                 return DeliveryResult::NoSink;
             };
+            if health.state.reenable_if_set_again(sink) {
+                EndpointReenabled { tenant }.emit();
+                self.report(tenant, health);
+            }
+            if health.state.disabled_reason(sink).is_some() {
+                // Disabled by a 410: nothing is sent, the records wait in the lane (whose
+                // partitions pause once it is full) until the sink is set again.
+                if !wait(None, tenant, sink, sinks, &mut changes, generation, abort).await {
+                    return DeliveryResult::Abandoned;
+                }
+                continue;
+            }
             attempt += 1;
+            health.state.begin_attempt();
             let outcome = tokio::select! {
                 // Dropping the request mid-flight is safe for at-least-once: the webhook
                 // may or may not have taken it, and the records are delivered again.
@@ -135,15 +175,16 @@ impl WebhookDeliverer {
                 delivery_id,
             }
             .emit();
+            let transitions = health
+                .state
+                .record(&outcome, Utc::now(), sink, &self.circuit);
+            self.emit_transitions(tenant, &outcome, &transitions, health);
+            if let Outcome::Gone { reason } = &outcome {
+                EndpointDisabled { tenant, reason }.emit();
+                self.health.gone(tenant, sink.version, reason);
+            }
+            self.report(tenant, health);
             if outcome == Outcome::Delivered {
-                if let Some((since, failed)) = health.paused.take() {
-                    SinkResumed {
-                        tenant,
-                        paused_for: since.elapsed(),
-                        failed_attempts: failed,
-                    }
-                    .emit();
-                }
                 let received_at: Vec<_> = records.iter().map(|r| r.record.received_at).collect();
                 RecordsDelivered {
                     received_at: &received_at,
@@ -153,29 +194,66 @@ impl WebhookDeliverer {
                 .emit();
                 return DeliveryResult::Delivered;
             }
-            match &mut health.paused {
-                Some((_, failed)) => *failed += 1,
-                None => {
-                    health.paused = Some((Instant::now(), 1));
-                    SinkPaused {
-                        tenant,
-                        outcome: &outcome,
-                    }
-                    .emit();
-                }
+            if matches!(outcome, Outcome::Gone { .. }) {
+                continue;
             }
-            let delay = self
-                .policy
-                .delay(attempt, outcome.retry_after(), rand::random::<f64>());
-            tokio::select! {
-                _ = abort.cancelled() => return DeliveryResult::Abandoned,
-                _ = generation.revoked.cancelled() => return DeliveryResult::Abandoned,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            if generation.revoked.is_cancelled() {
+            let delay = webhook_delay(
+                &self.policy,
+                &self.circuit,
+                health.state.failure_streak(),
+                outcome.retry_after(),
+                rand::random::<f64>(),
+            );
+            if !wait(
+                Some(delay),
+                tenant,
+                sink,
+                sinks,
+                &mut changes,
+                generation,
+                abort,
+            )
+            .await
+            {
                 return DeliveryResult::Abandoned;
             }
         }
+    }
+
+    fn emit_transitions(
+        &self,
+        tenant: &TenantId,
+        outcome: &Outcome,
+        transitions: &Transitions,
+        health: &LaneHealth,
+    ) {
+        if transitions.paused {
+            SinkPaused { tenant, outcome }.emit();
+        }
+        if let Some((paused_for, failed_attempts)) = transitions.resumed {
+            SinkResumed {
+                tenant,
+                paused_for,
+                failed_attempts,
+            }
+            .emit();
+        }
+        if transitions.circuit_opened {
+            CircuitOpened {
+                tenant,
+                failures: health.state.failure_streak(),
+                probe_interval: self.circuit.probe_interval,
+            }
+            .emit();
+        }
+        if let Some(open_for) = transitions.circuit_closed {
+            CircuitClosed { tenant, open_for }.emit();
+        }
+    }
+
+    fn report(&self, tenant: &TenantId, health: &mut LaneHealth) {
+        let snapshot = health.state.snapshot();
+        self.health.report(tenant, snapshot, &mut health.reported);
     }
 
     /// One HTTP attempt under a permit, with its duration; `None` if the semaphore closed.
@@ -184,5 +262,58 @@ impl WebhookDeliverer {
         let started = Instant::now();
         let outcome = self.service.send(sink, request).await;
         Some((outcome, started.elapsed()))
+    }
+}
+
+/// A lane's view of its endpoint: the state, and what was last reported of it.
+#[derive(Debug, Default)]
+pub struct LaneHealth {
+    /// The endpoint's state.
+    pub state: SinkHealth,
+    /// The last snapshot handed to the reporter (an unchanged one is not handed again).
+    reported: Option<HealthSnapshot>,
+}
+
+/// Waits `delay` (forever with `None`), cut short when `tenant`'s sink in `sinks` stops
+/// being `sink` (changed, disabled, re-enabled or removed). `false` when the wait was
+/// abandoned: `abort` fired or `generation` was revoked.
+async fn wait(
+    delay: Option<Duration>,
+    tenant: &TenantId,
+    sink: &Sink,
+    sinks: &SinkTable,
+    changes: &mut watch::Receiver<u64>,
+    generation: &Generation,
+    abort: &CancellationToken,
+) -> bool {
+    let deadline = delay.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = abort.cancelled() => return false,
+            _ = generation.revoked.cancelled() => return false,
+            _ = sleep => return !generation.revoked.is_cancelled(),
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The table is gone (never while a lane holds it): wait out the delay.
+                    if let Some(at) = deadline {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    return !generation.revoked.is_cancelled();
+                }
+                let moved = match sinks.current().get(tenant) {
+                    None => true,
+                    Some(now) => !now.same_as(sink),
+                };
+                if moved {
+                    return !generation.revoked.is_cancelled();
+                }
+            }
+        }
     }
 }

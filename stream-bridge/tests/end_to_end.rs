@@ -10,13 +10,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use base64::Engine;
 use locus_testkit as kit;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod support;
 
-type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`) and the raw body.
+type Received = Arc<Mutex<Vec<((String, String, String), Bytes)>>>;
 
 /// A partner's webhook endpoint that keeps every signature header and raw body.
 async fn partner() -> (String, Received) {
@@ -27,8 +29,13 @@ async fn partner() -> (String, Received) {
         post(move |headers: HeaderMap, body: Bytes| {
             let store = store.clone();
             async move {
-                let sig = headers["locus-signature"].to_str().unwrap().to_owned();
-                store.lock().unwrap().push((sig, body));
+                let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+                let signed = (
+                    header("webhook-id"),
+                    header("webhook-timestamp"),
+                    header("webhook-signature"),
+                );
+                store.lock().unwrap().push((signed, body));
                 "ok"
             }
         }),
@@ -39,9 +46,9 @@ async fn partner() -> (String, Received) {
     (url, received)
 }
 
-/// HMAC-SHA256 of `"<t>.<body>"` as the openssl command line computes it.
-fn openssl_hmac(secret: &str, t: &str, body: &[u8]) -> String {
-    let mut message = format!("{t}.").into_bytes();
+/// Hex HMAC-SHA256 of `"<id>.<t>.<body>"` as the openssl command line computes it.
+fn openssl_hmac(secret: &str, id: &str, t: &str, body: &[u8]) -> String {
+    let mut message = format!("{id}.{t}.").into_bytes();
     message.extend_from_slice(body);
     let path = std::env::temp_dir().join(kit::unique("locus-e2e-body-"));
     std::fs::write(&path, &message).unwrap();
@@ -130,14 +137,16 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
 
     let deliveries = received.lock().unwrap().clone();
     let mut order = Vec::new();
-    for (signature, body) in &deliveries {
-        let (t, v1) = signature
-            .split_once(',')
-            .map(|(t, v)| (t.trim_start_matches("t="), v.trim_start_matches("v1=")))
-            .expect("signature is t=...,v1=...");
+    for ((id, t, signature), body) in &deliveries {
+        let v1 = signature
+            .strip_prefix("v1,")
+            .expect("the signature is v1,<base64>");
+        let v1 = base64::engine::general_purpose::STANDARD
+            .decode(v1)
+            .expect("base64");
         assert_eq!(
-            openssl_hmac(secret, t, body),
-            v1,
+            openssl_hmac(secret, id, t, body),
+            hex::encode(v1),
             "the signature verifies independently"
         );
         let delivery: Value = serde_json::from_slice(body).unwrap();

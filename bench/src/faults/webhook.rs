@@ -16,7 +16,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use chrono::Utc;
 use locus_wire::SessionId;
-use locus_wire::webhook::{self, SIGNATURE_HEADER, WebhookDelivery};
+use locus_wire::webhook::{self, SigningKey, WebhookDelivery};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -64,7 +64,7 @@ struct Log {
 
 #[derive(Debug)]
 struct Shared {
-    secret: Vec<u8>,
+    secret: SigningKey,
     delay: Duration,
     modes: Mutex<HashMap<String, Mode>>,
     log: Mutex<Log>,
@@ -83,7 +83,7 @@ impl Webhook {
     /// delivery is in flight long enough to be cut by a kill.
     pub async fn start(secret: &str, delay: Duration) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
-            secret: secret.as_bytes().to_vec(),
+            secret: SigningKey::from_stored(secret)?,
             delay,
             modes: Mutex::default(),
             log: Mutex::default(),
@@ -215,12 +215,14 @@ async fn receive(
 }
 
 async fn accept(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> StatusCode {
-    let signed = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| {
-            webhook::verify(&shared.secret, h, body, Utc::now().timestamp(), 300).is_ok()
-        });
+    let signed = webhook::verify_request(
+        &shared.secret,
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        body,
+        Utc::now().timestamp(),
+        300,
+    )
+    .is_ok();
     if !signed {
         lock(&shared.log).bad_signatures += 1;
         return StatusCode::UNAUTHORIZED;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use locus_wire::TenantId;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Message, OwnedMessage};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,7 +32,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::events::{DeadLetterReason, OffsetStoreFailed};
 use crate::record::ParsedRecord;
 use crate::webhook::table::SinkTable;
-use crate::webhook::{DeliveryResult, SinkHealth, WebhookDeliverer};
+use crate::webhook::{DeliveryResult, LaneHealth, WebhookDeliverer};
 
 /// One record read from the location topic.
 #[derive(Debug)]
@@ -83,6 +83,8 @@ pub struct LaneContext {
     pub dead_letter: DeadLetterWriter,
     /// Most records per batch.
     pub batch_max_records: usize,
+    /// Most bytes of record JSON per batch (a record larger than this alone goes alone).
+    pub batch_max_bytes: usize,
     /// How long a batch waits for more records after its first.
     pub batch_linger: Duration,
     /// Fires once shutdown's grace period is over: lanes give up what they hold.
@@ -106,13 +108,14 @@ impl Lane {
         let target = match key {
             LaneKey::Sink(tenant) => Target::Webhook {
                 tenant: tenant.clone(),
-                health: SinkHealth::default(),
+                health: LaneHealth::default(),
             },
             LaneKey::DeadLetter => Target::DeadLetter,
         };
         let task = runtime.spawn(
             LaneTask {
                 target,
+                held: None,
                 receiver,
                 queued: Arc::clone(&queued),
                 context,
@@ -152,13 +155,16 @@ impl Lane {
 enum Target {
     Webhook {
         tenant: TenantId,
-        health: SinkHealth,
+        health: LaneHealth,
     },
     DeadLetter,
 }
 
 struct LaneTask {
     target: Target,
+    /// A record taken from the channel that did not fit the last batch by bytes: the first
+    /// of the next one.
+    held: Option<Consumed>,
     receiver: mpsc::UnboundedReceiver<Consumed>,
     queued: Arc<AtomicUsize>,
     context: Arc<LaneContext>,
@@ -177,37 +183,45 @@ impl LaneTask {
     }
 
     /// The next batch of the current generation: waits for a first record, then takes more
-    /// until the batch is full or the linger time passed. `None` once the lane is closed and
-    /// empty, or aborted.
+    /// until the batch is full (by count or by bytes) or the linger time passed. `None` once
+    /// the lane is closed and empty, or aborted.
     async fn next_batch(&mut self) -> Option<Vec<Consumed>> {
         let abort = self.context.abort.clone();
-        let first = tokio::select! {
-            biased;
-            _ = abort.cancelled() => return None,
-            first = self.receiver.recv() => first?,
+        let first = match self.held.take() {
+            Some(held) => held,
+            None => tokio::select! {
+                biased;
+                _ = abort.cancelled() => return None,
+                first = self.receiver.recv() => first?,
+            },
         };
+        let mut bytes = record_bytes(&first);
         let mut batch = vec![first];
         let linger = tokio::time::sleep(self.context.batch_linger);
         tokio::pin!(linger);
         while batch.len() < self.context.batch_max_records {
             // What is already queued is taken at once: a lane that was paused catches up
             // in full batches.
-            match self.receiver.try_recv() {
-                Ok(record) => {
-                    batch.push(record);
-                    continue;
-                }
+            let next = match self.receiver.try_recv() {
+                Ok(record) => record,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            tokio::select! {
-                biased;
-                _ = &mut linger => break,
-                next = self.receiver.recv() => match next {
-                    Some(record) => batch.push(record),
-                    None => break,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    _ = &mut linger => break,
+                    next = self.receiver.recv() => match next {
+                        Some(record) => record,
+                        None => break,
+                    },
                 },
+            };
+            let size = record_bytes(&next);
+            if bytes + size > self.context.batch_max_bytes {
+                // It opens the next batch, keeping the lane's order.
+                self.held = Some(next);
+                break;
             }
+            bytes += size;
+            batch.push(next);
         }
         // Records read before a revocation are dropped unhandled: their partition's owner
         // reads them again from the committed offset.
@@ -311,6 +325,15 @@ async fn dead_letter(context: &LaneContext, batch: &[Consumed]) -> usize {
         done += run;
     }
     done
+}
+
+/// What a record adds to a delivery's body: its JSON as read (a value that is not a record
+/// is dead-lettered, never sent: its size counts as the message's).
+fn record_bytes(consumed: &Consumed) -> usize {
+    match &consumed.parsed {
+        Ok(parsed) => parsed.raw.get().len() + 1,
+        Err(_) => consumed.message.payload().map_or(0, <[u8]>::len),
+    }
 }
 
 fn store(context: &LaneContext, partition: i32, offset: i64) {

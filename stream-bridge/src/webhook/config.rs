@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use chrono::{DateTime, Utc};
 use locus_wire::TenantId;
+use locus_wire::webhook::SigningKey;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -143,6 +145,25 @@ pub struct Sink {
     pub url: Url,
     /// The HMAC key deliveries are signed with.
     pub secret: SecretString,
+    /// `secret` decoded (`whsec_<base64>`, or an old-format secret's own bytes).
+    pub key: SigningKey,
+    /// The secret being rolled over from: it signs too, until its expiry.
+    pub previous: Option<PreviousKey>,
+    /// Set (with why) when the webhook answered 410 Gone: nothing is sent until the sink
+    /// is set again; the tenant's records wait.
+    pub gone: Option<String>,
+    /// The row's `updated_at` (`None` for a static sink): a 410 recorded against one
+    /// version of a sink never disables the next one.
+    pub version: Option<DateTime<Utc>>,
+}
+
+/// A previous signing key during a secret rollover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    /// The key.
+    pub key: SigningKey,
+    /// Until when it signs.
+    pub until: DateTime<Utc>,
 }
 
 impl Sink {
@@ -161,13 +182,33 @@ impl Sink {
                 source,
             })?;
         let url = parse_sink_url(tenant, url, allow_private)?;
-        Ok((tenant_id, Sink { url, secret }))
+        let key = SigningKey::from_stored(secret.expose_secret()).map_err(|e| {
+            SinkError::InvalidSecret {
+                tenant: tenant.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok((
+            tenant_id,
+            Sink {
+                url,
+                secret,
+                key,
+                previous: None,
+                gone: None,
+                version: None,
+            },
+        ))
     }
 
     /// Whether `other` sends to the same URL with the same secret: a refresh that reads a
     /// row unchanged changes nothing.
     pub fn same_as(&self, other: &Sink) -> bool {
-        self.url == other.url && self.secret.expose_secret() == other.secret.expose_secret()
+        self.url == other.url
+            && self.secret.expose_secret() == other.secret.expose_secret()
+            && self.previous == other.previous
+            && self.gone == other.gone
+            && self.version == other.version
     }
 }
 

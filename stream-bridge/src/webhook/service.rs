@@ -34,7 +34,7 @@ impl WebhookService {
 
     /// POSTs `request` to `sink`, signed now.
     pub async fn send(&self, sink: &Sink, request: &WebhookRequest) -> Outcome {
-        let headers = request.headers(&sink.secret, Utc::now().timestamp());
+        let headers = request.headers(sink, Utc::now());
         let result = self
             .client
             .post(sink.url.clone())
@@ -57,6 +57,7 @@ impl WebhookService {
             Err(e) => Outcome::Retriable {
                 retry_after: None,
                 reason: format!("request failed: {}", error_chain(&e.without_url())),
+                status: None,
             },
         }
     }

@@ -11,17 +11,28 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use locus_wire::TenantId;
+use tokio::sync::watch;
 
 use super::config::Sinks;
 
 /// The sink table every lane and the polling thread share; cloning shares it.
 #[derive(Debug, Clone)]
-pub struct SinkTable(Arc<ArcSwap<Sinks>>);
+pub struct SinkTable(Arc<ArcSwap<Sinks>>, Arc<watch::Sender<u64>>);
 
 impl SinkTable {
     /// A table holding `sinks`.
     pub fn new(sinks: Sinks) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(sinks)))
+        Self(
+            Arc::new(ArcSwap::from_pointee(sinks)),
+            Arc::new(watch::Sender::new(0)),
+        )
+    }
+
+    /// A receiver that sees every [`Self::replace`] from now on: a lane waiting out a
+    /// backoff, or a sink disabled by a 410, wakes up to look at its sink again (a sink
+    /// set again is usually the fix).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.1.subscribe()
     }
 
     /// The table as it is now: a snapshot later refreshes do not change.
@@ -37,7 +48,10 @@ impl SinkTable {
 
     /// Replaces the whole table; returns the one it replaced.
     pub fn replace(&self, sinks: Sinks) -> Arc<Sinks> {
-        self.0.swap(Arc::new(sinks))
+        let old = self.0.swap(Arc::new(sinks));
+        // After the swap: a lane woken by this sees the new table.
+        self.1.send_modify(|n| *n = n.wrapping_add(1));
+        old
     }
 }
 

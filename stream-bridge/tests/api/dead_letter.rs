@@ -42,7 +42,7 @@ async fn records_a_webhook_refuses_wait_for_it_in_order_and_never_go_to_the_dead
     let attempts = receiver.requests_for("refuser");
     let ids: HashSet<_> = attempts
         .iter()
-        .map(|r| r.header("locus-delivery-id"))
+        .map(|r| r.header("webhook-id"))
         .collect();
     assert_eq!(ids.len(), 1, "one delivery, retried");
 

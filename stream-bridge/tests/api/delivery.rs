@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
+use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use locus_wire::record::SCHEMA_VERSION;
-use locus_wire::webhook::verify;
+use locus_wire::webhook::{SigningKey, verify};
 use sha2::Sha256;
 
 use crate::helpers::{Receiver, TestBridge, config, fresh_topics, produce, session_records};
@@ -14,10 +15,11 @@ use crate::helpers::{Receiver, TestBridge, config, fresh_topics, produce, sessio
 async fn records_reach_the_tenants_webhook_in_session_order_and_correctly_signed() {
     let prefix = fresh_topics(3).await;
     let receiver = Receiver::spawn().await;
-    let secret = "acme-webhook-secret";
+    let key = SigningKey::from_bytes(b"acme-webhook-key-of-24-bytes-or-more");
+    let secret = key.to_secret();
     let bridge = TestBridge::spawn(
         config(&prefix)
-            .with_sink("acme", &receiver.url("acme"), secret)
+            .with_sink("acme", &receiver.url("acme"), &secret)
             .with_sink("globex", &receiver.url("globex"), "globex-secret"),
     )
     .await;
@@ -60,10 +62,8 @@ async fn records_reach_the_tenants_webhook_in_session_order_and_correctly_signed
         let delivery = request.delivery();
         assert_eq!(delivery.schema_version, SCHEMA_VERSION);
         assert_eq!(delivery.tenant_id.as_str(), "acme");
-        assert_eq!(
-            request.header("locus-delivery-id"),
-            delivery.delivery_id.to_string()
-        );
+        let id = request.header("webhook-id");
+        assert_eq!(id, delivery.delivery_id.to_string());
         assert!(
             delivery
                 .records
@@ -71,34 +71,29 @@ async fn records_reach_the_tenants_webhook_in_session_order_and_correctly_signed
                 .all(|r| r.tenant_id.as_str() == "acme")
         );
 
-        let signature = request.header("locus-signature");
+        let t = request.header("webhook-timestamp");
+        let signature = request.header("webhook-signature");
         assert_eq!(
-            verify(secret.as_bytes(), signature, &request.body, now, 300),
+            verify(&key, id, t, signature, &request.body, now, 300),
             Ok(()),
             "locus_wire::webhook::verify accepts the signature"
         );
-        assert!(verify(b"globex-secret", signature, &request.body, now, 300).is_err());
+        let globex = SigningKey::from_stored("globex-secret").unwrap();
+        assert!(verify(&globex, id, t, signature, &request.body, now, 300).is_err());
 
-        // The same check without Locus code: HMAC-SHA256 over "{t}.{body}".
-        let (t, v1) = parse_signature(signature);
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{t}.").as_bytes());
+        // The same check without Locus code: HMAC-SHA256 over "{id}.{t}.{body}", keyed with
+        // the base64-decoded part of the whsec_ secret.
+        let raw_key = base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&raw_key).unwrap();
+        mac.update(format!("{id}.{t}.").as_bytes());
         mac.update(&request.body);
-        assert_eq!(hex::encode(mac.finalize().into_bytes()), v1);
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(signature, format!("v1,{expected}"));
+        let t: i64 = t.parse().unwrap();
         assert!((now - t).abs() < 120, "the timestamp is the sending time");
     }
     bridge.stop().await;
-}
-
-fn parse_signature(header: &str) -> (i64, String) {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", v)) => t = Some(v.parse().expect("t is a number")),
-            Some(("v1", v)) => v1 = Some(v.to_owned()),
-            _ => panic!("unexpected signature part {part:?}"),
-        }
-    }
-    (t.expect("t= present"), v1.expect("v1= present"))
 }

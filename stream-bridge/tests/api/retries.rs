@@ -34,7 +34,7 @@ async fn a_webhook_that_fails_three_times_still_gets_every_record_under_one_deli
     // failures: four attempts of one delivery, the same id and the same body.
     let first_four: HashSet<_> = requests[..4]
         .iter()
-        .map(|r| (r.header("locus-delivery-id").to_owned(), r.body.clone()))
+        .map(|r| (r.header("webhook-id").to_owned(), r.body.clone()))
         .collect();
     assert_eq!(
         first_four.len(),
@@ -43,7 +43,7 @@ async fn a_webhook_that_fails_three_times_still_gets_every_record_under_one_deli
     );
     assert_eq!(
         requests[0].delivery().delivery_id.to_string(),
-        requests[3].header("locus-delivery-id")
+        requests[3].header("webhook-id")
     );
     bridge.stop().await;
 }

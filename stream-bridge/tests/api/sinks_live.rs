@@ -11,7 +11,7 @@ use locus_stream_bridge::replay::{ReplayFilter, replay_dead_letters};
 use locus_testkit::proxy::FreezableProxy;
 use locus_testkit::{TestDatabase, read_topic, read_topic_until, test_database};
 use locus_wire::topics::Topics;
-use locus_wire::webhook::verify;
+use locus_wire::webhook::{SigningKey, verify};
 use sqlx::PgPool;
 
 use crate::helpers::{
@@ -207,10 +207,17 @@ async fn a_sink_url_changed_in_postgresql_moves_deliveries_to_the_new_receiver()
         moved.iter().map(|r| r.record_id).collect::<Vec<_>>()
     );
     let request = &second.requests_for("acme")[0];
-    let signature = request.header("locus-signature");
     let now = chrono::Utc::now().timestamp();
     assert_eq!(
-        verify(b"s2", signature, &request.body, now, 300),
+        verify(
+            &SigningKey::from_stored("s2").unwrap(),
+            request.header("webhook-id"),
+            request.header("webhook-timestamp"),
+            request.header("webhook-signature"),
+            &request.body,
+            now,
+            300
+        ),
         Ok(()),
         "signed with the new secret"
     );
@@ -254,7 +261,7 @@ async fn a_delivery_failing_at_the_old_url_is_retried_at_the_new_one_once_the_ro
     })
     .await
     .expect("the broken webhook is tried and retried");
-    let delivery_id = failing[0].header("locus-delivery-id").to_owned();
+    let delivery_id = failing[0].header("webhook-id").to_owned();
 
     rows.put("acme", &fixed.url("acme"), "s").await;
     let delivered = fixed.wait_for("acme", 3).await;
@@ -263,7 +270,7 @@ async fn a_delivery_failing_at_the_old_url_is_retried_at_the_new_one_once_the_ro
         records.iter().map(|r| r.record_id).collect::<Vec<_>>()
     );
     assert_eq!(
-        fixed.requests_for("acme")[0].header("locus-delivery-id"),
+        fixed.requests_for("acme")[0].header("webhook-id"),
         delivery_id,
         "the same delivery, retried at the new URL"
     );
