@@ -14,5 +14,6 @@ mod replay;
 mod restart;
 mod retries;
 mod sinks_live;
+mod webhooks_standard;
 #[path = "../support/mod.rs"]
 mod support;
