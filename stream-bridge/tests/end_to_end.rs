@@ -137,7 +137,7 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
 
     let deliveries = received.lock().unwrap().clone();
     let mut order = Vec::new();
-    for ((id, t, signature), body) in &deliveries {
+    for ((delivery_id, t, signature), body) in &deliveries {
         let v1 = signature
             .strip_prefix("v1,")
             .expect("the signature is v1,<base64>");
@@ -145,7 +145,7 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
             .decode(v1)
             .expect("base64");
         assert_eq!(
-            openssl_hmac(secret, id, t, body),
+            openssl_hmac(secret, delivery_id, t, body),
             hex::encode(v1),
             "the signature verifies independently"
         );
