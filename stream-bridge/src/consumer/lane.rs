@@ -108,7 +108,7 @@ impl Lane {
         let target = match key {
             LaneKey::Sink(tenant) => Target::Webhook {
                 tenant: tenant.clone(),
-                health: LaneHealth::default(),
+                health: Box::default(),
             },
             LaneKey::DeadLetter => Target::DeadLetter,
         };
@@ -155,7 +155,7 @@ impl Lane {
 enum Target {
     Webhook {
         tenant: TenantId,
-        health: LaneHealth,
+        health: Box<LaneHealth>,
     },
     DeadLetter,
 }
