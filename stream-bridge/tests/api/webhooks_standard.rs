@@ -547,3 +547,43 @@ async fn the_circuit_opens_after_n_failures_probes_once_per_interval_and_closes_
     assert_eq!(closed["last_failure"]["status"], 500, "{closed}");
     stack.bridge.stop().await;
 }
+
+#[tokio::test]
+async fn batches_close_by_bytes_before_the_record_that_would_pass_the_limit() {
+    let receiver = ScriptedReceiver::spawn().await;
+    let records = session_records("acme", 8);
+    let one = serde_json::to_vec(&records[0]).unwrap().len();
+    // Room for two records (and their commas), not three.
+    let limit = 2 * (one + 1) + one / 2;
+    let (stack, _) = Stack::start(&receiver, |c| {
+        c.batch_max_bytes = limit;
+        // Long enough that every batch is closed by its size, not by time.
+        c.batch_linger_ms = 2_000;
+    })
+    .await;
+    produce(&stack.prefix, &records).await;
+    let arrivals = receiver.wait_delivered(8).await;
+    for a in &arrivals {
+        let bytes: usize = a
+            .records()
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap().len() + 1)
+            .sum();
+        assert!(bytes <= limit, "{bytes} bytes of records in one delivery");
+    }
+    assert_eq!(
+        arrivals
+            .iter()
+            .map(|a| a.records().len())
+            .collect::<Vec<_>>(),
+        [2, 2, 2, 2]
+    );
+    let ids: Vec<String> = receiver
+        .delivered()
+        .iter()
+        .map(|r| r["record_id"].as_str().unwrap().to_owned())
+        .collect();
+    let sent: Vec<String> = records.iter().map(|r| r.record_id.to_string()).collect();
+    assert_eq!(ids, sent, "in order, none lost");
+    stack.bridge.stop().await;
+}
