@@ -457,6 +457,34 @@ mod tests {
     }
 
     #[test]
+    fn a_row_brings_its_previous_key_its_410_and_its_version_and_a_bad_previous_secret_skips_it() {
+        let until = Utc::now() + chrono::Duration::hours(1);
+        let version = Utc::now();
+        let previous = SigningKey::from_bytes(&[1; 32]);
+        let mut rolling = row("acme", "https://db.example/acme");
+        rolling.previous = Some((SecretString::from(previous.to_secret()), until));
+        rolling.gone = Some("webhook answered 410 Gone".to_owned());
+        rolling.version = Some(version);
+        let mut broken = row("globex", "https://db.example/globex");
+        broken.previous = Some((SecretString::from("whsec_!!"), until));
+        let (sinks, skipped) = merge(&Sinks::default(), vec![rolling, broken], false);
+        let acme = sinks.get(&TenantId::parse("acme").unwrap()).unwrap();
+        assert_eq!(
+            acme.previous,
+            Some(PreviousKey {
+                key: previous,
+                until
+            })
+        );
+        assert_eq!(acme.gone.as_deref(), Some("webhook answered 410 Gone"));
+        assert_eq!(acme.version, Some(version));
+        assert!(matches!(
+            skipped.as_slice(),
+            [(tenant, SinkError::InvalidSecret { .. })] if tenant == "globex"
+        ));
+    }
+
+    #[test]
     fn a_password_is_cut_from_the_database_url() {
         assert_eq!(
             redacted("postgres://locus_app:hunter2@db.example:5432/locus"),

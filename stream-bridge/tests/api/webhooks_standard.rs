@@ -322,6 +322,23 @@ async fn deliveries_verify_in_python_with_both_signatures_during_a_rollover_and_
     let (stack, first) = Stack::start(&receiver, |_| {}).await;
     assert!(first.starts_with("whsec_"), "{first}");
 
+    // A secret of the old Locus format is refused, with how to convert it.
+    let refused = stack
+        .http
+        .put(format!("{}/v1/sink", stack.ingest))
+        .bearer_auth(&stack.admin)
+        .json(&json!({ "url": receiver.url, "secret": "an-old-locus-secret-of-32-chars!" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"], "invalid_sink", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("whsec_"),
+        "{refused}"
+    );
+
     let plain = one_delivery(&stack, &receiver).await;
     assert_eq!(plain.signature.split(' ').count(), 1, "{}", plain.signature);
     assert_eq!(python_verifies(&[&first], &plain).await, [true]);
@@ -586,4 +603,31 @@ async fn batches_close_by_bytes_before_the_record_that_would_pass_the_limit() {
     let sent: Vec<String> = records.iter().map(|r| r.record_id.to_string()).collect();
     assert_eq!(ids, sent, "in order, none lost");
     stack.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn the_migration_rewrites_an_old_secret_as_whsec_with_the_same_key_bytes() {
+    // The expression of 20261206000001_webhooks.sql, on the longest old secret (PostgreSQL's
+    // base64 breaks lines every 76 characters) and a short one.
+    let db = kit::test_database().await;
+    let owner = sqlx::PgPool::connect(&db.owner_url).await.unwrap();
+    for old in [
+        "x".repeat(32),
+        "~".repeat(512),
+        "0123456789abcdef".repeat(4),
+    ] {
+        let converted: String = sqlx::query_scalar(
+            "SELECT 'whsec_' || replace(encode(convert_to($1, 'UTF8'), 'base64'), E'\\n', '')",
+        )
+        .bind(&old)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            locus_wire::webhook::SigningKey::from_stored(&converted),
+            locus_wire::webhook::SigningKey::from_stored(&old),
+            "{converted}"
+        );
+    }
+    owner.close().await;
 }
