@@ -113,6 +113,7 @@ fn body_for(method: &Method, path: &str, operation: &Value) -> Option<Value> {
         ("PUT", "/v1/geofences/{geofence_id}") => {
             json!({"name": "Probe", "circle": {"lat": 52.52, "lon": 13.405, "radius_m": 50.0}})
         }
+        ("POST", "/v1/sink/rotate-secret") => json!({"rollover_secs": 60}),
         ("PUT", "/v1/sink") => {
             json!({"url": "https://sink.example/hook", "secret": "whsec_0123456789abcdef0123456789abcdef"})
         }
