@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use locus_service::settings::KafkaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -12,10 +13,9 @@ use rdkafka::producer::FutureProducer;
 
 /// Reader settings: librdkafka's defaults but for these. Nothing is committed: every
 /// reader uses a fresh `group` and reads from the start.
-pub fn reader_config(brokers: &str, group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
+pub fn reader_config(kafka: &KafkaSettings, group: &str) -> ClientConfig {
+    let mut c = kafka.client_config();
+    c.set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         // A subscribed topic that does not exist yet is looked up again at this interval
@@ -26,9 +26,9 @@ pub fn reader_config(brokers: &str, group: &str) -> ClientConfig {
 
 /// The producer ingest's forwarder uses (see ingest's Kafka settings): idempotent,
 /// acks=all, lz4, linger 5 ms.
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -39,10 +39,12 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 }
 
 /// Creates a scratch topic with `partitions` partitions.
-pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+pub async fn create_topic(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for r in admin.create_topics([&new], &options).await? {
@@ -55,10 +57,8 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
 }
 
 /// Deletes a scratch topic; a broker that cannot is only logged.
-pub async fn delete_topic(brokers: &str, topic: &str) {
-    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create();
+pub async fn delete_topic(kafka: &KafkaSettings, topic: &str) {
+    let admin: Result<AdminClient<DefaultClientContext>, _> = kafka.client_config().create();
     let Ok(admin) = admin else { return };
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     if let Err(e) = admin.delete_topics(&[topic], &options).await {

@@ -20,6 +20,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use hdrhistogram::Histogram;
+use locus_service::kafka::KafkaSecurity;
+use locus_service::settings::KafkaSettings;
 use locus_wire::SessionId;
 use locus_wire::record::LocationRecord;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -46,6 +48,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KafkaCountConfig {
     /// Bootstrap servers.
     pub brokers: String,
+    /// How to authenticate to them (the stack's `LOCUS_KAFKA_*` security settings).
+    pub security: KafkaSecurity,
     /// The location topic, prefix included (`locus.locations`).
     pub topic: String,
     /// Only records whose device id starts with this are kept (the run's devices), so
@@ -104,9 +108,12 @@ impl KafkaCounter {
     /// look-ups block for a moment (a metadata and an offsets request to a local broker).
     pub fn start(config: KafkaCountConfig) -> anyhow::Result<Self> {
         let group = format!("locus-bench-{}", Uuid::new_v4().simple());
-        let consumer: StreamConsumer = kafka::reader_config(&config.brokers, &group)
-            .create()
-            .with_context(|| format!("cannot create a Kafka consumer for {}", config.brokers))?;
+        let consumer: StreamConsumer = kafka::reader_config(
+            &KafkaSettings::new(&config.brokers, "").with_security(config.security.clone()),
+            &group,
+        )
+        .create()
+        .with_context(|| format!("cannot create a Kafka consumer for {}", config.brokers))?;
         let since_ms =
             (Utc::now() - chrono::Duration::seconds(START_MARGIN_SECS)).timestamp_millis();
         match start_offsets(&consumer, &config.topic, since_ms) {

@@ -3,6 +3,8 @@
 //! (`scripts/env.sh`). A stack started with `LOCUS_INGEST_LISTEN=127.0.0.1:18080 ./locus up`
 //! is found by any of them without a flag.
 
+use locus_service::kafka::KafkaSecurity;
+use locus_service::settings::KafkaSettings;
 use locus_wire::topics::Topics;
 
 /// Ingest's listen address when `LOCUS_INGEST_LISTEN` is not set (ingest's own default).
@@ -23,6 +25,10 @@ pub struct StackArgs {
     /// Prefix of the topic names; the location topic is `<prefix>locations`.
     #[arg(long, env = "LOCUS_KAFKA_TOPIC_PREFIX", default_value = "locus.")]
     pub topic_prefix: String,
+    /// How the bench's Kafka clients authenticate (`LOCUS_KAFKA_SECURITY_PROTOCOL`,
+    /// `LOCUS_KAFKA_SASL_*`, `LOCUS_KAFKA_SSL_*`; `./locus` gives the bench `locus-bench`).
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurity,
     /// Base URL of the demo webhook receiver (`locus-bench receiver`); for `run` and
     /// `sweep`, `none` skips the webhook leg
     /// [default: http://$LOCUS_RECEIVER_LISTEN, else http://127.0.0.1:9300].
@@ -52,6 +58,12 @@ impl StackArgs {
     /// The topic names under the prefix.
     pub fn topics(&self) -> Topics {
         Topics::new(&self.topic_prefix)
+    }
+
+    /// The stack's Kafka: brokers, prefix and security.
+    pub fn kafka(&self) -> KafkaSettings {
+        KafkaSettings::new(&self.kafka_brokers, &self.topic_prefix)
+            .with_security(self.kafka_security.clone())
     }
 }
 

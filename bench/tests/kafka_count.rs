@@ -6,7 +6,6 @@ use chrono::Utc;
 use locus_bench::kafka_count::{KafkaCountConfig, KafkaCounter};
 use locus_wire::record::{LocationRecord, SCHEMA_VERSION, record_id};
 use locus_wire::{DeviceId, SessionId, TenantId};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -36,10 +35,7 @@ fn record(device: &str, session: SessionId, index: u32) -> LocationRecord {
 }
 
 async fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", locus_testkit::kafka_brokers())
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = locus_testkit::kafka_config().create().unwrap();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(
@@ -66,6 +62,7 @@ async fn the_counter_counts_distinct_records_of_the_run_sessions_only() {
     // Subscribe before the topic exists, as a demo on a fresh broker would.
     let counter = KafkaCounter::start(KafkaCountConfig {
         brokers: locus_testkit::kafka_brokers(),
+        security: locus_testkit::kafka_security(),
         topic: topic.clone(),
         device_prefix: prefix.clone(),
     })
@@ -99,10 +96,7 @@ async fn the_counter_counts_distinct_records_of_the_run_sessions_only() {
     }
     values.push((theirs, b"not json".to_vec()));
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", locus_testkit::kafka_brokers())
-        .create()
-        .unwrap();
+    let producer: FutureProducer = locus_testkit::kafka_config().create().unwrap();
     for (session, value) in &values {
         let key = session.to_string();
         producer
@@ -148,10 +142,7 @@ async fn on_a_topic_that_exists_the_counter_skips_what_was_there_before_it_start
     let run = locus_testkit::unique("r");
     let device = format!("bench-{run}-0");
     create_topic(&topic).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", locus_testkit::kafka_brokers())
-        .create()
-        .unwrap();
+    let producer: FutureProducer = locus_testkit::kafka_config().create().unwrap();
     let session = SessionId::new();
     let send = |index: u32, timestamp_ms: i64| {
         let producer = producer.clone();
@@ -179,6 +170,7 @@ async fn on_a_topic_that_exists_the_counter_skips_what_was_there_before_it_start
     }
     let counter = KafkaCounter::start(KafkaCountConfig {
         brokers: locus_testkit::kafka_brokers(),
+        security: locus_testkit::kafka_security(),
         topic: topic.clone(),
         device_prefix: format!("bench-{run}-"),
     })

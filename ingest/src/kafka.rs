@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -13,8 +12,9 @@ use crate::config::Config;
 
 /// The producer: idempotent (no duplicates or reordering from its own retries), acks=all.
 pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+    config
+        .kafka
+        .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.producer.linger_ms.to_string())
@@ -89,9 +89,7 @@ pub fn topic_specs(config: &Config) -> [TopicSpec; 6] {
 /// partitions moves sessions to other partitions, which breaks their order for whoever
 /// reads across the change, so that is an operator's decision.
 pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = config.kafka.client_config().create()?;
     let specs = topic_specs(config);
     let min_insync: Vec<Option<String>> = specs
         .iter()

@@ -37,6 +37,9 @@ pub enum StartupError {
     /// Kafka client creation or topic creation failed.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka security settings are incomplete or inconsistent.
+    #[error("{0}")]
+    KafkaSecurity(#[from] locus_service::kafka::KafkaSecurityError),
     /// The listener could not bind.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -220,6 +223,7 @@ impl Application {
             config.redis.dedupe_window_secs,
         )
         .with_deadline(Duration::from_millis(config.redis.deadline_ms.max(1)));
+        config.kafka.security.validate()?;
         let producer = kafka::producer(&config)?;
         if config.topics.create {
             kafka::ensure_topics(&config).await?;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use locus_service::settings::KafkaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -29,10 +30,9 @@ impl DeadLetterWriter {
     /// offset may be stored, and the copies stay in their original order, which a replay
     /// follows: idempotence keeps librdkafka's own retries in order, and without a message
     /// timeout a copy is never timed out and sent again behind its successors.
-    pub fn producer_config(brokers: &str) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers)
-            .set("client.id", "locus-stream-bridge-dlq")
+    pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
+        let mut c = kafka.client_config();
+        c.set("client.id", "locus-stream-bridge-dlq")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "0");

@@ -18,12 +18,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use locus_service::settings::KafkaSettings;
 use locus_wire::headers::{DLQ_DETAIL, DLQ_ORIGIN, DLQ_REASON, DLQ_SINK, TENANT};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::error::BridgeError;
@@ -86,20 +87,22 @@ pub async fn replay_dead_letters(
     config: &Config,
     filter: &ReplayFilter,
 ) -> Result<ReplayReport, BridgeError> {
+    config.kafka.security.validate()?;
     let topics = config.topics();
     let dead_letter = topics.dead_letter().to_owned();
-    let brokers = config.kafka.brokers.clone();
+    let kafka = config.kafka.clone();
     let group = filter.group(&config.group);
 
     // Reading blocks; off the async threads.
     let (consumer, messages, ends) = tokio::task::spawn_blocking({
         let dead_letter = dead_letter.clone();
-        move || read_to_end(&brokers, &group, &dead_letter)
+        move || read_to_end(&kafka, &group, &dead_letter)
     })
     .await??;
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+    let producer: FutureProducer = config
+        .kafka
+        .client_config()
         .set("client.id", "locus-stream-bridge-replay")
         .set("acks", "all")
         // In order per partition, and no timeout that would send a copy again behind its
@@ -156,9 +159,9 @@ type ReadResult = (BaseConsumer, Vec<OwnedMessage>, HashMap<i32, i64>);
 /// Reads `topic` from `group`'s committed offsets (the beginning if none) to the end each
 /// partition has now. Returns the consumer (to commit with), the records in order per
 /// partition, and each read partition's end.
-fn read_to_end(brokers: &str, group: &str, topic: &str) -> Result<ReadResult, BridgeError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn read_to_end(kafka: &KafkaSettings, group: &str, topic: &str) -> Result<ReadResult, BridgeError> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
         .set("group.id", group)
         .set("client.id", "locus-stream-bridge-replay")
         .set("enable.auto.commit", "false")

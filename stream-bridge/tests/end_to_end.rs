@@ -75,12 +75,13 @@ async fn fixes_posted_by_a_device_reach_the_partner_webhook_signed_and_in_order(
 
     let (hook, received) = partner().await;
     let secret = "partner-secret";
-    let bridge_config = locus_stream_bridge::Config::for_tests(
+    let mut bridge_config = locus_stream_bridge::Config::for_tests(
         &kit::kafka_brokers(),
         &topic_prefix,
         &kit::unique("e2e-bridge-"),
     )
     .with_sink("acme", &hook, secret);
+    bridge_config.kafka = kit::kafka_settings(&topic_prefix);
     let bridge = locus_stream_bridge::Application::build(bridge_config)
         .await
         .expect("bridge starts");

@@ -111,6 +111,34 @@ pub fn kafka_settings(topic_prefix: &str) -> KafkaSettings {
     KafkaSettings::new(&kafka_brokers(), topic_prefix).with_security(kafka_security())
 }
 
+/// Kafka settings for the brokers `bootstrap` with `topic_prefix`: the shared broker's
+/// security when `bootstrap` names it, plaintext for a test's own node or cluster.
+pub fn kafka_settings_for(bootstrap: &str, topic_prefix: &str) -> KafkaSettings {
+    if bootstrap == kafka_brokers() {
+        kafka_settings(topic_prefix)
+    } else {
+        KafkaSettings::new(bootstrap, topic_prefix)
+    }
+}
+
+/// The shared broker's security settings as command-line flags of a Locus binary
+/// (`--kafka-security-protocol` ...), for tests that configure a spawned binary by flags
+/// alone. The password is on the command line: fine for a test, not for production.
+pub fn kafka_security_args() -> Vec<String> {
+    kafka_security()
+        .to_env()
+        .into_iter()
+        .flat_map(|(name, value)| {
+            let flag = name
+                .strip_prefix("LOCUS_")
+                .expect("LOCUS_ variables")
+                .to_ascii_lowercase()
+                .replace('_', "-");
+            [format!("--{flag}"), value]
+        })
+        .collect()
+}
+
 /// The `LOCUS_KAFKA_*` variables a spawned Locus binary needs to reach the shared broker:
 /// `LOCUS_KAFKA_BROKERS` and the security settings (the admin's credentials when SASL is on).
 /// Not for a test's own [`broker::KafkaNode`]: those are plaintext, see [`plaintext_kafka_env`].

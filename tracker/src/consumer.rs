@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use locus_service::settings::KafkaSettings;
 use locus_wire::record::LocationRecord;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -132,15 +133,14 @@ pub type TrackerConsumer = BaseConsumer<TrackerContext>;
 
 /// The consumer settings: offsets stored and committed by hand, after the transaction.
 pub fn consumer_config(
-    brokers: &str,
+    kafka: &KafkaSettings,
     group: &str,
     session_timeout_ms: u64,
     heartbeat_interval_ms: u64,
     fetch_wait_max_ms: u64,
 ) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
+    let mut c = kafka.client_config();
+    c.set("group.id", group)
         .set("client.id", "locus-tracker")
         // The classic protocol with an eager assignor: a revocation takes every partition,
         // which the dropped-batch rule above relies on.

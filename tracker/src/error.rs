@@ -16,6 +16,9 @@ pub enum TrackerError {
     /// Kafka client creation failed, or the consumer could not subscribe.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka security settings are incomplete or inconsistent.
+    #[error("{0}")]
+    KafkaSecurity(#[from] locus_service::kafka::KafkaSecurityError),
     /// The HTTP listener could not bind or serve.
     #[error("listener on {addr}: {source}")]
     Listen {

@@ -39,13 +39,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use locus_service::settings::KafkaSettings;
 use locus_session::scope::SYSTEM_ROLE;
 use locus_wire::headers::{CONTENT_TYPE, CONTENT_TYPE_JSON, RECORD_TYPE, TENANT};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -147,9 +148,9 @@ pub type Published = HashMap<(&'static str, i32), i64>;
 /// The producer settings of the relay: idempotent, acks=all, and no message timeout (a
 /// record that timed out could still be written after the ones behind it, which would
 /// break the no-gap rule the restart relies on; see the module docs).
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .client_config()
         .set("client.id", "locus-tracker-relay")
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -162,7 +163,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 pub struct Relay {
     pool: PgPool,
     producer: FutureProducer,
-    brokers: String,
+    kafka: KafkaSettings,
     topics: RelayTopics,
     interval: Duration,
     batch: i64,
@@ -175,7 +176,7 @@ impl Relay {
     pub fn new(
         pool: PgPool,
         producer: FutureProducer,
-        brokers: &str,
+        kafka: &KafkaSettings,
         topics: RelayTopics,
         interval: Duration,
         batch: i64,
@@ -183,7 +184,7 @@ impl Relay {
         Self {
             pool,
             producer,
-            brokers: brokers.to_owned(),
+            kafka: kafka.clone(),
             topics,
             interval,
             batch: batch.max(1),
@@ -271,7 +272,7 @@ impl Relay {
         stop: &CancellationToken,
     ) -> Result<(), RelayError> {
         let partitions = partition_counts(&self.producer, &self.topics).await?;
-        let mut published = last_published(&self.brokers, &self.topics, &partitions).await?;
+        let mut published = last_published(&self.kafka, &self.topics, &partitions).await?;
         loop {
             let stopping = stop.is_cancelled();
             while self.round(conn, &partitions, &mut published).await? == self.batch as usize {}
@@ -512,24 +513,24 @@ pub async fn partition_counts(
 /// The `seq` of the last record of every partition of both topics (partitions that are
 /// empty, or whose last record has no `seq` header, are left out).
 pub async fn last_published(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topics: &RelayTopics,
     partitions: &HashMap<&'static str, i32>,
 ) -> Result<Published, RelayError> {
-    let brokers = brokers.to_owned();
+    let kafka = kafka.clone();
     let topics = topics.clone();
     let partitions = partitions.clone();
-    tokio::task::spawn_blocking(move || read_tails(&brokers, &topics, &partitions)).await?
+    tokio::task::spawn_blocking(move || read_tails(&kafka, &topics, &partitions)).await?
 }
 
 fn read_tails(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topics: &RelayTopics,
     partitions: &HashMap<&'static str, i32>,
 ) -> Result<Published, RelayError> {
     // Assigned, never subscribed, never committing: the group id is only a label here.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = kafka
+        .client_config()
         .set("group.id", "locus-tracker-relay-tail")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

@@ -42,6 +42,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, TrackerError> {
         // Registered before the first event, so every unlabelled metric reads 0 from start.
         events::register();
+        config.kafka.security.validate()?;
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
@@ -59,7 +60,7 @@ impl Application {
             tokio::runtime::Handle::current(),
         );
         let consumer: TrackerConsumer = consumer_config(
-            &config.kafka.brokers,
+            &config.kafka,
             &config.group,
             config.session_timeout_ms,
             config.heartbeat_interval_ms,
@@ -70,8 +71,8 @@ impl Application {
 
         let relay = Relay::new(
             pool.clone(),
-            relay::producer(&config.kafka.brokers)?,
-            &config.kafka.brokers,
+            relay::producer(&config.kafka)?,
+            &config.kafka,
             RelayTopics {
                 positions: topics.positions().to_owned(),
                 geofence_events: topics.geofence_events().to_owned(),

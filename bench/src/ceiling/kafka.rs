@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use locus_service::settings::KafkaSettings;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
@@ -28,11 +29,11 @@ pub struct ScratchRecord {
 /// Produces `records` to `topic` as fast as the producer takes them; the time runs until
 /// the last delivery report.
 pub async fn produce(
-    brokers: &str,
+    settings: &KafkaSettings,
     topic: &str,
     records: &[ScratchRecord],
 ) -> anyhow::Result<Ceiling> {
-    let producer = kafka::producer(brokers).context("cannot create the producer")?;
+    let producer = kafka::producer(settings).context("cannot create the producer")?;
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
@@ -67,13 +68,13 @@ pub async fn produce(
 /// `timeout` passed. Time runs from the first record read (the group join is not the
 /// consumer's throughput) to the last.
 pub async fn consume(
-    brokers: &str,
+    settings: &KafkaSettings,
     topic: &str,
     expected: u64,
     timeout: Duration,
 ) -> anyhow::Result<Ceiling> {
     let group = format!("locus-bench-ceiling-{}", uuid::Uuid::new_v4().simple());
-    let consumer: StreamConsumer = kafka::reader_config(brokers, &group)
+    let consumer: StreamConsumer = kafka::reader_config(settings, &group)
         .create()
         .context("cannot create the consumer")?;
     consumer.subscribe(&[topic])?;

@@ -108,6 +108,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let topic = args.stack.topics().locations().to_owned();
     let counter = KafkaCounter::start(KafkaCountConfig {
         brokers: args.stack.kafka_brokers.clone(),
+        security: args.stack.kafka_security.clone(),
         topic: topic.clone(),
         device_prefix: plan.device_prefix(),
     })?;

@@ -258,7 +258,7 @@ async fn kafka_ceilings(
     // The bench's own topic, not one of the deployment's (`locus_wire::topics`): under the
     // prefix so that a shared cluster keeps deployments apart, and deleted after the leg.
     let topic = format!("{}bench-scratch-{}", args.stack.topic_prefix, work.run_id);
-    let brokers = &args.stack.kafka_brokers;
+    let brokers = &args.stack.kafka();
     tracing::info!(records = total, %topic, "Ceiling: rdkafka produce, then consume.");
     let result = async {
         let records = work.records(total)?;

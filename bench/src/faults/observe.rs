@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use locus_service::settings::KafkaSettings;
 use locus_wire::SessionId;
 use locus_wire::record::LocationRecord;
 use rdkafka::client::ClientContext;
@@ -74,7 +75,7 @@ pub async fn read_topics(
     tokio::task::spawn_blocking(move || {
         let group = format!("locus-faults-{}", Uuid::new_v4().simple());
         let consumer: BaseConsumer<Quiet> =
-            kafka::reader_config(&brokers, &group).create_with_context(Quiet)?;
+            kafka::reader_config(&plaintext(&brokers), &group).create_with_context(Quiet)?;
         let mut out = TopicContents::default();
         let mut tpl = TopicPartitionList::new();
         let mut remaining: HashMap<i32, i64> = HashMap::new();
@@ -189,12 +190,18 @@ pub async fn buffer_state(
     Ok(state)
 }
 
+/// The fault harness's own broker: plaintext, like every test node (locus-testkit's
+/// `KafkaNode`).
+fn plaintext(brokers: &str) -> KafkaSettings {
+    KafkaSettings::new(brokers, "")
+}
+
 /// Records of `topic` past `group`'s committed offsets; `None` when Kafka does not answer.
 pub async fn group_lag(brokers: &str, group: &str, topic: &str) -> Option<i64> {
     let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         // Not subscribed: the consumer only asks the coordinator for offsets, it never joins.
-        let consumer: BaseConsumer<Quiet> = kafka::reader_config(&brokers, &group)
+        let consumer: BaseConsumer<Quiet> = kafka::reader_config(&plaintext(&brokers), &group)
             .create_with_context(Quiet)
             .ok()?;
         let timeout = Duration::from_secs(5);

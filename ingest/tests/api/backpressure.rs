@@ -19,10 +19,10 @@ const BOUND: u64 = 4;
 
 /// The high watermark of every partition of `topic` on the broker at `bootstrap`.
 fn watermarks_on(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = kit::consumer_config(&kit::unique("locus-test-marks-"))
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("create Kafka consumer");
+    let consumer: BaseConsumer =
+        kit::consumer_config_for(bootstrap, &kit::unique("locus-test-marks-"))
+            .create()
+            .expect("create Kafka consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("topic metadata");
@@ -84,7 +84,7 @@ async fn with_kafka_stopped_the_bound_answers_503_buffer_full_to_batches_starts_
     let bootstrap = node.bootstrap();
     let scope = Scope::new().await;
     let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| {
-        c.kafka.brokers = bootstrap.clone();
+        c.kafka = kit::kafka_settings_for(&bootstrap, &c.kafka.topic_prefix);
         c.redis.shards = 1;
         c.redis.max_entries = BOUND;
     })

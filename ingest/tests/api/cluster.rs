@@ -24,7 +24,7 @@ async fn killing_the_partition_leader_of_a_three_broker_cluster_loses_and_reorde
     let scope = Scope::new().await;
     let app = Arc::new(
         spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| {
-            c.kafka.brokers = bootstrap.clone();
+            c.kafka = kit::kafka_settings_for(&bootstrap, &c.kafka.topic_prefix);
             // Production's replication: ingest adds min.insync.replicas=2 from 3 replicas on.
             c.topics.replication_factor = 3;
         })

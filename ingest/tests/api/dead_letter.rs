@@ -262,10 +262,8 @@ async fn an_entry_kafka_refuses_for_good_goes_to_the_shards_dead_letter_stream_a
 /// Creates `topic` (3 partitions) with one topic setting.
 async fn create_topic(topic: &str, setting: &str, value: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kit::kafka_brokers())
-        .create()
-        .unwrap();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        kit::kafka_config().create().unwrap();
     let new = NewTopic::new(topic, 3, TopicReplication::Fixed(1)).set(setting, value);
     let results = admin
         .create_topics(&[new], &AdminOptions::new())

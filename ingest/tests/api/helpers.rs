@@ -60,8 +60,7 @@ impl Scope {
             c.database.url = self.database_url.clone();
             c.redis.url = kit::redis_url();
             c.redis.prefix = self.redis_prefix.clone();
-            c.kafka.brokers = kit::kafka_brokers();
-            c.kafka.topic_prefix = self.topic_prefix.clone();
+            c.kafka = kit::kafka_settings(&self.topic_prefix);
             c.topics.partitions = 3;
             c.forwarder.lease_ms = 1500;
             c.sessions.sweep_interval_ms = 200;
@@ -101,6 +100,7 @@ impl Scope {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(kit::kafka_security_args())
         .collect()
     }
 

@@ -21,7 +21,6 @@ use locus_wire::record::{LocationRecord, SCHEMA_VERSION, record_id};
 use locus_wire::topics::Topics;
 use locus_wire::webhook::WebhookDelivery;
 use locus_wire::{DeviceId, SessionId, TenantId};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::OwnedHeaders;
@@ -233,8 +232,7 @@ pub async fn require_kafka() -> String {
 pub async fn fresh_topics(partitions: i32) -> String {
     let brokers = require_kafka().await;
     let prefix = locus_testkit::unique("locus_bridge_test_") + ".";
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let admin: AdminClient<DefaultClientContext> = locus_testkit::kafka_config_for(&brokers)
         .create()
         .expect("create the admin client");
     let topics = Topics::new(&prefix);
@@ -257,11 +255,13 @@ pub async fn fresh_topics(partitions: i32) -> String {
 
 /// A bridge configuration for `prefix` with a fresh group.
 pub fn config(prefix: &str) -> Config {
-    Config::for_tests(
+    let mut c = Config::for_tests(
         &locus_testkit::kafka_brokers(),
         prefix,
         &locus_testkit::unique("locus-bridge-test-"),
-    )
+    );
+    c.kafka = locus_testkit::kafka_settings(prefix);
+    c
 }
 
 /// A running bridge.
@@ -384,8 +384,7 @@ pub fn session_records(tenant: &str, n: u32) -> Vec<LocationRecord> {
 
 /// A producer to the local broker.
 pub fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", locus_testkit::kafka_brokers())
+    locus_testkit::kafka_config()
         .set("acks", "all")
         .create()
         .expect("create the producer")

@@ -23,7 +23,7 @@ pub async fn spawn_ingest(brokers: &str, topic_prefix: &str) -> Ingest {
         c.database.url = database.url;
         c.redis.url = kit::redis_url();
         c.redis.prefix = kit::unique("locus-bridge-test-ingest-");
-        c.kafka = locus_service::settings::KafkaSettings::new(brokers, topic_prefix);
+        c.kafka = kit::kafka_settings_for(brokers, topic_prefix);
         c.topics.partitions = 3;
     });
     let app = locus_ingest::Application::build(config)

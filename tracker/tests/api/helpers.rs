@@ -12,7 +12,6 @@ use locus_tracker::{Application, Config, TrackerError};
 use locus_wire::record::{LocationRecord, SCHEMA_VERSION, record_id};
 use locus_wire::topics::Topics;
 use locus_wire::{DeviceId, SessionId, TenantId};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -63,8 +62,7 @@ impl World {
             .expect("connect as the owner");
         let prefix = locus_testkit::unique("locus_tracker_test_") + ".";
         let topics = Topics::new(&prefix);
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let admin: AdminClient<DefaultClientContext> = locus_testkit::kafka_config_for(&brokers)
             .create()
             .expect("create the admin client");
         let results = admin
@@ -93,6 +91,7 @@ impl World {
     /// The tracker's configuration for this world.
     pub fn config(&self) -> Config {
         let mut c = Config::for_tests(&self.url, &locus_testkit::kafka_brokers(), &self.prefix);
+        c.kafka.security = locus_testkit::kafka_security();
         c.group = locus_testkit::unique("locus-tracker-test-");
         c
     }
@@ -100,8 +99,7 @@ impl World {
     /// Produces `records` to the location topic, keyed by session as ingest does, and
     /// waits for every acknowledgement.
     pub async fn produce(&self, records: &[LocationRecord]) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", locus_testkit::kafka_brokers())
+        let producer: FutureProducer = locus_testkit::kafka_config()
             .set("enable.idempotence", "true")
             .create()
             .expect("create the producer");
@@ -396,7 +394,7 @@ impl TrackerProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_locus-tracker"));
         command
             .env("LOCUS_DATABASE_URL", &world.url)
-            .env("LOCUS_KAFKA_BROKERS", locus_testkit::kafka_brokers())
+            .envs(locus_testkit::kafka_env())
             .env("LOCUS_KAFKA_TOPIC_PREFIX", &world.prefix)
             .env("LOCUS_TRACKER_GROUP", group)
             .env("LOCUS_TRACKER_LISTEN", "127.0.0.1:0")

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use locus_tracker::relay::{self, Published, Relay, RelayTopics, SEQ_HEADER};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
@@ -19,8 +18,7 @@ const LIMIT: usize = 2000;
 /// Sets the geofence-events topic's `max.message.bytes` (the topic has no other settings
 /// of its own, so the whole-config AlterConfigs request loses nothing).
 async fn limit_topic(world: &World, bytes: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", locus_testkit::kafka_brokers())
+    let admin: AdminClient<DefaultClientContext> = locus_testkit::kafka_config()
         .create()
         .expect("create the admin client");
     let topic = world.topics.geofence_events();
@@ -80,7 +78,7 @@ async fn a_row_kafka_refused_is_not_deleted_as_published_when_a_relay_restarts()
     let big = insert_row(&world, key, LIMIT * 4).await;
     let after = insert_row(&world, key, 100).await;
 
-    let brokers = locus_testkit::kafka_brokers();
+    let kafka = locus_testkit::kafka_settings(&world.prefix);
     let topics = RelayTopics {
         positions: world.topics.positions().to_owned(),
         geofence_events: world.topics.geofence_events().to_owned(),
@@ -89,8 +87,8 @@ async fn a_row_kafka_refused_is_not_deleted_as_published_when_a_relay_restarts()
     // row is refused whole, and in production the rows behind it often travel in a later
     // batch (another round, or past `linger.ms`).
     let producer = || -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        kafka
+            .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "0")
@@ -102,7 +100,7 @@ async fn a_row_kafka_refused_is_not_deleted_as_published_when_a_relay_restarts()
         Relay::new(
             sqlx::PgPool::connect_lazy(&world.url).unwrap(),
             producer(),
-            &brokers,
+            &kafka,
             topics.clone(),
             Duration::from_millis(100),
             3,
@@ -124,7 +122,7 @@ async fn a_row_kafka_refused_is_not_deleted_as_published_when_a_relay_restarts()
 
     // A fresh relay (a restart, or another replica taking the lock) reads the tails: the
     // partition's last record is `after`, above `big`.
-    let mut published = relay::last_published(&brokers, &topics, &partitions)
+    let mut published = relay::last_published(&kafka, &topics, &partitions)
         .await
         .unwrap();
     let partition = relay::partitioner::partition_of(key, 3);

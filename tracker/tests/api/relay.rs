@@ -39,7 +39,7 @@ async fn rows_published_before_a_crash_and_not_deleted_are_not_published_again()
     let rows = outbox_rows(&world, 12).await;
     // A relay that published the first 7 rows, each to its partition with its seq, and
     // died before it deleted them.
-    let producer = relay::producer(&locus_testkit::kafka_brokers()).unwrap();
+    let producer = relay::producer(&locus_testkit::kafka_settings(&world.prefix)).unwrap();
     for row in &rows[..7] {
         let partition = partition_of(&row.key, 3);
         relay::send(&producer, world.topics.positions(), partition, row)
@@ -94,7 +94,7 @@ async fn rows_published_before_a_crash_and_not_deleted_are_not_published_again()
 async fn the_last_published_seq_of_each_partition_is_read_from_the_broker() {
     let world = World::new(1).await;
     let rows = outbox_rows(&world, 6).await;
-    let producer = relay::producer(&locus_testkit::kafka_brokers()).unwrap();
+    let producer = relay::producer(&locus_testkit::kafka_settings(&world.prefix)).unwrap();
     let mut want = HashMap::new();
     for row in &rows {
         let partition = partition_of(&row.key, 3);
@@ -113,8 +113,12 @@ async fn the_last_published_seq_of_each_partition_is_read_from_the_broker() {
     };
     let counts = relay::partition_counts(&producer, &topics).await.unwrap();
     assert_eq!(counts[&"positions"], 3);
-    let last = relay::last_published(&locus_testkit::kafka_brokers(), &topics, &counts)
-        .await
-        .unwrap();
+    let last = relay::last_published(
+        &locus_testkit::kafka_settings(&world.prefix),
+        &topics,
+        &counts,
+    )
+    .await
+    .unwrap();
     assert_eq!(last, want);
 }

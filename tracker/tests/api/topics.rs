@@ -1,6 +1,5 @@
 //! The tracker's topics as ingest creates them at start.
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
@@ -10,7 +9,7 @@ use crate::helpers::require_kafka;
 async fn ingest_creates_the_positions_topic_compacted_and_the_geofence_events_topic_not() {
     let brokers = require_kafka().await;
     let prefix = locus_testkit::unique("locus_tracker_topics_") + ".";
-    let config = locus_ingest::Config::from_args_only([
+    let mut config = locus_ingest::Config::from_args_only([
         "--jwt-secret",
         "s",
         "--kafka-brokers",
@@ -19,14 +18,13 @@ async fn ingest_creates_the_positions_topic_compacted_and_the_geofence_events_to
         &prefix,
     ])
     .expect("valid arguments");
+    config.kafka.security = locus_testkit::kafka_security();
     locus_ingest::kafka::ensure_topics(&config)
         .await
         .expect("ingest creates its topics");
     let topics = locus_wire::topics::Topics::new(&prefix);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        locus_testkit::kafka_config_for(&brokers).create().unwrap();
     let described = admin
         .describe_configs(
             &[

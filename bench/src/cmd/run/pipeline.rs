@@ -48,6 +48,7 @@ pub(super) async fn run(
     } else {
         let c = KafkaCounter::start(KafkaCountConfig {
             brokers: args.stack.kafka_brokers.clone(),
+            security: args.stack.kafka_security.clone(),
             topic: args.stack.topics().locations().to_owned(),
             device_prefix: work.device_prefix(),
         })?;
