@@ -1,10 +1,11 @@
 //! What every Locus service process shares: logging, the Prometheus registry ([`metrics`]),
 //! the health, readiness and metrics endpoints ([`health`]), shutdown signals, rdkafka headers from the wire crate's pairs
-//! ([`kafka`]), and the settings that more than one service reads ([`settings`]).
+//! ([`kafka`]), the special-address check of outgoing connections ([`net`]), and the settings that more than one service reads ([`settings`]).
 
 pub mod health;
 pub mod kafka;
 pub mod metrics;
+pub mod net;
 pub mod settings;
 
 use tokio_util::sync::CancellationToken;
