@@ -31,6 +31,66 @@ pub fn special_address(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// What sink URLs the operator allows beyond public `https://`: both services read the
+/// same two switches, so a URL ingest accepts at registration is one the bridge sends to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+pub struct SinkTargetSettings {
+    /// Accept `http://` sink URLs (deliveries unencrypted). For a local receiver during
+    /// development; never in production.
+    #[arg(
+        id = "sink_allow_http",
+        long = "sink-allow-http",
+        env = "LOCUS_SINK_ALLOW_HTTP",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_http: bool,
+
+    /// Accept sink hosts on special addresses ([`special_address`]: loopback, private,
+    /// link-local, metadata, ...), literal or resolved. For a receiver on this machine or
+    /// the private network; never where tenants are not trusted with the network.
+    #[arg(
+        id = "sink_allow_private",
+        long = "sink-allow-private",
+        env = "LOCUS_SINK_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_private: bool,
+}
+
+impl SinkTargetSettings {
+    /// Both switches on: what the local demo and the tests (receivers on 127.0.0.1) need.
+    pub fn permissive() -> Self {
+        Self {
+            allow_http: true,
+            allow_private: true,
+        }
+    }
+}
+
+/// The special ones among `addrs`, each with why, or an empty list when all are public.
+pub fn special_addresses(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<(IpAddr, &'static str)> {
+    let mut refused: Vec<(IpAddr, &'static str)> = Vec::new();
+    for ip in addrs {
+        if let Some(why) = special_address(ip)
+            && !refused.iter().any(|(seen, _)| *seen == ip)
+        {
+            refused.push((ip, why));
+        }
+    }
+    refused
+}
+
+/// `127.0.0.1 is loopback, ::1 is loopback`: refused addresses as an error message lists them.
+pub fn describe(refused: &[(IpAddr, &'static str)]) -> String {
+    refused
+        .iter()
+        .map(|(ip, why)| format!("{ip} is {why}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether `ip` lies in `prefix/len`.
 fn in_v4(ip: Ipv4Addr, prefix: [u8; 4], len: u32) -> bool {
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
@@ -318,6 +378,18 @@ mod tests {
             .iter()
             .map(|(p, l, _)| (u128::from(*p), *l))
             .collect()
+    }
+
+    #[test]
+    fn special_addresses_are_listed_once_each_with_their_range() {
+        let addrs = ["127.0.0.1", "8.8.8.8", "::1", "127.0.0.1", "10.0.0.1"]
+            .map(|s| s.parse::<IpAddr>().unwrap());
+        let refused = special_addresses(addrs);
+        assert_eq!(
+            describe(&refused),
+            "127.0.0.1 is loopback, ::1 is loopback, 10.0.0.1 is private (RFC 1918)"
+        );
+        assert!(special_addresses(["8.8.8.8".parse().unwrap()]).is_empty());
     }
 
     proptest! {
