@@ -8,8 +8,8 @@ use locus_testkit::{read_topic, read_topic_to_end};
 use locus_wire::topics::Topics;
 
 use crate::helpers::{
-    Behaviour, PATIENCE, Receiver, TestBridge, config, fresh_topics, produce, produce_raw,
-    session_records,
+    config, fresh_topics, produce, produce_raw, session_records, Behaviour, Receiver, TestBridge,
+    PATIENCE,
 };
 
 #[tokio::test]
@@ -40,10 +40,7 @@ async fn records_a_webhook_refuses_wait_for_it_in_order_and_never_go_to_the_dead
 
     // Every attempt so far is the same delivery: the batch is neither skipped nor split.
     let attempts = receiver.requests_for("refuser");
-    let ids: HashSet<_> = attempts
-        .iter()
-        .map(|r| r.header("webhook-id"))
-        .collect();
+    let ids: HashSet<_> = attempts.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), 1, "one delivery, retried");
 
     receiver.set("refuser", Behaviour::Accept);

@@ -14,6 +14,6 @@ mod replay;
 mod restart;
 mod retries;
 mod sinks_live;
-mod webhooks_standard;
 #[path = "../support/mod.rs"]
 mod support;
+mod webhooks_standard;
