@@ -168,7 +168,11 @@ pub struct Config {
     /// Most bytes of record JSON in one delivery (the body adds a few dozen): a batch is
     /// closed before the record that would pass it. A single record larger than this is
     /// sent alone.
-    #[arg(long, env = "LOCUS_BRIDGE_BATCH_MAX_BYTES", default_value_t = 1_048_576)]
+    #[arg(
+        long,
+        env = "LOCUS_BRIDGE_BATCH_MAX_BYTES",
+        default_value_t = 1_048_576
+    )]
     pub batch_max_bytes: usize,
 
     /// Timeout of one webhook HTTP request, connect to last body byte.

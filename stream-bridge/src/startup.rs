@@ -94,14 +94,18 @@ impl Application {
         )
         .create_with_context(BridgeContext::new(config.revoke_wait()))?;
         let consumer = Arc::new(consumer);
-        let producer: FutureProducer =
-            DeadLetterWriter::producer_config(&config.kafka).create()?;
+        let producer: FutureProducer = DeadLetterWriter::producer_config(&config.kafka).create()?;
         let policy = config.retry_policy();
         let dead_letter = DeadLetterWriter::new(producer, topics.dead_letter().to_owned(), policy);
         let service = WebhookService::new(Duration::from_millis(config.request_timeout_ms))?;
         let deliverer = WebhookDeliverer::new(service, policy, config.max_concurrent_deliveries)
             .with_circuit(config.circuit())
-            .with_health(refresher.as_ref().map(SinkRefresher::health).unwrap_or_default());
+            .with_health(
+                refresher
+                    .as_ref()
+                    .map(SinkRefresher::health)
+                    .unwrap_or_default(),
+            );
 
         let consumer_loop = ConsumerLoop::new(
             Arc::clone(&consumer),

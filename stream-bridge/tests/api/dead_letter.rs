@@ -8,8 +8,8 @@ use locus_testkit::{read_topic, read_topic_to_end};
 use locus_wire::topics::Topics;
 
 use crate::helpers::{
-    config, fresh_topics, produce, produce_raw, session_records, Behaviour, Receiver, TestBridge,
-    PATIENCE,
+    Behaviour, PATIENCE, Receiver, TestBridge, config, fresh_topics, produce, produce_raw,
+    session_records,
 };
 
 #[tokio::test]
