@@ -51,6 +51,7 @@ mod limits_get;
 mod limits_put;
 mod locations_post;
 mod partners_create;
+mod partners_kafka;
 mod partners_list;
 mod partners_shared;
 mod registry;
@@ -219,6 +220,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions_track::handler))
         .routes(routes!(locations_post::handler))
         .routes(routes!(partners_create::handler, partners_list::handler))
+        .routes(routes!(partners_kafka::handler))
         .routes(routes!(grants_list::handler))
         .routes(routes!(grants_put::handler, grants_delete::handler))
         .routes(routes!(

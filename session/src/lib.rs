@@ -12,6 +12,7 @@ pub mod geofences;
 pub mod implicit;
 pub mod limits;
 mod outbox;
+pub mod partner_kafka;
 pub mod partners;
 pub mod registry;
 pub mod revocation;
