@@ -451,6 +451,9 @@ impl<'h> Stage<'h> {
                 serde_json::Value::Object(sinks).to_string(),
             ),
             ("LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS", "true".to_owned()),
+            // The receivers are plain http on loopback.
+            ("LOCUS_SINK_ALLOW_HTTP", "true".to_owned()),
+            ("LOCUS_SINK_ALLOW_PRIVATE", "true".to_owned()),
             // A crashed replica's partitions move after this, not librdkafka's 45 s.
             ("LOCUS_KAFKA_SESSION_TIMEOUT_MS", "6000".to_owned()),
             ("LOCUS_KAFKA_HEARTBEAT_INTERVAL_MS", "1000".to_owned()),

@@ -13,6 +13,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, Command, CommandFactory, FromArgMatches, Parser};
 
+use locus_service::net::SinkTargetSettings;
 use locus_service::settings::{KafkaSettings, ShutdownSettings};
 use locus_wire::topics::Topics;
 use secrecy::SecretString;
@@ -108,6 +109,12 @@ pub struct Config {
     /// Off in production: a tenant admin could otherwise point a sink at internal services.
     #[arg(long, env = "LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_private_sinks: bool,
+
+    /// Which sink targets beyond public https are allowed (`LOCUS_SINK_ALLOW_HTTP`,
+    /// `LOCUS_SINK_ALLOW_PRIVATE`, the same switches ingest reads at registration);
+    /// `LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS` is the older name of the second.
+    #[command(flatten)]
+    pub sink_targets: SinkTargetSettings,
 
     /// Start with an empty sink table. Off by default: a bridge without sinks sends every
     /// record to the dead-letter topic, which is almost always a deployment mistake.
@@ -242,6 +249,7 @@ impl Config {
             kafka: KafkaSettings::new(kafka_brokers, kafka_topic_prefix),
             group: group.to_owned(),
             allow_private_sinks: true,
+            sink_targets: SinkTargetSettings::permissive(),
             lag_interval_ms: 200,
             batch_linger_ms: 50,
             backoff_initial_ms: 20,
@@ -273,6 +281,14 @@ impl Config {
             .get_or_insert_with(SinkSpecs::default)
             .insert(tenant, url, secret);
         self
+    }
+
+    /// The sink targets allowed: `sink_targets`, with private ones allowed by either name.
+    pub fn sink_target_policy(&self) -> SinkTargetSettings {
+        SinkTargetSettings {
+            allow_http: self.sink_targets.allow_http,
+            allow_private: self.sink_targets.allow_private || self.allow_private_sinks,
+        }
     }
 
     /// The topic names.
@@ -333,7 +349,7 @@ impl Config {
         if let Some(inline) = &self.sinks {
             merged.merge(inline.clone());
         }
-        Ok(merged.validate(self.allow_private_sinks)?)
+        Ok(merged.validate(self.sink_target_policy().allow_private)?)
     }
 }
 

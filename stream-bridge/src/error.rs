@@ -29,10 +29,11 @@ pub enum SinkError {
         /// Why it is invalid.
         message: String,
     },
-    /// The URL of a sink points at a loopback, private or link-local address.
+    /// The URL of a sink is a literal special address (loopback, private, link-local,
+    /// metadata, ...: [`locus_service::net::special_address`]).
     #[error(
-        "sink URL of tenant {tenant:?} points at the private or loopback host {host}; \
-         set LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS=true to allow it"
+        "sink URL of tenant {tenant:?} points at the host {host}, a special address; \
+         set LOCUS_SINK_ALLOW_PRIVATE=true (or LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS=true) to allow it"
     )]
     PrivateAddress {
         /// The tenant.

@@ -56,7 +56,7 @@ impl Application {
             let mut refresher = SinkRefresher::new(
                 store,
                 static_sinks,
-                config.allow_private_sinks,
+                config.sink_target_policy().allow_private,
                 config.sinks_refresh_interval(),
             );
             refresher.refresh().await.map_err(failed)?;
@@ -97,7 +97,10 @@ impl Application {
         let producer: FutureProducer = DeadLetterWriter::producer_config(&config.kafka).create()?;
         let policy = config.retry_policy();
         let dead_letter = DeadLetterWriter::new(producer, topics.dead_letter().to_owned(), policy);
-        let service = WebhookService::new(Duration::from_millis(config.request_timeout_ms))?;
+        let service = WebhookService::new(
+            Duration::from_millis(config.request_timeout_ms),
+            config.sink_target_policy(),
+        )?;
         let deliverer = WebhookDeliverer::new(service, policy, config.max_concurrent_deliveries)
             .with_circuit(config.circuit())
             .with_health(
