@@ -49,9 +49,11 @@ if [ -z "${LOCUS_BRIDGE_SINKS:-}" ]; then
   LOCUS_BRIDGE_SINKS="$(printf '{"acme":%s,"globex":%s}' "$_locus_sink" "$_locus_sink")"
   unset _locus_sink
 fi
-# The demo receiver listens on loopback; sinks on private/loopback addresses are refused
-# unless the operator allows them. Local stack only.
-: "${LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS:=true}"
+# The demo receiver listens on loopback over plain http: sinks on special addresses and
+# plain http:// sinks are refused (at registration and at connect time) unless the operator
+# allows them. Local stack only; docs/security.md, "Sink targets".
+: "${LOCUS_SINK_ALLOW_PRIVATE:=true}"
+: "${LOCUS_SINK_ALLOW_HTTP:=true}"
 
 # --- Tests (`./locus test`): the admin connection used to create throwaway databases -------
 : "${LOCUS_TEST_DATABASE_ADMIN_URL:=postgres://postgres@127.0.0.1:${LOCUS_PG_PORT}/postgres}"
@@ -61,6 +63,6 @@ export LOCUS_PG_PORT LOCUS_REDIS_PORT LOCUS_KAFKA_PORT LOCUS_KAFKA_CONTROLLER_PO
   LOCUS_DATABASE_URL LOCUS_DATABASE_OWNER_URL LOCUS_REDIS_URL LOCUS_KAFKA_BROKERS LOCUS_KAFKA_TOPIC_PREFIX \
   LOCUS_DEV_MODE LOCUS_JWT_SECRET LOCUS_TOKEN_SIGNING_KEY_FILE \
   LOCUS_INGEST_LISTEN LOCUS_BRIDGE_LISTEN LOCUS_RECEIVER_LISTEN \
-  LOCUS_DEMO_WEBHOOK_SECRET LOCUS_BRIDGE_SINKS LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS \
+  LOCUS_DEMO_WEBHOOK_SECRET LOCUS_BRIDGE_SINKS LOCUS_SINK_ALLOW_PRIVATE LOCUS_SINK_ALLOW_HTTP \
   LOCUS_TEST_DATABASE_ADMIN_URL
 export LOCUS_TRACKER_LISTEN

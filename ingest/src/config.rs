@@ -68,6 +68,11 @@ pub struct Config {
     #[command(flatten)]
     pub sessions: SessionSettings,
 
+    /// Where tenants' sink URLs may point (`LOCUS_SINK_ALLOW_HTTP`, `LOCUS_SINK_ALLOW_PRIVATE`),
+    /// checked at `PUT /v1/sink`; the bridge reads the same two switches.
+    #[command(flatten)]
+    pub sink_targets: locus_service::net::SinkTargetSettings,
+
     /// Bounds of one request.
     #[command(flatten)]
     pub limits: RequestLimits,

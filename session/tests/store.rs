@@ -216,8 +216,27 @@ async fn a_sessions_stop_is_not_handed_out_while_its_start_is_held_by_another_pu
     // The first publisher crashes before deleting: its row is handed out again, then, once
     // it is published, the stop.
     drop(first);
-    let again = store.claim_events(1).await.unwrap();
-    let start = again.events()[0].clone();
+    // A dropped claim's rollback reaches PostgreSQL when its connection is next used, not
+    // at the drop: until then the row stays locked and a claim may skip past it to the
+    // other session's start, which is handed back unpublished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (again, start) = loop {
+        let claim = store.claim_events(1).await.unwrap();
+        let event = claim.events()[0].clone();
+        if event.event.session_id == s.id {
+            break (claim, event);
+        }
+        assert_eq!(
+            (event.event.session_id, event.event.kind),
+            (o.id, SessionEventKind::Started)
+        );
+        claim.finish(&[]).await.unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crashed publisher's row was never handed out again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(
         (start.event.session_id, start.event.kind),
         (s.id, SessionEventKind::Started)

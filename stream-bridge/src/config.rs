@@ -490,6 +490,7 @@ mod tests {
         let mut c = Config::for_tests("b", "p.", "g").with_sink("acme", "http://127.0.0.1:9/", "s");
         assert!(c.load_sinks().is_ok());
         c.allow_private_sinks = false;
+        c.sink_targets.allow_private = false;
         let err = c.load_sinks().unwrap_err().to_string();
         assert!(err.contains("LOCUS_BRIDGE_ALLOW_PRIVATE_SINKS"), "{err}");
     }

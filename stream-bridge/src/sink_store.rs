@@ -191,16 +191,16 @@ impl SinkStore {
 
 /// The table a refresh installs: `static_sinks` with every valid row laid over it, and the
 /// rows refused, each with why.
-pub fn merge(
-    static_sinks: &Sinks,
-    rows: Vec<SinkRow>,
-    allow_private: bool,
-) -> (Sinks, Vec<(String, SinkError)>) {
+///
+/// A row's address is not judged here: a stored URL on a private address stays the tenant's
+/// sink, and the delivery refuses to connect to it (`webhook::service::refused_target`, the
+/// `PublicOnly` resolver), which pauses the tenant instead of dropping its sink.
+pub fn merge(static_sinks: &Sinks, rows: Vec<SinkRow>) -> (Sinks, Vec<(String, SinkError)>) {
     let mut sinks = static_sinks.clone();
     let mut skipped = Vec::new();
     for row in rows {
-        let parsed = Sink::parse(&row.tenant, &row.url, row.secret, allow_private).and_then(
-            |(tenant, mut sink)| {
+        let parsed =
+            Sink::parse(&row.tenant, &row.url, row.secret, true).and_then(|(tenant, mut sink)| {
                 if let Some((secret, until)) = row.previous {
                     let key = SigningKey::from_stored(secret.expose_secret()).map_err(|e| {
                         SinkError::InvalidSecret {
@@ -213,8 +213,7 @@ pub fn merge(
                 sink.gone = row.gone;
                 sink.version = row.version;
                 Ok((tenant, sink))
-            },
-        );
+            });
         match parsed {
             Ok((tenant, sink)) => sinks.insert(tenant, sink),
             Err(error) => skipped.push((row.tenant, error)),
@@ -227,7 +226,6 @@ pub fn merge(
 pub struct SinkRefresher {
     store: SinkStore,
     static_sinks: Sinks,
-    allow_private: bool,
     table: SinkTable,
     interval: Duration,
     /// The rows skipped at the last refresh, with why: each is logged when it first appears
@@ -242,17 +240,11 @@ pub struct SinkRefresher {
 impl SinkRefresher {
     /// A refresher over `store`, every `interval`, whose table starts as `static_sinks`
     /// (call [`Self::refresh`] once before serving).
-    pub fn new(
-        store: SinkStore,
-        static_sinks: Sinks,
-        allow_private: bool,
-        interval: Duration,
-    ) -> Self {
+    pub fn new(store: SinkStore, static_sinks: Sinks, interval: Duration) -> Self {
         Self {
             store,
             table: SinkTable::new(static_sinks.clone()),
             static_sinks,
-            allow_private,
             interval,
             skipped: HashMap::new(),
             failures: 0,
@@ -277,7 +269,7 @@ impl SinkRefresher {
             .await
             .map_err(|_| SinkRefreshError::Timeout(REFRESH_TIMEOUT))??;
         let from_database = rows.len();
-        let (sinks, skipped) = merge(&self.static_sinks, rows, self.allow_private);
+        let (sinks, skipped) = merge(&self.static_sinks, rows);
         let mut now_skipped = HashMap::with_capacity(skipped.len());
         for (tenant, error) in &skipped {
             let reason = error.to_string();
@@ -433,7 +425,6 @@ mod tests {
                 row("initech", "http://10.0.0.1/hook"),
                 row("hooli", "https://db.example/hooli"),
             ],
-            false,
         );
         assert_eq!(
             url_of(&sinks, "acme").as_deref(),
@@ -444,7 +435,12 @@ mod tests {
             url_of(&sinks, "globex").as_deref(),
             Some("https://static.example/globex")
         );
-        assert_eq!(url_of(&sinks, "initech"), None);
+        // A stored URL on a private address is kept: the delivery refuses it at connect time
+        // (the tenant pauses, nothing dead-lettered) rather than the tenant losing its sink.
+        assert_eq!(
+            url_of(&sinks, "initech").as_deref(),
+            Some("http://10.0.0.1/hook")
+        );
         assert_eq!(
             url_of(&sinks, "hooli").as_deref(),
             Some("https://db.example/hooli")
@@ -453,7 +449,7 @@ mod tests {
             .iter()
             .map(|(t, e)| (t.as_str(), matches!(e, SinkError::PrivateAddress { .. })))
             .collect();
-        assert_eq!(skipped, [("globex", false), ("initech", true)]);
+        assert_eq!(skipped, [("globex", false)]);
     }
 
     #[test]
@@ -467,7 +463,7 @@ mod tests {
         rolling.version = Some(version);
         let mut broken = row("globex", "https://db.example/globex");
         broken.previous = Some((SecretString::from("whsec_!!"), until));
-        let (sinks, skipped) = merge(&Sinks::default(), vec![rolling, broken], false);
+        let (sinks, skipped) = merge(&Sinks::default(), vec![rolling, broken]);
         let acme = sinks.get(&TenantId::parse("acme").unwrap()).unwrap();
         assert_eq!(
             acme.previous,

@@ -53,12 +53,8 @@ impl Application {
                 source,
             };
             let store = SinkStore::connect(url).await.map_err(failed)?;
-            let mut refresher = SinkRefresher::new(
-                store,
-                static_sinks,
-                config.sink_target_policy().allow_private,
-                config.sinks_refresh_interval(),
-            );
+            let mut refresher =
+                SinkRefresher::new(store, static_sinks, config.sinks_refresh_interval());
             refresher.refresh().await.map_err(failed)?;
             (refresher.table(), Some(refresher))
         } else {

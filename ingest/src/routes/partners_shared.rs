@@ -119,50 +119,77 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Longest sink secret.
 pub const MAX_SECRET_BYTES: usize = 512;
 
-/// Checks a sink URL: absolute, `https://` with a host; `http://` only to a loopback host
-/// (`localhost`, `127.x.x.x`, `[::1]`) and only in development mode (`LOCUS_DEV_MODE`),
-/// for a receiver on the developer's machine. No credentials in the URL (they would be
-/// shown back by GET /v1/sink and written to the audit log).
-///
-/// This is the edge's plain check only; the bridge checks every row again before use.
-/// Refusing private and link-local addresses (the full SSRF check, with DNS) is a later
-/// issue.
-pub fn check_sink_url(url: &str, dev_mode: bool) -> Result<(), String> {
-    const HOW: &str = "`url` must be an absolute https:// URL (http:// only to localhost in development mode), at most 2048 bytes, without spaces or credentials";
+/// Checks a sink URL's form: absolute, `https://` or `http://`, with a host, at most
+/// [`MAX_URL_BYTES`], no spaces and no credentials (they would be shown back by GET
+/// /v1/sink and written to the audit log). Where it may point is [`check_sink_target`]'s.
+pub fn check_sink_url(url: &str) -> Result<(), String> {
+    const HOW: &str = "`url` must be an absolute https:// URL with a host, at most 2048 bytes, without spaces or credentials";
     if url.len() > MAX_URL_BYTES || url.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(HOW.into());
     }
     let lower = url.to_ascii_lowercase();
-    let (secure, rest) = if let Some(rest) = lower.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = lower.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err(HOW.into());
-    };
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| HOW.to_owned())?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
         return Err(HOW.into());
     }
-    let host = host_of(authority).ok_or_else(|| HOW.to_owned())?;
-    if secure {
+    host_of(authority).ok_or_else(|| HOW.to_owned())?;
+    Ok(())
+}
+
+/// How long registration waits for DNS before leaving the address check to the bridge.
+const RESOLVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks where a well-formed sink URL points, with the operator's switches: plain
+/// `http://` only with `LOCUS_SINK_ALLOW_HTTP`, and no host on a special address
+/// (loopback, private, link-local, metadata, NAT64, ...: [`locus_service::net`]), literal
+/// or resolved, unless `LOCUS_SINK_ALLOW_PRIVATE`.
+///
+/// This answers the tenant admin at once, with the address that is wrong. It is not the
+/// guard: a name can resolve elsewhere later (DNS rebinding), so the bridge judges the
+/// addresses it actually connects to. A name that does not resolve now is therefore taken
+/// (the receiver may not be up yet); the bridge refuses it at delivery if it then
+/// resolves to a special address.
+pub async fn check_sink_target(
+    url: &str,
+    targets: locus_service::net::SinkTargetSettings,
+) -> Result<(), String> {
+    use locus_service::net;
+    let parsed = url::Url::parse(url).map_err(|e| format!("`url` does not parse: {e}"))?;
+    if parsed.scheme() == "http" && !targets.allow_http {
+        return Err(
+            "`url` must use https://: deliveries carry location data and their signature; plain http:// is taken only when the operator sets LOCUS_SINK_ALLOW_HTTP=true (for a local receiver during development)"
+                .into(),
+        );
+    }
+    if targets.allow_private {
         return Ok(());
     }
-    let loopback = host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback && dev_mode {
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addresses: Vec<std::net::IpAddr> = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => vec![ip.into()],
+        Some(url::Host::Ipv6(ip)) => vec![ip.into()],
+        Some(url::Host::Domain(name)) => {
+            match tokio::time::timeout(RESOLVE_PATIENCE, tokio::net::lookup_host((name, port)))
+                .await
+            {
+                Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                // Not resolvable now: the bridge checks what it resolves to at delivery.
+                Ok(Err(_)) | Err(_) => Vec::new(),
+            }
+        }
+        None => return Err("`url` must have a host".into()),
+    };
+    let refused = net::special_addresses(addresses);
+    if refused.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "`url` must use https://; plain http:// is taken only to a loopback host, and only when the service runs in development mode ({})",
-            if dev_mode {
-                "this host is not a loopback one"
-            } else {
-                "it does not"
-            }
+            "`url` points at an address Locus does not deliver to ({}): sinks must be public hosts, so a tenant cannot make Locus reach its own network; an operator whose receivers live on this machine or a private network sets LOCUS_SINK_ALLOW_PRIVATE=true",
+            net::describe(&refused)
         ))
     }
 }
@@ -254,25 +281,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sink_url_is_https_with_a_host_or_http_to_loopback_in_development() {
+    fn a_sink_url_is_absolute_http_or_https_with_a_host_and_no_credentials() {
         for ok in [
             "https://hooks.example.com/locus",
             "https://hooks.example.com:8443/a?b=c",
             "HTTPS://Hooks.Example.com",
             "https://[2001:db8::1]/x",
-        ] {
-            assert_eq!(check_sink_url(ok, false), Ok(()), "{ok}");
-        }
-        for dev in [
+            // Where it points is check_sink_target's.
             "http://localhost:9000/hook",
-            "http://127.0.0.1:9000/",
-            "http://[::1]:8080",
+            "http://10.0.0.1/",
         ] {
-            assert_eq!(check_sink_url(dev, true), Ok(()), "{dev}");
-            assert!(
-                check_sink_url(dev, false).is_err(),
-                "{dev} outside dev mode"
-            );
+            assert_eq!(check_sink_url(ok), Ok(()), "{ok}");
         }
         for bad in [
             "",
@@ -284,13 +303,69 @@ mod tests {
             "https://hooks.example.com/a b",
             "https://hooks.example.com:0/",
             "https://hooks.example.com:99999/",
-            "http://hooks.example.com/",
-            "http://10.0.0.1/",
             "javascript:alert(1)",
         ] {
-            assert!(check_sink_url(bad, true).is_err(), "{bad:?} was taken");
+            assert!(check_sink_url(bad).is_err(), "{bad:?} was taken");
         }
-        assert!(check_sink_url(&format!("https://h.example/{}", "a".repeat(2048)), false).is_err());
+        assert!(check_sink_url(&format!("https://h.example/{}", "a".repeat(2048))).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sink_target_is_public_https_unless_the_operator_allows_more() {
+        use locus_service::net::SinkTargetSettings;
+        let strict = SinkTargetSettings::default();
+        for public in [
+            "https://1.1.1.1/hook",
+            "https://[2606:4700:4700::1111]/hook",
+            // Does not resolve here: left to the bridge's check at delivery.
+            "https://hooks.invalid/hook",
+        ] {
+            assert_eq!(check_sink_target(public, strict).await, Ok(()), "{public}");
+        }
+        for (special, named) in [
+            ("https://127.0.0.1/", "127.0.0.1 is loopback"),
+            ("https://[::1]:8443/", "::1 is loopback"),
+            ("https://192.168.1.10/", "192.168.1.10 is private"),
+            ("https://localhost/", "127.0.0.1 is loopback"),
+        ] {
+            let message = check_sink_target(special, strict).await.unwrap_err();
+            assert!(
+                message.contains(named) && message.contains("LOCUS_SINK_ALLOW_PRIVATE=true"),
+                "{special}: {message}"
+            );
+        }
+        let message = check_sink_target("http://1.1.1.1/", strict)
+            .await
+            .unwrap_err();
+        assert!(message.contains("LOCUS_SINK_ALLOW_HTTP=true"), "{message}");
+        let private_only = SinkTargetSettings {
+            allow_private: true,
+            ..strict
+        };
+        assert_eq!(
+            check_sink_target("https://10.0.0.1/", private_only).await,
+            Ok(())
+        );
+        assert!(
+            check_sink_target("http://10.0.0.1/", private_only)
+                .await
+                .is_err()
+        );
+        let http_only = SinkTargetSettings {
+            allow_http: true,
+            ..strict
+        };
+        assert_eq!(
+            check_sink_target("http://1.1.1.1/", http_only).await,
+            Ok(())
+        );
+        assert!(
+            check_sink_target("http://127.0.0.1/", http_only)
+                .await
+                .is_err()
+        );
+        let open = SinkTargetSettings::permissive();
+        assert_eq!(check_sink_target("http://127.0.0.1:9/", open).await, Ok(()));
     }
 
     #[test]

@@ -20,8 +20,9 @@ use crate::routes::partners_shared::{self, BODY_LIMIT, SinkView};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSinkRequest {
-    /// Where the stream bridge delivers the tenant's records: an absolute `https://` URL
-    /// (`http://` only to localhost, and only when the service runs in development mode).
+    /// Where the stream bridge delivers the tenant's records: an absolute `https://` URL on
+    /// a public host (`http://` only with `LOCUS_SINK_ALLOW_HTTP`, hosts on loopback or
+    /// private addresses only with `LOCUS_SINK_ALLOW_PRIVATE`).
     #[schema(max_length = 2048, format = "uri")]
     pub url: String,
     /// The Standard Webhooks secret the bridge signs each delivery with: `whsec_` and the
@@ -118,10 +119,12 @@ pub async fn handler(
     tracing::Span::current().record("tenant", tenant.as_str());
     let bytes = body::json_bytes(&headers, request, BODY_LIMIT, false).await?;
     let req: PutSinkRequest = body::parse(&bytes)?;
-    // The plain rule of this issue: https, or http to loopback in development mode. The
-    // full check of private addresses (SSRF, with DNS) is a later issue.
-    partners_shared::check_sink_url(&req.url, state.config.jwt.dev_mode)
+    partners_shared::check_sink_url(&req.url)
         .and_then(|()| req.secret.as_deref().map_or(Ok(()), check_secret))
+        .map_err(|m| ApiError::invalid(ErrorCode::InvalidSink, m))?;
+    // Told now rather than found at the first delivery; the bridge checks again at connect.
+    partners_shared::check_sink_target(&req.url, state.config.sink_targets)
+        .await
         .map_err(|m| ApiError::invalid(ErrorCode::InvalidSink, m))?;
     let generated = req.secret.is_none().then(generate_secret);
     let secret = req

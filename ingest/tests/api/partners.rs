@@ -10,7 +10,7 @@ use locus_session::SessionStore;
 use locus_testkit as kit;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, batch, spawn_app};
+use crate::helpers::{Scope, TestApp, batch, spawn_app, spawn_in};
 
 const PARTNER: &str = "fleet-co";
 
@@ -206,8 +206,73 @@ async fn a_partner_reads_the_sessions_of_a_granting_tenant_and_nothing_of_anothe
 }
 
 #[tokio::test]
+async fn a_sink_on_a_special_address_or_plain_http_is_refused_unless_the_operator_allows_it() {
+    let scope = Scope::new().await;
+    let strict = spawn_in(&scope, &[Role::Api], |_| {}).await;
+    strict.device_token("acme", "a1").await; // registers the tenant
+    let admin = tenant_admin("acme");
+    let secret = "whsec_7d0c9b8e4f1a2b3c4d5e6f708192a3b4c5d6e7f8";
+    for (url, named, switch) in [
+        ("https://10.0.0.1/hook", "10.0.0.1", "PRIVATE"),
+        (
+            "https://169.254.169.254/latest/meta-data",
+            "169.254.169.254",
+            "PRIVATE",
+        ),
+        ("https://[::ffff:127.0.0.1]/hook", "127.0.0.1", "PRIVATE"),
+        // NAT64 of the metadata address.
+        ("https://[64:ff9b::a9fe:a9fe]/hook", "64:ff9b::", "PRIVATE"),
+        ("https://100.64.0.1/hook", "100.64.0.1", "PRIVATE"),
+        // A name is judged by the addresses it resolves to.
+        ("https://localhost:8443/hook", "127.0.0.1", "PRIVATE"),
+        ("http://127.0.0.1:9/hook", "https://", "HTTP"),
+    ] {
+        let (status, body) = strict
+            .send(
+                reqwest::Method::PUT,
+                &admin,
+                "/v1/sink",
+                Some(json!({ "url": url, "secret": secret })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_sink")),
+            "{url}: {body}"
+        );
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(named) && message.contains(&format!("LOCUS_SINK_ALLOW_{switch}")),
+            "{url}: the answer should name {named:?} and the switch: {message}"
+        );
+    }
+    assert_eq!(strict.get_json(&admin, "/v1/sink").await.0, 404);
+    strict.stop().await;
+
+    let open = spawn_in(&scope, &[Role::Api], |c| {
+        c.sink_targets = locus_service::net::SinkTargetSettings::permissive()
+    })
+    .await;
+    let (status, body) = open
+        .send(
+            reqwest::Method::PUT,
+            &admin,
+            "/v1/sink",
+            Some(json!({ "url": "http://127.0.0.1:9/hook", "secret": secret })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    open.stop().await;
+}
+
+#[tokio::test]
 async fn a_sink_secret_is_never_returned_nor_written_to_the_audit_log() {
-    let (app, scope) = spawn_app().await;
+    let scope = Scope::new().await;
+    // The switches the local demo sets: plain http to this machine is taken.
+    let app = spawn_in(&scope, &[Role::Api, Role::Forwarder], |c| {
+        c.sink_targets = locus_service::net::SinkTargetSettings::permissive()
+    })
+    .await;
     app.device_token("acme", "a1").await; // registers the tenant
     let admin = tenant_admin("acme");
     let secret = "whsec_7d0c9b8e4f1a2b3c4d5e6f708192a3b4c5d6e7f8";
@@ -218,7 +283,7 @@ async fn a_sink_secret_is_never_returned_nor_written_to_the_audit_log() {
     );
 
     for (url, why) in [
-        ("http://hooks.example.com/x", "plain http to a public host"),
+        ("ftp://hooks.example.com/x", "neither https nor http"),
         ("hooks.example.com/x", "not absolute"),
         (
             "https://user:pw@hooks.example.com/",
@@ -261,7 +326,6 @@ async fn a_sink_secret_is_never_returned_nor_written_to_the_audit_log() {
         )
         .await;
     assert_eq!(status, 201, "{put}");
-    // Development mode (as the tests run): plain http to this machine is taken.
     let (status, replaced) = app
         .send(
             reqwest::Method::PUT,

@@ -4,7 +4,7 @@
 //! [`Sink`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use locus_wire::TenantId;
@@ -97,45 +97,21 @@ fn parse_sink_url(tenant: &str, raw: &str, allow_private: bool) -> Result<Url, S
     Ok(url)
 }
 
-/// Whether `host` (as in a URL: IPv6 in brackets) names this machine or a private network.
+/// Whether `host` (as in a URL: IPv6 in brackets) is `localhost` or a literal special
+/// address (`locus_service::net::special_address`: loopback, private, link-local, shared,
+/// NAT64, metadata and the other IANA special-purpose ranges).
 ///
-/// Only literals and `localhost` are recognised: a public name that resolves to a private
-/// address is not caught here (that needs a check at connect time).
+/// Names are not resolved here: the delivery checks the address it connects to
+/// (`webhook::service::PublicOnly`).
 pub fn is_private_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     if host == "localhost" || host.ends_with(".localhost") {
         return true;
     }
     let literal = host.trim_start_matches('[').trim_end_matches(']');
-    match literal.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => is_private_v4(ip),
-        Ok(IpAddr::V6(ip)) => is_private_v6(ip),
-        Err(_) => false,
-    }
-}
-
-fn is_private_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        // 100.64.0.0/10, carrier-grade NAT: private in practice.
-        || (a == 100 && (64..128).contains(&b))
-}
-
-fn is_private_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_private_v4(v4);
-    }
-    let first = ip.segments()[0];
-    ip.is_loopback()
-        || ip.is_unspecified()
-        // fc00::/7, unique local addresses.
-        || (first & 0xfe00) == 0xfc00
-        // fe80::/10, link-local.
-        || (first & 0xffc0) == 0xfe80
+    literal
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| locus_service::net::special_address(ip).is_some())
 }
 
 /// A checked webhook sink.
@@ -315,6 +291,10 @@ mod tests {
             "http://[fd00::1]/hook",
             "http://[fe80::1]/hook",
             "http://[::ffff:127.0.0.1]/hook",
+            // NAT64 of 10.0.0.1, the benchmarking range, documentation: special as well.
+            "http://[64:ff9b::a00:1]/hook",
+            "http://198.18.0.1/hook",
+            "http://[2001:db8::1]/hook",
             // The URL parser normalises these to 127.0.0.1; the check sees the normal form.
             "http://2130706433/hook",
             "http://0x7f.1/hook",
@@ -333,7 +313,7 @@ mod tests {
             "https://hooks.example.com/locus",
             "http://93.184.216.34/hook",
             "http://172.32.0.1/hook",
-            "http://[2001:db8::1]/hook",
+            "http://[2606:4700:4700::1111]/hook",
         ] {
             assert!(one(url, false).is_ok(), "{url} refused");
         }

@@ -226,6 +226,8 @@ impl Stack {
             c.redis.url = kit::redis_url();
             c.redis.prefix = kit::unique("locus-webhooks-test-");
             c.kafka = kit::kafka_settings(&format!("{}.", kit::unique("webhooks_ingest")));
+            // The receiver is plain http on 127.0.0.1.
+            c.sink_targets = locus_service::net::SinkTargetSettings::permissive();
         });
         let app = locus_ingest::Application::build(ingest_config)
             .await
