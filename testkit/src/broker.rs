@@ -5,11 +5,18 @@
 //! same jars (`.locus/kafka/libs`, installed by `./locus deps`) and the same settings
 //! (`scripts/kafka/server.properties.in`) as the local stack, on free loopback ports, with a
 //! log directory of its own that outlives [`KafkaNode::stop`] and is deleted on drop.
+//!
+//! A node is plaintext without an authorizer (`scripts/kafka/plaintext.properties.in`
+//! appended), so a test's clients and spawned binaries need no credentials, unless it is
+//! started with [`KafkaNode::start_secured`]: then it runs the local stack's security exactly
+//! (SASL/SCRAM-SHA-512, the standard authorizer, `locus-admin` the super user), and
+//! [`KafkaNode::provision`] gives it the principals and ACLs of `scripts/kafka/acls.txt`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use locus_service::kafka::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -33,6 +40,8 @@ pub(crate) struct Settings<'a> {
     pub cluster_id: Option<&'a str>,
     /// Properties appended to the local stack's settings.
     pub overrides: &'a str,
+    /// The local stack's security (SASL, ACLs) instead of plaintext.
+    pub secured: bool,
 }
 
 /// One KRaft node (broker and controller in one JVM) run by a test.
@@ -41,6 +50,8 @@ pub struct KafkaNode {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// `locus-admin`'s password on a secured node.
+    admin_password: Option<String>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -69,6 +80,17 @@ impl KafkaNode {
     /// metadata request is answered. Panics (the test fails) when Kafka is not installed
     /// or does not come up within 90 s.
     pub fn start() -> Self {
+        Self::start_single(false)
+    }
+
+    /// Like [`KafkaNode::start`], with the local stack's security: a SASL/SCRAM-SHA-512
+    /// client port, the standard authorizer, no access without an ACL, and `locus-admin`
+    /// (password in [`KafkaNode::credentials_dir`]) the super user.
+    pub fn start_secured() -> Self {
+        Self::start_single(true)
+    }
+
+    fn start_single(secured: bool) -> Self {
         let port = free_port();
         let controller_port = free_port();
         let mut node = Self::format(Settings {
@@ -78,6 +100,7 @@ impl KafkaNode {
             controller_port,
             cluster_id: None,
             overrides: "",
+            secured,
         });
         node.launch();
         node
@@ -93,15 +116,27 @@ impl KafkaNode {
         );
         let dir = std::env::temp_dir().join(crate::unique("locus-test-kafka-"));
         std::fs::create_dir_all(dir.join("data")).expect("create the node's directory");
-        let template =
-            std::fs::read_to_string(workspace_root().join("scripts/kafka/server.properties.in"))
-                .expect("read scripts/kafka/server.properties.in");
+        let read = |name: &str| {
+            std::fs::read_to_string(workspace_root().join("scripts/kafka").join(name))
+                .unwrap_or_else(|e| panic!("read scripts/kafka/{name}: {e}"))
+        };
+        let mut template = read("server.properties.in");
+        let admin_password = settings
+            .secured
+            .then(|| crate::unique("").chars().take(24).collect::<String>());
+        if !settings.secured {
+            template = template + "\n" + &read("plaintext.properties.in");
+        }
         // Later keys win in a Java properties file, so overrides are appended.
         let config = template
             .replace("@PORT@", &settings.port.to_string())
             .replace("@CONTROLLER_PORT@", &settings.controller_port.to_string())
             .replace("@DATA_DIR@", &dir.join("data").display().to_string())
             .replace("@RETENTION_HOURS@", "1")
+            .replace(
+                "@ADMIN_PASSWORD@",
+                admin_password.as_deref().unwrap_or("unused-plaintext"),
+            )
             + &format!(
                 "\nnode.id={}\ncontroller.quorum.voters={}\n{}",
                 settings.node_id, settings.voters, settings.overrides
@@ -112,21 +147,104 @@ impl KafkaNode {
             dir,
             port: settings.port,
             child: None,
+            admin_password,
         };
         let id = match settings.cluster_id {
             Some(id) => id.to_owned(),
             None => node.tool(&["kafka.tools.StorageTool", "random-uuid"]),
         };
         let config = node.config_path();
-        node.tool(&[
-            "kafka.tools.StorageTool",
-            "format",
-            "--cluster-id",
-            id.trim(),
-            "--config",
-            &config,
-        ]);
+        let mut format = vec![
+            "kafka.tools.StorageTool".to_owned(),
+            "format".to_owned(),
+            "--cluster-id".to_owned(),
+            id.trim().to_owned(),
+            "--config".to_owned(),
+            config,
+        ];
+        if let Some(password) = &node.admin_password {
+            // The super user's credential is in the metadata from the first start, as
+            // ./locus formats the local broker.
+            std::fs::create_dir_all(node.credentials_dir()).expect("create the credentials");
+            std::fs::write(node.credentials_dir().join(crate::KAFKA_ADMIN), password)
+                .expect("write the admin password");
+            format.push("--add-scram".to_owned());
+            format.push(format!(
+                "SCRAM-SHA-512=[name={},password={password}]",
+                crate::KAFKA_ADMIN
+            ));
+        }
+        let format: Vec<&str> = format.iter().map(String::as_str).collect();
+        node.tool(&format);
         node
+    }
+
+    /// The directory with each principal's password (`<dir>/<principal>`): `locus-admin`'s
+    /// from the start, the others' after [`KafkaNode::provision`].
+    pub fn credentials_dir(&self) -> PathBuf {
+        self.dir.join("credentials")
+    }
+
+    /// How a client logs in to this node as `principal`: plaintext on a plain node; SASL
+    /// with the password in [`KafkaNode::credentials_dir`] on a secured one.
+    pub fn security_of(&self, principal: &str) -> KafkaSecurity {
+        if self.admin_password.is_none() {
+            return KafkaSecurity::default();
+        }
+        let file = self.credentials_dir().join(principal);
+        let password = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{} ({e}): provision the node first", file.display()));
+        KafkaSecurity::sasl(
+            SecurityProtocol::SaslPlaintext,
+            SaslMechanism::ScramSha512,
+            principal,
+            password.trim().into(),
+        )
+    }
+
+    /// A client config for this node, logged in as `principal` (see [`KafkaNode::security_of`]).
+    pub fn client_config_as(&self, principal: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap());
+        self.security_of(principal).apply(&mut c);
+        c
+    }
+
+    /// The super user's client settings as a Kafka tools properties file.
+    fn admin_properties(&self) -> PathBuf {
+        let path = self.dir.join("admin.properties");
+        let password = self.admin_password.as_deref().expect("a secured node");
+        let body = format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
+             username=\"{}\" password=\"{password}\";\n",
+            crate::KAFKA_ADMIN
+        );
+        std::fs::write(&path, body).expect("write admin.properties");
+        path
+    }
+
+    /// Creates the principals of `scripts/kafka/acls.txt` with their ACLs for the topics
+    /// under `topic_prefix`, with the same script ./locus runs (`scripts/kafka/principals.sh`);
+    /// their passwords land in [`KafkaNode::credentials_dir`]. A secured node only.
+    pub fn provision(&self, topic_prefix: &str) {
+        let out = Command::new("bash")
+            .arg(workspace_root().join("scripts/kafka/principals.sh"))
+            .arg(self.bootstrap())
+            .arg(self.admin_properties())
+            .arg(self.credentials_dir())
+            .arg(topic_prefix)
+            .env("KAFKA_LIBS", kafka_libs())
+            .env("KAFKA_TOOLS_LOG", self.dir.join("tools.log"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "scripts/kafka/principals.sh failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("tools.log")).unwrap_or_default()
+        );
     }
 
     /// A cluster id for [`KafkaNode::format`], from Kafka's own tool.
@@ -137,6 +255,7 @@ impl KafkaNode {
             dir: std::env::temp_dir().join(crate::unique("locus-test-kafka-id-")),
             port: 0,
             child: None,
+            admin_password: None,
         };
         std::fs::create_dir_all(&probe.dir).expect("create a scratch directory");
         probe
@@ -257,8 +376,8 @@ impl KafkaNode {
 
     /// Waits until a client gets metadata that lists this broker.
     pub(crate) fn wait_ready(&mut self) {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let producer: BaseProducer = self
+            .client_config_as(crate::KAFKA_ADMIN)
             .create()
             .expect("create a probe client");
         let deadline = Instant::now() + Duration::from_secs(90);

@@ -50,6 +50,7 @@ impl KafkaCluster {
                     voters: voters.clone(),
                     cluster_id: Some(&cluster_id),
                     overrides: REPLICATED,
+                    secured: false,
                 })
             })
             .collect();
