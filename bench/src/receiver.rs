@@ -8,6 +8,9 @@
 //! - `POST /stats/sessions`: distinct records of the given sessions ([`SessionCountRequest`]),
 //!   so a run counts its own records even if an earlier run's redeliveries trickle in.
 //! - `POST /reset`: forget everything.
+//! - `POST /hang`: a webhook that never answers: the request is held (and counted) until
+//!   the client gives up or the receiver stops. `locus-bench demo --hang-tenants` points a
+//!   tenant's sink here to measure how a hung partner affects the others.
 //! - `GET /healthz`, `GET /readyz`: 200 while the server runs.
 //!
 //! [`client`] is how the demo and the benchmark read these counts.
@@ -32,6 +35,7 @@ use locus_wire::webhook::{self, SIGNATURE_HEADER, SignatureError, SigningKey, We
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use client::ReceiverClient;
@@ -81,6 +85,9 @@ pub struct ReceiverStats {
     pub per_tenant: BTreeMap<String, TenantCounts>,
     /// From ingest's `received_at` to arrival here, first copies only.
     pub e2e_ms: LatencyMs,
+    /// Requests to `POST /hang` (held, never answered).
+    #[serde(default)]
+    pub hung_requests: u64,
 }
 
 /// Body of `POST /stats/sessions`.
@@ -132,6 +139,9 @@ pub struct Receiver {
     config: Arc<ReceiverConfig>,
     // A std mutex: every critical section is short and never awaits.
     tally: Arc<Mutex<Tally>>,
+    /// Cancelled when the server stops: releases the held `/hang` requests, which graceful
+    /// shutdown would otherwise wait for forever.
+    stopping: CancellationToken,
 }
 
 impl Receiver {
@@ -140,6 +150,7 @@ impl Receiver {
         Self {
             config: Arc::new(config),
             tally: Arc::default(),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -276,6 +287,7 @@ pub fn router(receiver: Receiver) -> Router {
         .route("/stats", get(stats))
         .route("/stats/sessions", post(count_sessions))
         .route("/reset", post(reset))
+        .route("/hang", post(hang))
         .route("/healthz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(|| async { StatusCode::OK }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -318,6 +330,13 @@ async fn count_sessions(
     })
 }
 
+/// Holds the request until the receiver stops (the client's timeout ends it first).
+async fn hang(State(receiver): State<Receiver>) -> StatusCode {
+    receiver.tally().stats.hung_requests += 1;
+    receiver.stopping.cancelled().await;
+    StatusCode::SERVICE_UNAVAILABLE
+}
+
 async fn reset(State(receiver): State<Receiver>) -> StatusCode {
     receiver.reset();
     tracing::info!("Counters reset.");
@@ -331,7 +350,11 @@ pub async fn serve(
     receiver: Receiver,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let stopping = receiver.stopping.clone();
     axum::serve(listener, router(receiver))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        })
         .await
 }

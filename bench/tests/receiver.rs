@@ -299,3 +299,41 @@ async fn health_and_readiness_answer_200() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_hang_request_is_held_and_counted_until_the_receiver_stops() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver::new(ReceiverConfig {
+        secret: SecretString::from(SECRET),
+        tolerance_secs: 300,
+    });
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(receiver::serve(
+        listener,
+        receiver.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    let http = reqwest::Client::new();
+    let held = tokio::spawn({
+        let http = http.clone();
+        async move { http.post(format!("http://{addr}/hang")).send().await }
+    });
+    // Held, not answered: still pending after a while, and counted.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "the hang request was answered");
+    assert_eq!(receiver.stats().hung_requests, 1);
+    // Stopping releases it (graceful shutdown would otherwise wait for it forever).
+    stop.cancel();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), held)
+        .await
+        .expect("released at stop")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}

@@ -19,6 +19,10 @@ use crate::stack::StackArgs;
 /// How often the catch-up wait looks at Kafka and the receiver.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a sink set through the API takes to reach the bridge: its default table
+/// refresh (`LOCUS_BRIDGE_SINKS_REFRESH_MS`, 2 s) and a margin.
+const SINK_SETTLE: Duration = Duration::from_secs(3);
+
 /// Command-line and environment settings of `locus-bench demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -52,6 +56,12 @@ pub struct DemoArgs {
     /// Print the figures as JSON instead of the text block.
     #[arg(long)]
     pub json: bool,
+    /// Tenants (among `--tenants`) whose sink is pointed at the receiver's `/hang`, a
+    /// webhook that never answers, for this run (set through `PUT /v1/sink`, removed at
+    /// the end so their records then go to the static sinks). The figures count the other
+    /// tenants only: how a hung partner affects the healthy ones.
+    #[arg(long, value_delimiter = ',')]
+    pub hang_tenants: Vec<String>,
 }
 
 impl DemoArgs {
@@ -104,6 +114,25 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
         .reset()
         .await
         .context("cannot reset the demo webhook receiver")?;
+    let secret = SecretString::from(args.jwt_secret.clone());
+    for tenant in &args.hang_tenants {
+        anyhow::ensure!(
+            args.tenants.contains(tenant),
+            "--hang-tenants names {tenant}, which is not among --tenants"
+        );
+        hang_sink(
+            &http,
+            &plan.ingest_url,
+            &secret,
+            tenant,
+            &receiver.url("/hang"),
+        )
+        .await?;
+    }
+    if !args.hang_tenants.is_empty() {
+        tracing::info!(tenants = ?args.hang_tenants, "Sinks pointed at the hanging webhook; waiting for the bridge to read them.");
+        tokio::time::sleep(SINK_SETTLE).await;
+    }
 
     let topic = args.stack.topics().locations().to_owned();
     let counter = KafkaCounter::start(KafkaCountConfig {
@@ -124,7 +153,26 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
             return Err(e);
         }
     };
-    let sessions = load.session_ids();
+    // The sessions whose records the webhook should get: all but the hung tenants'.
+    let sessions: Vec<_> = load
+        .sessions
+        .iter()
+        .filter(|s| {
+            !args
+                .hang_tenants
+                .iter()
+                .any(|t| t == s.device.tenant.as_str())
+        })
+        .map(|s| s.session_id)
+        .collect();
+    let all_sessions = load.session_ids();
+    // Every fix of the demo is valid and every batch the same size, so each session's
+    // share of the accepted fixes is equal (a shortfall is a problem reported anyway).
+    let expected_delivered = if all_sessions.is_empty() {
+        0
+    } else {
+        load.accepted * sessions.len() as u64 / all_sessions.len() as u64
+    };
     tracing::info!(
         accepted = load.accepted,
         rejected = load.rejected,
@@ -136,12 +184,14 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let deadline = waited + Duration::from_secs(args.wait_secs);
     let (mut on_kafka, mut delivered);
     loop {
-        on_kafka = counter.distinct_for(&sessions);
+        on_kafka = counter.distinct_for(&all_sessions);
         delivered = receiver.delivered_for(&sessions).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "Cannot read the receiver's count.");
             0
         });
-        if (on_kafka >= load.accepted && delivered >= load.accepted) || Instant::now() >= deadline {
+        if (on_kafka >= load.accepted && delivered >= expected_delivered)
+            || Instant::now() >= deadline
+        {
             break;
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -158,6 +208,12 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
             LatencyMs::default()
         });
 
+    let hung_requests = receiver.stats().await.map(|s| s.hung_requests).unwrap_or(0);
+    for tenant in &args.hang_tenants {
+        if let Err(e) = unhang_sink(&http, &plan.ingest_url, &secret, tenant).await {
+            tracing::warn!(tenant, error = %format!("{e:#}"), "Cannot remove the hanging sink; DELETE /v1/sink as the tenant's admin.");
+        }
+    }
     let mut problems = load_problems(&load, &plan);
     if on_kafka != load.accepted {
         let mut p = format!(
@@ -176,11 +232,10 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
             kafka_progress.unparsed
         ));
     }
-    if delivered != load.accepted {
+    if delivered != expected_delivered {
         problems.push(format!(
-            "{delivered} of {} accepted fixes delivered to the webhook at {} after {waited_secs:.0} s \
+            "{delivered} of {expected_delivered} accepted fixes delivered to the webhook at {} after {waited_secs:.0} s \
              (is a webhook sink of tenants {} pointing there, with the demo secret?)",
-            load.accepted,
             receiver.url("/webhook"),
             args.tenants.join(", ")
         ));
@@ -204,8 +259,70 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
         load_secs: load.load_elapsed.as_secs_f64(),
         e2e_ms,
         waited_secs,
+        hung_tenants: args.hang_tenants.clone(),
+        hung_requests,
         problems,
     })
+}
+
+/// Points `tenant`'s sink at the hanging webhook `url` (creating the tenant if needed).
+async fn hang_sink(
+    http: &reqwest::Client,
+    ingest: &str,
+    secret: &SecretString,
+    tenant: &str,
+    url: &str,
+) -> anyhow::Result<()> {
+    let platform = crate::auth::platform_admin_token(secret)?;
+    let created = http
+        .post(format!("{ingest}/v1/tenants"))
+        .bearer_auth(&platform)
+        .json(&serde_json::json!({ "tenant_id": tenant }))
+        .send()
+        .await
+        .context("ingest does not answer POST /v1/tenants")?;
+    anyhow::ensure!(
+        created.status().is_success() || created.status() == reqwest::StatusCode::CONFLICT,
+        "cannot create tenant {tenant}: {} {}",
+        created.status(),
+        created.text().await.unwrap_or_default()
+    );
+    let admin = crate::auth::tenant_admin_token(secret, tenant)?;
+    let put = http
+        .put(format!("{ingest}/v1/sink"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .context("ingest does not answer PUT /v1/sink")?;
+    anyhow::ensure!(
+        put.status().is_success(),
+        "cannot point {tenant}'s sink at {url}: {} {} (the local stack allows http to loopback with LOCUS_SINK_ALLOW_HTTP and LOCUS_SINK_ALLOW_PRIVATE)",
+        put.status(),
+        put.text().await.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Removes `tenant`'s sink row again: its records then go to the bridge's static sink.
+async fn unhang_sink(
+    http: &reqwest::Client,
+    ingest: &str,
+    secret: &SecretString,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    let admin = crate::auth::tenant_admin_token(secret, tenant)?;
+    let deleted = http
+        .delete(format!("{ingest}/v1/sink"))
+        .bearer_auth(&admin)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        deleted.status().is_success() || deleted.status() == reqwest::StatusCode::NOT_FOUND,
+        "DELETE /v1/sink answered {}",
+        deleted.status()
+    );
+    Ok(())
 }
 
 /// What went wrong on the HTTP side. The demo's fixes are all valid, so a rejected fix is

@@ -47,6 +47,13 @@ pub struct DemoFigures {
     pub e2e_ms: LatencyMs,
     /// How long the demo waited for Kafka and the webhook to catch up, in seconds.
     pub waited_secs: f64,
+    /// Tenants whose sink was the hanging webhook for this run (`--hang-tenants`); the
+    /// delivery and end-to-end figures are the other tenants'.
+    #[serde(default)]
+    pub hung_tenants: Vec<String>,
+    /// Requests the hanging webhook held.
+    #[serde(default)]
+    pub hung_requests: u64,
     /// What went wrong; empty when the run is good.
     pub problems: Vec<String>,
 }
@@ -112,6 +119,17 @@ impl DemoFigures {
             "end to end",
             format!("{}   (202 -> webhook)", self.e2e_ms.render()),
         );
+        if !self.hung_tenants.is_empty() {
+            row(
+                &mut s,
+                "hung webhook",
+                format!(
+                    "{:<7}(requests held for {}; the figures above are the other tenants')",
+                    self.hung_requests,
+                    self.hung_tenants.join(", ")
+                ),
+            );
+        }
         if self.ok() {
             row(&mut s, "result", "OK".to_owned());
         } else {
@@ -164,8 +182,23 @@ mod tests {
                 max: 140.2,
             },
             waited_secs: 0.5,
+            hung_tenants: vec![],
+            hung_requests: 0,
             problems: vec![],
         }
+    }
+
+    #[test]
+    fn a_run_with_a_hung_tenant_says_so_and_only_then() {
+        assert!(!figures().render_text().contains("hung webhook"));
+        let mut f = figures();
+        f.hung_tenants = vec!["globex".into()];
+        f.hung_requests = 3;
+        let text = f.render_text();
+        assert!(
+            text.contains("  hung webhook          3      (requests held for globex; the figures above are the other tenants')\n"),
+            "{text}"
+        );
     }
 
     #[test]

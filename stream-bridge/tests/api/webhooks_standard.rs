@@ -633,3 +633,62 @@ async fn the_migration_rewrites_an_old_secret_as_whsec_with_the_same_key_bytes()
     }
     owner.close().await;
 }
+
+#[tokio::test]
+async fn a_stored_sink_whose_name_resolves_to_loopback_is_never_connected_to_and_its_records_wait()
+{
+    let receiver = ScriptedReceiver::spawn().await;
+    // The row was taken by an ingest whose operator allowed private targets (or written to
+    // the table by hand); this bridge's operator allows plain http, not private addresses.
+    let (stack, _) = Stack::start(&receiver, |c| {
+        c.sink_targets = locus_service::net::SinkTargetSettings {
+            allow_http: true,
+            allow_private: false,
+        };
+        c.allow_private_sinks = false; // the older name of the switch, on in for_tests
+    })
+    .await;
+    // A name, not a literal address: only the bridge's resolver stands between it and the
+    // receiver on 127.0.0.1.
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    stack
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sink",
+            Some(json!({ "url": by_name })),
+        )
+        .await;
+    let records = session_records("acme", 3);
+    produce(&stack.prefix, &records).await;
+
+    let health = stack
+        .health_until("the refusal of the resolved address", |h| {
+            h["last_failure"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("resolves only to special addresses"))
+        })
+        .await;
+    assert_eq!(health["paused"], true, "the tenant waits: {health}");
+    let reason = health["last_failure"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is loopback") && reason.contains("LOCUS_SINK_ALLOW_PRIVATE"),
+        "the reason names the address and the switch: {reason}"
+    );
+    assert!(
+        receiver.arrivals().is_empty(),
+        "no request reached the receiver: {:?}",
+        receiver.arrivals().len()
+    );
+    // Waiting, not skipped: nothing of acme's went to the dead-letter topic.
+    let dead = kit::read_topic_to_end(
+        &format!("{}dead-letter", stack.prefix),
+        0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        dead.iter().all(|r| r.value["tenant_id"] != "acme"),
+        "acme's records were dead-lettered: {dead:?}"
+    );
+    stack.bridge.stop().await;
+}
