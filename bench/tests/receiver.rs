@@ -19,7 +19,9 @@ const SECRET: &str = "test-webhook-secret";
 struct TestReceiver {
     addr: SocketAddr,
     http: reqwest::Client,
-    _stop: tokio_util::sync::DropGuard,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: CancellationToken,
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl TestReceiver {
@@ -31,7 +33,7 @@ impl TestReceiver {
             tolerance_secs: 300,
         });
         let stop = CancellationToken::new();
-        tokio::spawn(receiver::serve(
+        let server = tokio::spawn(receiver::serve(
             listener,
             receiver,
             stop.clone().cancelled_owned(),
@@ -39,8 +41,20 @@ impl TestReceiver {
         Self {
             addr,
             http: reqwest::Client::new(),
-            _stop: stop.drop_guard(),
+            server,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
         }
+    }
+
+    /// Stops the server and waits (at most 5 s) until it has.
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.server)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
     }
 
     fn url(&self, path: &str) -> String {
@@ -302,38 +316,18 @@ async fn health_and_readiness_answer_200() {
 
 #[tokio::test]
 async fn a_hang_request_is_held_and_counted_until_the_receiver_stops() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let receiver = Receiver::new(ReceiverConfig {
-        secret: SecretString::from(SECRET),
-        tolerance_secs: 300,
-    });
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(receiver::serve(
-        listener,
-        receiver.clone(),
-        stop.clone().cancelled_owned(),
-    ));
-    let http = reqwest::Client::new();
-    let held = tokio::spawn({
-        let http = http.clone();
-        async move { http.post(format!("http://{addr}/hang")).send().await }
-    });
+    let app = TestReceiver::spawn().await;
+    let held = tokio::spawn(app.http.post(app.url("/hang")).send());
     // Held, not answered: still pending after a while, and counted.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!held.is_finished(), "the hang request was answered");
-    assert_eq!(receiver.stats().hung_requests, 1);
+    assert_eq!(app.stats().await.hung_requests, 1);
     // Stopping releases it (graceful shutdown would otherwise wait for it forever).
-    stop.cancel();
+    app.stop().await;
     let answer = tokio::time::timeout(std::time::Duration::from_secs(5), held)
         .await
         .expect("released at stop")
         .unwrap()
         .unwrap();
     assert_eq!(answer.status(), 503);
-    tokio::time::timeout(std::time::Duration::from_secs(5), server)
-        .await
-        .expect("the server stops")
-        .unwrap()
-        .unwrap();
 }

@@ -171,15 +171,20 @@ async fn produce(config: &ClientConfig, topic: &str) -> Result<(), RDKafkaErrorC
         .map_err(|(e, _)| e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail))
 }
 
-/// Reads the first record of partition 0 of `topic` in `group`, as `config` logs in, or the
-/// broker's refusal.
-fn read_first(config: &ClientConfig, topic: &str, group: &str) -> Result<(), RDKafkaErrorCode> {
-    let consumer: BaseConsumer = config
+/// A consumer in `group` that never commits on its own, as `config` logs in.
+fn consumer_in(config: &ClientConfig, group: &str) -> BaseConsumer {
+    config
         .clone()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
-        .expect("create a consumer");
+        .expect("create a consumer")
+}
+
+/// Reads the first record of partition 0 of `topic` in `group`, as `config` logs in, or the
+/// broker's refusal.
+fn read_first(config: &ClientConfig, topic: &str, group: &str) -> Result<(), RDKafkaErrorCode> {
+    let consumer = consumer_in(config, group);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
@@ -197,12 +202,7 @@ fn read_first(config: &ClientConfig, topic: &str, group: &str) -> Result<(), RDK
 
 /// Commits offset 0 of `topic` for `group` as `config` logs in.
 fn commit(config: &ClientConfig, topic: &str, group: &str) -> Result<(), RDKafkaErrorCode> {
-    let consumer: BaseConsumer = config
-        .clone()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("create a consumer");
+    let consumer = consumer_in(config, group);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(0))
         .unwrap();

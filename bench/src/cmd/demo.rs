@@ -199,16 +199,15 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<DemoFigures> {
     let waited_secs = waited.elapsed().as_secs_f64();
     let kafka_progress = counter.progress();
     counter.stop().await;
-    let e2e_ms = receiver
+    let (e2e_ms, hung_requests) = receiver
         .stats()
         .await
-        .map(|s| s.e2e_ms)
+        .map(|s| (s.e2e_ms, s.hung_requests))
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "Cannot read the receiver's stats.");
-            LatencyMs::default()
+            (LatencyMs::default(), 0)
         });
 
-    let hung_requests = receiver.stats().await.map(|s| s.hung_requests).unwrap_or(0);
     for tenant in &args.hang_tenants {
         if let Err(e) = unhang_sink(&http, &plan.ingest_url, &secret, tenant).await {
             tracing::warn!(tenant, error = %format!("{e:#}"), "Cannot remove the hanging sink; DELETE /v1/sink as the tenant's admin.");

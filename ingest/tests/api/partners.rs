@@ -69,6 +69,12 @@ impl TestApp {
         self.send(reqwest::Method::GET, token, path, None).await
     }
 
+    /// `PUT /v1/sink` with `body`, as `token`.
+    async fn put_sink(&self, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, token, "/v1/sink", Some(body))
+            .await
+    }
+
     async fn create_partner(&self, id: &str) {
         let (status, body) = self
             .send(
@@ -228,12 +234,7 @@ async fn a_sink_on_a_special_address_or_plain_http_is_refused_unless_the_operato
         ("http://127.0.0.1:9/hook", "https://", "HTTP"),
     ] {
         let (status, body) = strict
-            .send(
-                reqwest::Method::PUT,
-                &admin,
-                "/v1/sink",
-                Some(json!({ "url": url, "secret": secret })),
-            )
+            .put_sink(&admin, json!({ "url": url, "secret": secret }))
             .await;
         assert_eq!(
             (status, body["error"].as_str()),
@@ -254,11 +255,9 @@ async fn a_sink_on_a_special_address_or_plain_http_is_refused_unless_the_operato
     })
     .await;
     let (status, body) = open
-        .send(
-            reqwest::Method::PUT,
+        .put_sink(
             &admin,
-            "/v1/sink",
-            Some(json!({ "url": "http://127.0.0.1:9/hook", "secret": secret })),
+            json!({ "url": "http://127.0.0.1:9/hook", "secret": secret }),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -291,12 +290,7 @@ async fn a_sink_secret_is_never_returned_nor_written_to_the_audit_log() {
         ),
     ] {
         let (status, body) = app
-            .send(
-                reqwest::Method::PUT,
-                &admin,
-                "/v1/sink",
-                Some(json!({ "url": url, "secret": secret })),
-            )
+            .put_sink(&admin, json!({ "url": url, "secret": secret }))
             .await;
         assert_eq!(
             (status, body["error"].as_str()),
@@ -305,11 +299,9 @@ async fn a_sink_secret_is_never_returned_nor_written_to_the_audit_log() {
         );
     }
     let (status, body) = app
-        .send(
-            reqwest::Method::PUT,
+        .put_sink(
             &admin,
-            "/v1/sink",
-            Some(json!({ "url": "https://hooks.example.com/x", "secret": "short" })),
+            json!({ "url": "https://hooks.example.com/x", "secret": "short" }),
         )
         .await;
     assert_eq!(
@@ -318,20 +310,16 @@ async fn a_sink_secret_is_never_returned_nor_written_to_the_audit_log() {
     );
 
     let (status, put) = app
-        .send(
-            reqwest::Method::PUT,
+        .put_sink(
             &admin,
-            "/v1/sink",
-            Some(json!({ "url": "https://hooks.example.com/locus", "secret": secret })),
+            json!({ "url": "https://hooks.example.com/locus", "secret": secret }),
         )
         .await;
     assert_eq!(status, 201, "{put}");
     let (status, replaced) = app
-        .send(
-            reqwest::Method::PUT,
+        .put_sink(
             &admin,
-            "/v1/sink",
-            Some(json!({ "url": "http://127.0.0.1:9/hook", "secret": secret })),
+            json!({ "url": "http://127.0.0.1:9/hook", "secret": secret }),
         )
         .await;
     assert_eq!(status, 200, "{replaced}");
